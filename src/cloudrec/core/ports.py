@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
-from cloudrec.core.rooms import PlayRequest, PublishRequest, StreamMeta
+from cloudrec.core.apps import App
+from cloudrec.core.rooms import LiveStream, PlayRequest, PublishRequest, RoomEvent, StreamMeta
 
 
 class IngestGate(Protocol):
@@ -24,3 +26,56 @@ class IngestGate(Protocol):
     async def unpublished(self, req: PublishRequest) -> None: ...
 
     async def authorize_play(self, req: PlayRequest) -> None: ...
+
+
+class AppRepository(Protocol):
+    def add(self, app: App) -> None: ...
+
+    def get(self, app_id: int) -> App | None: ...
+
+    def list(self) -> list[App]: ...
+
+    def set_secret(self, app_id: int, kind: str, secret: str) -> None: ...
+
+
+class RoomDirectory(Protocol):
+    """The live streams of every room, and their history.  Owned by a unit of work."""
+
+    def open(self, stream: LiveStream) -> None:
+        """Record a stream as live; raise ``CloudrecError.conflict`` if that id is live."""
+
+    def close(self, app_id: int, room_id: str, stream_id: str, at: datetime, reason: str) -> bool:
+        """Mark a live stream ended; False if it was not live."""
+
+    def close_all(self, source: str, at: datetime, reason: str) -> int: ...
+
+    def is_live(self, app_id: int, room_id: str, stream_id: str) -> bool: ...
+
+    def live(self, app_id: int, room_id: str | None = None) -> list[LiveStream]: ...
+
+    def live_by_url(self, source: str, pull_url: str) -> LiveStream | None: ...
+
+    def update_meta(self, app_id: int, room_id: str, stream_id: str, meta: StreamMeta) -> None: ...
+
+    def add_event(self, event: RoomEvent) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction; ``commit`` makes its changes durable, leaving without it rolls back."""
+
+    apps: AppRepository
+    rooms: RoomDirectory
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+class SecretBox(Protocol):
+    """Encrypts secrets kept at rest; ``open`` raises ``CloudrecError.internal`` on a wrong key."""
+
+    def seal(self, plaintext: str) -> str: ...
+
+    def open(self, token: str) -> str: ...

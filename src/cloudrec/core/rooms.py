@@ -120,3 +120,17 @@ class LiveStream:
     started_at: datetime
     pull_url: str
     source: str  # "embedded" or "hook" (an external media server)
+
+
+@dataclass(frozen=True)
+class RoomEvent:
+    """A line of a room's history: ``published``, ``unpublished`` or ``refused``."""
+
+    kind: str
+    app_id: int | None
+    room_id: str | None
+    stream_id: str | None
+    user_id: str | None
+    at: datetime
+    remote_addr: str | None = None
+    detail: str = ""

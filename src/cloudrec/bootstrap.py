@@ -1,0 +1,96 @@
+"""The composition root: the one place that wires adapters to the core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from cloudrec.config import Settings
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.rooms import PublishRequest, StreamMeta
+from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
+from cloudrec.db.engine import make_engine, upgrade
+from cloudrec.db.repositories import uow_factory
+from cloudrec.secretbox import FernetSecretBox, load_key
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    uow: Callable[[], UnitOfWork]
+    apps: AppService
+    rooms: RoomService
+    clock: Clock
+
+    def rtmp_pull_url(self, app_id: int, room_id: str, stream_id: str) -> str:
+        s = self.settings
+        return f"rtmp://{s.rtmp_pull_host}:{s.rtmp_port}/{app_id}/{room_id}/{stream_id}"
+
+
+def bootstrap(settings: Settings, clock: Clock = utc_now, migrate: bool = True) -> Container:
+    """Open the database (migrating it to head) and build the services."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database)
+    if migrate:
+        upgrade(engine)
+    box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
+    uow = uow_factory(engine, box)
+    return Container(
+        settings=settings,
+        engine=engine,
+        uow=uow,
+        apps=AppService(uow, clock),
+        rooms=RoomService(uow, clock),
+        clock=clock,
+    )
+
+
+class EmbeddedIngestGate:
+    """The core's room service as seen by the embedded RTMP server (an ``IngestGate``).
+
+    Database work runs in a thread so that it never blocks the ingest's event loop.
+    """
+
+    SOURCE = "embedded"
+
+    def __init__(self, container: Container) -> None:
+        self._c = container
+
+    async def authorize_publish(self, req: PublishRequest) -> None:
+        target = await asyncio.to_thread(self._target, req)
+        await asyncio.to_thread(self._c.rooms.authorize_publish, target, req.remote_addr)
+
+    async def published(self, req: PublishRequest, meta: StreamMeta) -> None:
+        target = self._target(req)
+        a = target.address
+        url = self._c.rtmp_pull_url(a.app_id, a.room_id, target.stream_id)
+        await asyncio.to_thread(
+            self._c.rooms.published, target, meta, url, self.SOURCE, req.remote_addr
+        )
+
+    async def unpublished(self, req: PublishRequest) -> None:
+        target = self._target(req)
+        await asyncio.to_thread(
+            self._c.rooms.unpublished, target, "publisher left", req.remote_addr
+        )
+
+    async def authorize_play(self, req: PublishRequest) -> None:
+        target = await asyncio.to_thread(self._target, req)
+        await asyncio.to_thread(self._c.rooms.authorize_play, target, req.remote_addr)
+
+    def _target(self, req: PublishRequest) -> PublishTarget:
+        try:
+            return self._c.rooms.target_of(req)
+        except CloudrecError as exc:
+            self._c.rooms.refused(None, None, None, None, req.remote_addr, exc)
+            raise

@@ -1,0 +1,165 @@
+"""The ``cloudrec`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from cloudrec import __version__
+from cloudrec.config import Settings, SettingsError, load_settings
+from cloudrec.core.errors import CloudrecError
+from cloudrec.logs import setup_logging
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="database, spool and backup store (env CLOUDREC_DATA_DIR; default ./cloudrec-data)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML settings file (env CLOUDREC_CONFIG; "
+        "default <data-dir>/cloudrec.toml if present)",
+    )
+    p.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (env CLOUDREC_DATABASE_URL; default SQLite in the data dir)",
+    )
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (env CLOUDREC_LOG_LEVEL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudrec",
+        description="Self-hostable cloud recording for live audio/video rooms. Settings: "
+        "flags over CLOUDREC_* environment variables over a TOML file over defaults.",
+    )
+    parser.add_argument("--version", action="version", version=f"cloudrec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API and the embedded RTMP ingest",
+        description="Run the HTTP API and the embedded RTMP ingest until SIGTERM or SIGINT.",
+    )
+    serve.add_argument("--host", help="address to listen on (env CLOUDREC_HOST; default 127.0.0.1)")
+    serve.add_argument(
+        "--http-port", type=int, help="HTTP port (env CLOUDREC_HTTP_PORT; default 8080)"
+    )
+    serve.add_argument(
+        "--rtmp-port", type=int, help="RTMP port (env CLOUDREC_RTMP_PORT; default 1935)"
+    )
+    _common(serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    _common(migrate)
+
+    app = sub.add_parser("app", help="manage apps and their credentials")
+    app_sub = app.add_subparsers(dest="app_command", required=True, metavar="ACTION")
+    create = app_sub.add_parser("create", help="create an app and print its secrets")
+    create.add_argument("--app-id", type=int, required=True)
+    create.add_argument("--json", action="store_true", help="print JSON")
+    _common(create)
+    lst = app_sub.add_parser("list", help="list apps (no secrets)")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    _common(lst)
+    rotate = app_sub.add_parser("rotate-secret", help="replace one of an app's secrets")
+    rotate.add_argument("--app-id", type=int, required=True)
+    rotate.add_argument(
+        "--kind",
+        choices=["server", "callback", "publish"],
+        default="server",
+        help="which secret (default server)",
+    )
+    rotate.add_argument("--json", action="store_true", help="print JSON")
+    _common(rotate)
+    url = app_sub.add_parser("publish-url", help="print an RTMP publish URL with a token")
+    url.add_argument("--app-id", type=int, required=True)
+    url.add_argument("--room", required=True)
+    url.add_argument("--stream", required=True)
+    url.add_argument("--uid", help="user id (default: the stream id)")
+    url.add_argument("--ttl", type=int, help="token lifetime in seconds (default 86400)")
+    url.add_argument("--rtmp-port", type=int, help="RTMP port in the URL (default: the setting)")
+    url.add_argument("--host", help="host in the URL (default: rtmp_public_host or host)")
+    _common(url)
+
+    run_task = sub.add_parser("run-task")  # the per-task worker; started by the service
+    run_task.add_argument("task_id")
+    _common(run_task)
+    # Hide the worker entry point from --help: users never run it themselves.
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "run-task"]
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {
+        name: getattr(args, name, None)
+        for name in ("host", "http_port", "rtmp_port", "data_dir", "database_url", "log_level")
+    }
+    return load_settings(flags, config_file=args.config)
+
+
+def _print(obj: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=None))
+    elif isinstance(obj, list):
+        for item in obj:
+            print("  ".join(f"{k}={v}" for k, v in item.items()))
+    else:
+        for k, v in obj.items():
+            print(f"{k}: {v}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cloudrec.bootstrap import bootstrap
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_format)
+    container = bootstrap(settings)
+    if args.command == "serve":
+        from cloudrec.serve import serve
+
+        asyncio.run(serve(container))
+        return 0
+    if args.command == "migrate":
+        print(f"database at head: {settings.database.split('@')[-1]}")
+        return 0
+    if args.command == "run-task":
+        raise CloudrecError.failed_precondition("recording tasks are not available yet")
+    if args.app_command == "create":
+        _print(container.apps.create(args.app_id).credentials(), args.json)
+    elif args.app_command == "list":
+        _print([a.public_view() for a in container.apps.list()], args.json)
+    elif args.app_command == "rotate-secret":
+        _print(container.apps.rotate_secret(args.app_id, args.kind).credentials(), args.json)
+    elif args.app_command == "publish-url":
+        ttl = args.ttl or settings.publish_token_ttl_s
+        token = container.apps.publish_token(args.app_id, args.room, args.stream, ttl)
+        query = {"uid": args.uid} if args.uid else {}
+        query["token"] = token
+        host = args.host or settings.public_rtmp_host
+        port = args.rtmp_port or settings.rtmp_port
+        print(f"rtmp://{host}:{port}/{args.app_id}/{args.room}/{args.stream}?{urlencode(query)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (SettingsError, CloudrecError) as exc:
+        message = exc.message if isinstance(exc, CloudrecError) else str(exc)
+        print(f"cloudrec: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

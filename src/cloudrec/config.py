@@ -1,0 +1,134 @@
+"""Typed settings: command-line flags over ``CLOUDREC_*`` environment variables over an optional
+TOML file over defaults.
+
+Every field of :class:`Settings` can be set in the TOML file (same name), by the environment
+variable ``CLOUDREC_<NAME>`` (upper case) and, for the common ones, by a flag.  The TOML file is
+``--config PATH`` or ``CLOUDREC_CONFIG``; without either, ``<data_dir>/cloudrec.toml`` is read when
+it exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CLOUDREC_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    rtmp_port: int = 1935
+    data_dir: Path = field(default_factory=lambda: Path("./cloudrec-data"))
+    # SQLAlchemy URL; empty means SQLite in the data dir.  PostgreSQL:
+    # postgresql+psycopg://user:pass@host/db
+    database_url: str = ""
+    # Fernet key (urlsafe base64, 32 bytes) encrypting secrets at rest.  Empty means the key
+    # file <data_dir>/secret.key, created with mode 0600 on first start.
+    secret_key: str = ""
+    # The host recorders pull RTMP from, as seen from the workers (loopback by default).
+    rtmp_pull_host: str = "127.0.0.1"
+    # The host written into publish URLs printed by ``cloudrec app publish-url``.
+    rtmp_public_host: str = ""
+    # Publish tokens: default lifetime printed by ``app publish-url``.
+    publish_token_ttl_s: int = 86400
+    # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
+    hook_secret: str = ""
+    log_level: str = "INFO"
+    log_format: str = "json"  # "json" or "text"
+    allow_private_targets: bool = False
+
+    @property
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'cloudrec.db').resolve()}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.data_dir / "backup"
+
+    @property
+    def public_rtmp_host(self) -> str:
+        return self.rtmp_public_host or self.host
+
+
+def _coerce(name: str, typ: Any, value: Any) -> Any:
+    try:
+        if typ in (bool, "bool"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if typ in (int, "int"):
+            if isinstance(value, bool):
+                raise ValueError("a boolean is not an integer")
+            return int(value)
+        if typ in (Path, "Path"):
+            return Path(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name}: {exc}") from exc
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build settings from defaults, a TOML file, the environment and ``overrides`` (flags).
+
+    ``overrides`` values of ``None`` mean "flag not given".  Unknown TOML keys are an error, so a
+    typo does not silently fall back to a default.
+    """
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    known = {f.name: f.type for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    env_values = {
+        name: env[ENV_PREFIX + name.upper()] for name in known if ENV_PREFIX + name.upper() in env
+    }
+    data_dir = Path(flags.get("data_dir") or env_values.get("data_dir") or "./cloudrec-data")
+    path = config_file or (Path(env["CLOUDREC_CONFIG"]) if env.get("CLOUDREC_CONFIG") else None)
+    if path is None and (data_dir / "cloudrec.toml").is_file():
+        path = data_dir / "cloudrec.toml"
+    if path is not None:
+        try:
+            toml = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"config file {path}: {exc}") from exc
+        unknown = sorted(set(toml) - set(known))
+        if unknown:
+            raise SettingsError(f"config file {path}: unknown settings {', '.join(unknown)}")
+        values.update(toml)
+    values.update(env_values)
+    values.update(flags)
+    typed = {name: _coerce(name, known[name], value) for name, value in values.items()}
+    settings = dataclasses.replace(Settings(), **typed)
+    for port_name in ("http_port", "rtmp_port"):
+        port = getattr(settings, port_name)
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"setting {port_name}: {port} is not a TCP port")
+    if settings.log_format not in ("json", "text"):
+        raise SettingsError(f"setting log_format: {settings.log_format!r} is not 'json' or 'text'")
+    return settings

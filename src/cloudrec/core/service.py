@@ -1,0 +1,319 @@
+"""The service layer: apps, publish authorisation and the room directory.
+
+Methods are synchronous and each opens one unit of work (one transaction); callers on an event
+loop run them in a thread.  Time comes from the injected ``clock`` (aware UTC datetimes).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cloudrec.core.apps import SECRET_KINDS, App, check_app_id, new_secret
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.rooms import (
+    LiveStream,
+    PublishRequest,
+    RoomAddress,
+    RoomEvent,
+    StreamMeta,
+    StreamName,
+    check_id,
+)
+from cloudrec.core.tokens import make_publish_token, verify_publish_token
+
+log = logging.getLogger("cloudrec.rooms")
+
+Clock = Callable[[], datetime]
+
+
+def is_loopback(addr: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+@dataclass(frozen=True)
+class PublishTarget:
+    """Who publishes what, once a publish request has been understood."""
+
+    address: RoomAddress
+    stream_id: str
+    user_id: str
+    token: str | None
+
+
+def _event_fields(event: RoomEvent) -> dict[str, object]:
+    return {k: v for k, v in vars(event).items() if v not in (None, "") and k != "at"}
+
+
+class AppService:
+    def __init__(self, uow: Callable[[], UnitOfWork], clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    def create(self, app_id: int) -> App:
+        app = App.create(app_id, self._clock())
+        with self._uow() as uow:
+            if uow.apps.get(app_id) is not None:
+                raise CloudrecError.conflict(f"app {app_id} already exists")
+            uow.apps.add(app)
+            uow.commit()
+        return app
+
+    def get(self, app_id: int) -> App:
+        with self._uow() as uow:
+            app = uow.apps.get(app_id)
+        if app is None:
+            raise CloudrecError.not_found(f"app {app_id} does not exist", reason="app_unknown")
+        return app
+
+    def list(self) -> list[App]:
+        with self._uow() as uow:
+            return uow.apps.list()
+
+    def rotate_secret(self, app_id: int, kind: str) -> App:
+        if kind not in SECRET_KINDS:
+            raise CloudrecError.invalid_argument(
+                f"secret kind {kind!r} is not one of {', '.join(SECRET_KINDS)}"
+            )
+        with self._uow() as uow:
+            if uow.apps.get(app_id) is None:
+                raise CloudrecError.not_found(f"app {app_id} does not exist", reason="app_unknown")
+            uow.apps.set_secret(app_id, kind, new_secret())
+            uow.commit()
+            app = uow.apps.get(app_id)
+        assert app is not None
+        return app
+
+    def authenticate(self, app_id: int, secret: str) -> App:
+        """The app whose server secret is ``secret``; ``unauthenticated`` otherwise."""
+        with self._uow() as uow:
+            app = uow.apps.get(app_id)
+        if app is None or not hmac.compare_digest(app.server_secret, secret):
+            raise CloudrecError.unauthenticated("wrong app id or server secret")
+        return app
+
+    def publish_token(self, app_id: int, room_id: str, stream_id: str, ttl_s: int) -> str:
+        app = self.get(app_id)
+        check_id("room id", room_id)
+        check_id("stream id", stream_id)
+        if ttl_s <= 0:
+            raise CloudrecError.invalid_argument(
+                f"ttl {ttl_s} must be a positive number of seconds"
+            )
+        expires = int(self._clock().timestamp()) + ttl_s
+        return make_publish_token(app.publish_secret, app_id, room_id, stream_id, expires)
+
+
+class RoomService:
+    """Decides who may publish and play, and keeps the room directory."""
+
+    def __init__(self, uow: Callable[[], UnitOfWork], clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    def understand(self, app_id: int, room_id: str, stream_name: str) -> PublishTarget:
+        name = StreamName.parse(stream_name)
+        check_app_id(app_id)
+        check_id("room id", room_id)
+        check_id("stream id", name.stream_id)
+        user_id = check_id("user id", name.args.get("uid") or name.stream_id)
+        return PublishTarget(
+            RoomAddress(app_id, room_id), name.stream_id, user_id, name.args.get("token")
+        )
+
+    def target_of(self, req: PublishRequest) -> PublishTarget:
+        address = RoomAddress.parse(req.app_path)
+        return self.understand(address.app_id, address.room_id, req.stream_name)
+
+    def authorize_publish(self, target: PublishTarget, remote_addr: str) -> None:
+        """Refuse (raise) a publish with no, a bad or an expired token, an unknown app, or a
+        stream id already live in the room; log and store every refusal."""
+        try:
+            self._check_token(target)
+            with self._uow() as uow:
+                a = target.address
+                if uow.rooms.is_live(a.app_id, a.room_id, target.stream_id):
+                    raise CloudrecError.conflict(
+                        f"stream {target.stream_id!r} is already live in room {a.room_id!r}",
+                        reason="stream_live",
+                    )
+        except CloudrecError as exc:
+            self.refused(
+                target.address.app_id,
+                target.address.room_id,
+                target.stream_id,
+                target.user_id,
+                remote_addr,
+                exc,
+            )
+            raise
+
+    def authorize_play(self, target: PublishTarget, remote_addr: str) -> None:
+        """Players need a valid token, except from loopback (recorders pull that way)."""
+        if is_loopback(remote_addr):
+            return
+        try:
+            self._check_token(target)
+        except CloudrecError as exc:
+            self.refused(
+                target.address.app_id,
+                target.address.room_id,
+                target.stream_id,
+                target.user_id,
+                remote_addr,
+                exc,
+                action="play",
+            )
+            raise
+
+    def _check_token(self, target: PublishTarget) -> None:
+        a = target.address
+        with self._uow() as uow:
+            app = uow.apps.get(a.app_id)
+        if app is None:
+            raise CloudrecError.not_found(f"app {a.app_id} does not exist", reason="app_unknown")
+        verify_publish_token(
+            app.publish_secret,
+            a.app_id,
+            a.room_id,
+            target.stream_id,
+            target.token,
+            self._clock().timestamp(),
+        )
+
+    def refused(
+        self,
+        app_id: int | None,
+        room_id: str | None,
+        stream_id: str | None,
+        user_id: str | None,
+        remote_addr: str,
+        error: CloudrecError,
+        action: str = "publish",
+    ) -> None:
+        event = RoomEvent(
+            kind=f"{action}_refused",
+            app_id=app_id,
+            room_id=room_id,
+            stream_id=stream_id,
+            user_id=user_id,
+            at=self._clock(),
+            remote_addr=remote_addr,
+            detail=error.reason or error.kind.value,
+        )
+        log.warning(
+            "stream.%s_refused",
+            action,
+            extra={"fields": {**_event_fields(event), "reason": error.message}},
+        )
+        with self._uow() as uow:
+            uow.rooms.add_event(event)
+            uow.commit()
+
+    def published(
+        self,
+        target: PublishTarget,
+        meta: StreamMeta,
+        pull_url: str,
+        source: str,
+        remote_addr: str,
+    ) -> LiveStream:
+        a = target.address
+        stream = LiveStream(
+            app_id=a.app_id,
+            room_id=a.room_id,
+            stream_id=target.stream_id,
+            user_id=target.user_id,
+            meta=meta,
+            started_at=self._clock(),
+            pull_url=pull_url,
+            source=source,
+        )
+        event = RoomEvent(
+            "published",
+            a.app_id,
+            a.room_id,
+            target.stream_id,
+            target.user_id,
+            stream.started_at,
+            remote_addr,
+            detail=source,
+        )
+        with self._uow() as uow:
+            uow.rooms.open(stream)
+            uow.rooms.add_event(event)
+            uow.commit()
+        log.info(
+            "stream.published",
+            extra={
+                "fields": {
+                    **_event_fields(event),
+                    "pull_url": pull_url,
+                    **{k: v for k, v in vars(meta).items() if v is not None},
+                }
+            },
+        )
+        return stream
+
+    def unpublished(self, target: PublishTarget, reason: str, remote_addr: str = "") -> bool:
+        a = target.address
+        at = self._clock()
+        event = RoomEvent(
+            "unpublished",
+            a.app_id,
+            a.room_id,
+            target.stream_id,
+            target.user_id,
+            at,
+            remote_addr or None,
+            detail=reason,
+        )
+        with self._uow() as uow:
+            was_live = uow.rooms.close(a.app_id, a.room_id, target.stream_id, at, reason)
+            if was_live:
+                uow.rooms.add_event(event)
+            uow.commit()
+        if was_live:
+            log.info("stream.unpublished", extra={"fields": _event_fields(event)})
+        return was_live
+
+    def unpublished_by_url(self, source: str, pull_url: str, reason: str, remote_addr: str) -> bool:
+        """An external media server says the stream it serves at ``pull_url`` has ended."""
+        with self._uow() as uow:
+            stream = uow.rooms.live_by_url(source, pull_url)
+        if stream is None:
+            return False
+        target = PublishTarget(
+            RoomAddress(stream.app_id, stream.room_id), stream.stream_id, stream.user_id, None
+        )
+        return self.unpublished(target, reason, remote_addr)
+
+    def update_meta(self, target: PublishTarget, meta: StreamMeta) -> None:
+        a = target.address
+        with self._uow() as uow:
+            uow.rooms.update_meta(a.app_id, a.room_id, target.stream_id, meta)
+            uow.commit()
+
+    def close_stale(self, source: str, reason: str) -> int:
+        """At start-up: streams a previous process left open can no longer be live."""
+        with self._uow() as uow:
+            count = uow.rooms.close_all(source, self._clock(), reason)
+            uow.commit()
+        if count:
+            log.info("streams.closed_stale", extra={"fields": {"count": count, "reason": reason}})
+        return count
+
+    def live(self, app_id: int, room_id: str | None = None) -> list[LiveStream]:
+        with self._uow() as uow:
+            return uow.rooms.live(app_id, room_id)

@@ -1,0 +1,73 @@
+"""``cloudrec serve``: the HTTP API and the embedded RTMP ingest on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator
+
+import uvicorn
+
+from cloudrec.api.app import create_app
+from cloudrec.bootstrap import Container, EmbeddedIngestGate
+from cloudrec.media.ingest.server import RtmpServer
+
+log = logging.getLogger("cloudrec.serve")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handling: ``serve`` owns SIGTERM/SIGINT so that the
+    ingest is closed after the HTTP side, and no signal is re-raised at the end."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(container: Container) -> None:
+    """Run until SIGTERM or SIGINT; then disconnect publishers and players, record their
+    unpublish, and stop the HTTP server."""
+    s = container.settings
+    await asyncio.to_thread(
+        container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
+    )
+    rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port)
+    await rtmp.start()
+    config = uvicorn.Config(
+        create_app(container),
+        host=s.host,
+        port=s.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    stop_reason: list[str] = []
+
+    def _stop(sig: signal.Signals) -> None:
+        stop_reason.append(sig.name)
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stop, sig)
+    log.info(
+        "service.started",
+        extra={
+            "fields": {
+                "http": f"http://{s.host}:{s.http_port}",
+                "rtmp": f"rtmp://{s.host}:{rtmp.port}",
+                "data_dir": str(s.data_dir.resolve()),
+            }
+        },
+    )
+    try:
+        await server.serve()
+    finally:
+        await rtmp.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        container.engine.dispose()
+        log.info("service.stopped", extra={"fields": {"signal": ",".join(stop_reason)}})
