@@ -1,0 +1,55 @@
+"""Shared fixtures: free ports, a database per test, a running ``cloudrec serve``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Refuse to read a developer's own settings.
+for _name in [
+    k for k in os.environ if k.startswith("CLOUDREC_") and not k.startswith("CLOUDREC_TEST_")
+]:
+    del os.environ[_name]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+POSTGRES_URL = os.environ.get("CLOUDREC_TEST_POSTGRES_URL", "")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database: SQLite in tmp, or a new schema-less PostgreSQL database
+    (``CLOUDREC_TEST_POSTGRES_URL``, which .ci/run sets; skipped where it is not set)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("CLOUDREC_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL)")
+    from sqlalchemy import create_engine, text
+
+    name = f"cloudrec_t{os.getpid()}_{free_port()}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

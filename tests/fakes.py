@@ -1,0 +1,105 @@
+"""In-memory fakes of the core's ports, for unit tests of the service layer."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+from cloudrec.core.apps import App
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.rooms import LiveStream, RoomEvent, StreamMeta
+
+
+class FakeClock:
+    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeApps:
+    def __init__(self) -> None:
+        self.rows: dict[int, App] = {}
+
+    def add(self, app: App) -> None:
+        self.rows[app.app_id] = app
+
+    def get(self, app_id: int) -> App | None:
+        return self.rows.get(app_id)
+
+    def list(self) -> list[App]:
+        return [self.rows[k] for k in sorted(self.rows)]
+
+    def set_secret(self, app_id: int, kind: str, secret: str) -> None:
+        self.rows[app_id] = dataclasses.replace(self.rows[app_id], **{f"{kind}_secret": secret})
+
+
+class FakeRooms:
+    def __init__(self) -> None:
+        self.streams: dict[tuple[int, str, str], LiveStream] = {}
+        self.ended: list[tuple[LiveStream, str]] = []
+        self.events: list[RoomEvent] = []
+
+    def open(self, stream: LiveStream) -> None:
+        key = (stream.app_id, stream.room_id, stream.stream_id)
+        if key in self.streams:
+            raise CloudrecError.conflict("already live", reason="stream_live")
+        self.streams[key] = stream
+
+    def close(self, app_id: int, room_id: str, stream_id: str, at: datetime, reason: str) -> bool:
+        stream = self.streams.pop((app_id, room_id, stream_id), None)
+        if stream is not None:
+            self.ended.append((stream, reason))
+        return stream is not None
+
+    def close_all(self, source: str, at: datetime, reason: str) -> int:
+        keys = [k for k, s in self.streams.items() if s.source == source]
+        for k in keys:
+            self.ended.append((self.streams.pop(k), reason))
+        return len(keys)
+
+    def is_live(self, app_id: int, room_id: str, stream_id: str) -> bool:
+        return (app_id, room_id, stream_id) in self.streams
+
+    def live(self, app_id: int, room_id: str | None = None) -> list[LiveStream]:
+        return [
+            s for s in self.streams.values() if s.app_id == app_id and room_id in (None, s.room_id)
+        ]
+
+    def live_by_url(self, source: str, pull_url: str) -> LiveStream | None:
+        for s in self.streams.values():
+            if s.source == source and s.pull_url == pull_url:
+                return s
+        return None
+
+    def update_meta(self, app_id: int, room_id: str, stream_id: str, meta: StreamMeta) -> None:
+        key = (app_id, room_id, stream_id)
+        self.streams[key] = dataclasses.replace(self.streams[key], meta=meta)
+
+    def add_event(self, event: RoomEvent) -> None:
+        self.events.append(event)
+
+
+class FakeUnitOfWork:
+    """Shares its repositories across units; counts commits."""
+
+    def __init__(self) -> None:
+        self.apps = FakeApps()
+        self.rooms = FakeRooms()
+        self.commits = 0
+
+    def __enter__(self) -> FakeUnitOfWork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def commit(self) -> None:
+        self.commits += 1
+
+    def __call__(self) -> FakeUnitOfWork:
+        return self
