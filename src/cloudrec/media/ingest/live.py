@@ -1,0 +1,186 @@
+"""A live stream inside the ingest: its cached headers and GOP, and the fan-out to players.
+
+Everything here runs on the ingest's event loop and never awaits: the publisher's read loop
+calls :meth:`LiveStream.on_media`, which writes to every player's transport without blocking.
+
+Each media message is chunked once per distinct player message stream id (in practice once)
+and the same bytes are written to every player.  A player whose transport buffer is above
+``buffer_limit`` bytes is skipped until the next video key frame arrives with its buffer below
+half the limit (so it resumes on a decodable frame); one that stays behind for
+``stall_timeout_s`` is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cloudrec.core.rooms import PublishRequest, StreamMeta
+from cloudrec.media.ingest import flv, messages
+from cloudrec.media.ingest.amf0 import EcmaArray
+from cloudrec.media.ingest.chunks import Message, encode_message
+
+CSID_DATA = 5
+CSID_AUDIO = 4
+CSID_VIDEO = 6
+GOP_MAX_BYTES = 32 * 1024 * 1024
+"""A GOP cache larger than this (no key frame for too long) is dropped."""
+
+
+def media_csid(type_id: int) -> int:
+    return (
+        CSID_VIDEO
+        if type_id == messages.VIDEO
+        else CSID_AUDIO
+        if type_id == messages.AUDIO
+        else CSID_DATA
+    )
+
+
+@dataclass(frozen=True)
+class LiveStreamInfo:
+    """What :meth:`RtmpServer.live_streams` reports about one live stream."""
+
+    request: PublishRequest
+    meta: StreamMeta | None
+    players: int
+
+
+class Player:
+    """The sending side of one playing connection."""
+
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        stream_id: int,
+        chunk_size: int,
+        buffer_limit: int,
+        stall_timeout_s: float,
+        logger: logging.Logger,
+        label: str,
+    ) -> None:
+        self.transport = transport
+        self.stream_id = stream_id
+        self.chunk_size = chunk_size
+        self.buffer_limit = buffer_limit
+        self.stall_timeout_s = stall_timeout_s
+        self.skipping_since: float | None = None
+        self.dropped = 0
+        self._logger = logger
+        self._label = label
+
+    def send(self, msg: Message, csid: int) -> None:
+        self.transport.write(encode_message(msg, csid, self.chunk_size))
+
+    def forward(self, data: bytes, key: bool) -> None:
+        """Write pre-chunked media, or drop it if this player is behind (see module doc)."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self.skipping_since is not None:
+            if key and transport.get_write_buffer_size() <= self.buffer_limit // 2:
+                self._logger.info(
+                    "player %s caught up after %d dropped messages", self._label, self.dropped
+                )
+                self.skipping_since = None
+            else:
+                self.dropped += 1
+                if time.monotonic() - self.skipping_since > self.stall_timeout_s:
+                    self._logger.warning("player %s stalled; disconnecting", self._label)
+                    transport.abort()
+                return
+        elif transport.get_write_buffer_size() > self.buffer_limit:
+            self._logger.warning(
+                "player %s is too slow; dropping media until a key frame", self._label
+            )
+            self.skipping_since = time.monotonic()
+            self.dropped += 1
+            return
+        transport.write(data)
+
+
+class LiveStream:
+    """One published stream: its request, metadata, sequence headers, GOP cache and players."""
+
+    def __init__(self, request: PublishRequest) -> None:
+        self.request = request
+        self.meta: StreamMeta | None = None
+        self.metadata: dict[str, Any] | None = None
+        self.metadata_msg: Message | None = None
+        self.video_header: Message | None = None
+        self.audio_header: Message | None = None
+        self.first_video: bytes | None = None
+        self.first_audio: bytes | None = None
+        self.gop: list[Message] = []
+        self.gop_bytes = 0
+        self.players: dict[object, Player] = {}
+
+    def info(self) -> LiveStreamInfo:
+        return LiveStreamInfo(self.request, self.meta, len(self.players))
+
+    def on_metadata(self, props: dict[str, Any], timestamp: int) -> None:
+        self.metadata = props
+        msg = messages.data_message(
+            "onMetaData", EcmaArray(props), stream_id=1, timestamp=timestamp
+        )
+        self.metadata_msg = msg
+        self._broadcast(msg, key=False)
+
+    def on_media(self, msg: Message) -> None:
+        body = msg.payload
+        key = False
+        if msg.type_id == messages.VIDEO:
+            if flv.is_video_sequence_header(body):
+                self.video_header = msg
+                self._broadcast(msg, key=False)
+                return
+            if self.first_video is None:
+                self.first_video = body
+            key = flv.is_keyframe(body)
+            if key:
+                self.gop = []
+                self.gop_bytes = 0
+        elif msg.type_id == messages.AUDIO:
+            if flv.is_aac_sequence_header(body):
+                self.audio_header = msg
+                self._broadcast(msg, key=False)
+                return
+            if self.first_audio is None:
+                self.first_audio = body
+        if key or self.gop:
+            self.gop.append(msg)
+            self.gop_bytes += len(body)
+            if self.gop_bytes > GOP_MAX_BYTES:
+                self.gop = []
+                self.gop_bytes = 0
+        self._broadcast(msg, key)
+
+    def _broadcast(self, msg: Message, key: bool) -> None:
+        encoded: dict[tuple[int, int], bytes] = {}
+        csid = media_csid(msg.type_id)
+        for player in self.players.values():
+            shape = (player.stream_id, player.chunk_size)
+            data = encoded.get(shape)
+            if data is None:
+                data = encoded[shape] = encode_message(
+                    Message(msg.type_id, player.stream_id, msg.timestamp, msg.payload),
+                    csid,
+                    player.chunk_size,
+                )
+            player.forward(data, key)
+
+    def attach(self, owner: object, player: Player) -> None:
+        """Send the cached state (metadata, sequence headers, current GOP), then go live."""
+        start = self.gop[0].timestamp if self.gop else 0
+        for cached in (self.metadata_msg, self.video_header, self.audio_header):
+            if cached is not None:
+                player.send(
+                    replace(cached, stream_id=player.stream_id, timestamp=start),
+                    media_csid(cached.type_id),
+                )
+        for msg in self.gop:
+            player.send(replace(msg, stream_id=player.stream_id), media_csid(msg.type_id))
+        self.players[owner] = player
