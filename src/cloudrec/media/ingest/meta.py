@@ -16,14 +16,15 @@ from cloudrec.media.ingest import flv
 def _number(props: dict[str, Any], *names: str) -> float | None:
     for name in names:
         value = props.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        # Bounded: onMetaData is the publisher's word, and int(inf) would raise.
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1e9:
             return float(value)
     return None
 
 
 def _codec(value: Any, by_id: dict[int, str], by_fourcc: dict[bytes, str]) -> str | None:
     if isinstance(value, float | int) and not isinstance(value, bool):
-        return by_id.get(int(value))
+        return by_id.get(int(value)) if 0 <= value < 256 else None
     if isinstance(value, str):
         return by_fourcc.get(value.encode()[:4], value.lower() or None)
     return None
