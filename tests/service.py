@@ -1,0 +1,192 @@
+"""A real ``cloudrec serve`` process for end-to-end tests, driven as a user would drive it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import free_port
+
+
+def cli(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cloudrec.cli", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=60,
+    )
+
+
+def wait_port(host: str, port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout_s} s")
+
+
+@dataclass
+class Service:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    http_port: int = field(default_factory=free_port)
+    rtmp_port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+
+    def start(self) -> Service:
+        self.log_path = self.data_dir / f"serve-{len(list(self.data_dir.glob('serve-*')))}.log"
+        log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cloudrec.cli",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--host",
+                self.host,
+                "--http-port",
+                str(self.http_port),
+                "--rtmp-port",
+                str(self.rtmp_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **self.env},
+        )
+        wait_port("127.0.0.1", self.http_port)
+        wait_port("127.0.0.1", self.rtmp_port)
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def create_app(self, app_id: int) -> dict[str, Any]:
+        out = cli(self.data_dir, "app", "create", "--app-id", str(app_id), "--json").stdout
+        creds: dict[str, Any] = json.loads(out)
+        return creds
+
+    def publish_url(self, app_id: int, room: str, stream: str, *extra: str) -> str:
+        return cli(
+            self.data_dir,
+            "app",
+            "publish-url",
+            "--app-id",
+            str(app_id),
+            "--room",
+            room,
+            "--stream",
+            stream,
+            "--rtmp-port",
+            str(self.rtmp_port),
+            *extra,
+        ).stdout.strip()
+
+    def get(self, path: str, app: dict[str, Any], **kw: Any) -> httpx.Response:
+        auth = (str(app["app_id"]), app["server_secret"])
+        return httpx.get(self.http + path, auth=auth, timeout=10, **kw)
+
+    def streams(self, app: dict[str, Any], room: str) -> list[dict[str, Any]]:
+        r = self.get(f"/v1/apps/{app['app_id']}/rooms/{room}/streams", app)
+        r.raise_for_status()
+        streams: list[dict[str, Any]] = r.json()["streams"]
+        return streams
+
+    def wait_streams(
+        self, app: dict[str, Any], room: str, count: int, timeout_s: float = 15.0
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            streams = self.streams(app, room)
+            if len(streams) == count or time.monotonic() > deadline:
+                return streams
+            time.sleep(0.1)
+
+    def log_events(self) -> list[dict[str, Any]]:
+        assert self.log_path is not None
+        events = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
+
+
+def ffmpeg_publish(
+    url: str,
+    seconds: float,
+    *,
+    size: str = "320x240",
+    rate: int = 25,
+    freq: int = 440,
+    sample_rate: int = 44100,
+    channels: int = 2,
+    gop: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Debian's ffmpeg publishing a generated H.264/AAC stream (testsrc2 + sine) in real time."""
+    layout = "stereo" if channels == 2 else "mono"
+    return subprocess.Popen(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={freq}:sample_rate={sample_rate}:duration={seconds}",
+            "-af",
+            f"aformat=channel_layouts={layout}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            str(gop or rate),
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-f",
+            "flv",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
