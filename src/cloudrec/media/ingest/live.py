@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,8 +62,10 @@ class Player:
         stall_timeout_s: float,
         logger: logging.Logger,
         label: str,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
+        self._clock = clock
         self.stream_id = stream_id
         self.chunk_size = chunk_size
         self.buffer_limit = buffer_limit
@@ -88,7 +91,7 @@ class Player:
                 self.skipping_since = None
             else:
                 self.dropped += 1
-                if time.monotonic() - self.skipping_since > self.stall_timeout_s:
+                if self._clock() - self.skipping_since > self.stall_timeout_s:
                     self._logger.warning("player %s stalled; disconnecting", self._label)
                     transport.abort()
                 return
@@ -96,7 +99,7 @@ class Player:
             self._logger.warning(
                 "player %s is too slow; dropping media until a key frame", self._label
             )
-            self.skipping_since = time.monotonic()
+            self.skipping_since = self._clock()
             self.dropped += 1
             return
         transport.write(data)

@@ -1,0 +1,238 @@
+"""Generated media for tests: publish with Debian's ffmpeg, pull with PyAV or the ffmpeg CLI.
+
+Everything is generated (``testsrc2`` or a solid colour, plus a ``sine`` tone) and kept small.
+:class:`RtmpTestClient` is a minimal blocking RTMP client built on the ingest's sans-I/O code,
+for tests that need to misbehave in ways ffmpeg will not (never read, publish then vanish).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+
+from cloudrec.media.ingest import messages
+from cloudrec.media.ingest.chunks import ChunkReader, Message, encode_message
+from cloudrec.media.ingest.handshake import ClientHandshake
+
+
+def ffmpeg_source_args(
+    *,
+    duration_s: float,
+    size: tuple[int, int] = (320, 240),
+    fps: int = 25,
+    gop: int = 25,
+    colour: str | None = None,
+    tone_hz: int = 440,
+    sample_rate: int = 44100,
+    channels: int = 1,
+    realtime: bool = True,
+    video_kbps: int | None = None,
+) -> list[str]:
+    """ffmpeg input and encoder arguments: H.264 (``gop`` frames per key frame) and AAC.
+
+    ``video_kbps`` makes the video constant bit rate (x264 pads with filler data), so that a
+    generated picture, which compresses to almost nothing, weighs like a camera's.
+    """
+    w, h = size
+    video = (
+        f"color=c={colour}:size={w}x{h}:rate={fps}"
+        if colour
+        else f"testsrc2=size={w}x{h}:rate={fps}"
+    )
+    tone = f"sine=frequency={tone_hz}:sample_rate={sample_rate}:duration={duration_s}"
+    layout = "stereo" if channels == 2 else "mono"
+    # veryfast keeps B-frames (composition offsets) while costing little CPU.
+    return [
+        *(["-re"] if realtime else []),
+        "-f", "lavfi", "-i", f"{video}:duration={duration_s}",
+        "-f", "lavfi", "-i", tone,
+        "-af", f"aformat=channel_layouts={layout}",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-c:a", "aac", "-b:a", "64k",
+        *(cbr(video_kbps) if video_kbps else []),
+    ]  # fmt: skip
+
+
+def cbr(kbps: int) -> list[str]:
+    rate = f"{kbps}k"
+    return ["-b:v", rate, "-minrate", rate, "-maxrate", rate, "-bufsize", rate,
+            "-x264-params", "nal-hrd=cbr:filler=1"]  # fmt: skip
+
+
+def start_publisher(url: str, *, duration_s: float = 3.0, **source: Any) -> subprocess.Popen[bytes]:
+    """Start Debian's ffmpeg publishing generated media to ``url`` (real time by default).
+
+    ``source`` takes the keywords of :func:`ffmpeg_source_args`.  Read the result with
+    :func:`wait_publisher`.
+    """
+    args = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
+    args += ffmpeg_source_args(duration_s=duration_s, **source)
+    args += ["-f", "flv", url]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_publisher(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> tuple[int, str]:
+    """Wait for a publisher; return its exit code and stderr."""
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err.decode(errors="replace")
+
+
+def write_flv(path: Path, *, duration_s: float = 1.0, **source: Any) -> Path:
+    """Write generated media to an FLV file (not in real time)."""
+    args = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    args += ffmpeg_source_args(duration_s=duration_s, realtime=False, **source)
+    subprocess.run([*args, str(path)], check=True, timeout=60)
+    return path
+
+
+@dataclass
+class Pulled:
+    """What a PyAV pull saw: stream parameters and the first decoded frames."""
+
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    video_codec: str = ""
+    audio_codec: str = ""
+    audio_rate: int = 0
+    audio_channels: int = 0
+    video_frames: int = 0
+    audio_frames: int = 0
+    first_video_key: bool | None = None
+    first_video_packet_key: bool | None = None
+    video_pts: list[int] = field(default_factory=list)
+
+
+def pull_with_pyav(url: str, *, video_frames: int = 25, timeout_s: float = 5.0) -> Pulled:
+    """Play ``url`` with PyAV and decode until ``video_frames`` video frames (and some audio).
+
+    ``rw_timeout`` (microseconds), not ``timeout``: for FFmpeg's RTMP that one means listen.
+    """
+    out = Pulled()
+    with av.open(url, options={"rw_timeout": str(int(timeout_s * 1e6))}) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        video.thread_type = "AUTO"
+        out.video_codec, out.audio_codec = video.codec_context.name, audio.codec_context.name
+        out.fps = float(video.average_rate or video.guessed_rate or 0)
+        for packet in container.demux(video, audio):
+            if packet.size == 0:
+                continue
+            if packet.stream is video and out.first_video_packet_key is None:
+                out.first_video_packet_key = packet.is_keyframe
+            for frame in packet.decode():
+                if packet.stream is video:
+                    if out.first_video_key is None:
+                        out.first_video_key = frame.key_frame
+                    out.width, out.height = frame.width, frame.height
+                    out.video_frames += 1
+                    out.video_pts.append(frame.pts)
+                else:
+                    out.audio_rate = frame.sample_rate
+                    out.audio_channels = len(frame.layout.channels)
+                    out.audio_frames += 1
+            if out.video_frames >= video_frames and out.audio_frames >= 5:
+                break
+    return out
+
+
+def pull_with_ffmpeg(
+    url: str, path: Path, *, duration_s: float = 2.0
+) -> subprocess.CompletedProcess[bytes]:
+    """Copy ``duration_s`` of ``url`` into an FLV file with the ffmpeg CLI."""
+    args = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-rw_timeout",
+        "5000000",
+    ]
+    args += ["-i", url, "-c", "copy", "-t", str(duration_s), str(path)]
+    return subprocess.run(args, capture_output=True, timeout=30, check=False)
+
+
+class RtmpTestClient:
+    """A blocking RTMP client speaking just enough to publish or play (tests only)."""
+
+    def __init__(self, host: str, port: int, app: str, *, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(5.0)
+        self.sock.connect((host, port))
+        self.reader = ChunkReader()
+        self.pending: list[Message] = []
+        hs = ClientHandshake()
+        self.sock.sendall(hs.start())
+        while not hs.done:
+            c2 = hs.feed(self._recv())
+        self.sock.sendall(c2)
+        self.pending += self.reader.feed(hs.leftover)
+        self.command("connect", 1.0, {"app": app, "tcUrl": f"rtmp://{host}:{port}/{app}"})
+        self.expect_command("_result")
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        return data
+
+    def send(self, msg: Message, csid: int = 3) -> None:
+        self.sock.sendall(encode_message(msg, csid, 128))
+
+    def command(
+        self, name: str, txn: float, obj: Any = None, *args: Any, stream_id: int = 0
+    ) -> None:
+        self.send(messages.Command(name, txn, obj, list(args)).message(stream_id))
+
+    def next_message(self) -> Message:
+        while not self.pending:
+            self.pending += self.reader.feed(self._recv())
+        return self.pending.pop(0)
+
+    def expect_command(self, *names: str) -> messages.Command:
+        """Read messages until a command named one of ``names`` arrives."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            msg = self.next_message()
+            if msg.type_id == messages.COMMAND_AMF0:
+                cmd = messages.Command.parse(msg.payload)
+                if cmd.name in names or (cmd.name == "onStatus" and cmd.args[0]["code"] in names):
+                    return cmd
+        raise TimeoutError(f"no {names} from the server")
+
+    def create_stream(self) -> int:
+        self.command("createStream", 2.0)
+        return int(self.expect_command("_result").args[0])
+
+    def play(self, name: str) -> messages.Command:
+        """Start playing; return the onStatus that answered (Play.Start or an error)."""
+        sid = self.create_stream()
+        self.command("play", 0.0, None, name, -2.0, stream_id=sid)
+        return self.expect_command(
+            "NetStream.Play.Start", "NetStream.Play.Failed", "NetStream.Play.StreamNotFound"
+        )
+
+    def publish(self, name: str) -> messages.Command:
+        sid = self.create_stream()
+        self.command("publish", 0.0, None, name, "live", stream_id=sid)
+        return self.expect_command(
+            "NetStream.Publish.Start", "NetStream.Publish.BadName", "NetStream.Publish.Denied"
+        )
+
+    def close(self) -> None:
+        self.sock.close()
