@@ -12,10 +12,12 @@ from sqlalchemy import Engine
 from cloudrec.config import Settings
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.recording import Executor, TaskService
 from cloudrec.core.rooms import PublishRequest, StreamMeta
 from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
 from cloudrec.db.engine import make_engine, upgrade
 from cloudrec.db.repositories import uow_factory
+from cloudrec.executor import LocalExecutor
 from cloudrec.secretbox import FernetSecretBox, load_key
 
 
@@ -30,6 +32,8 @@ class Container:
     uow: Callable[[], UnitOfWork]
     apps: AppService
     rooms: RoomService
+    tasks: TaskService
+    executor: Executor
     clock: Clock
 
     def rtmp_pull_url(self, app_id: int, room_id: str, stream_id: str) -> str:
@@ -37,7 +41,12 @@ class Container:
         return f"rtmp://{s.rtmp_pull_host}:{s.rtmp_port}/{app_id}/{room_id}/{stream_id}"
 
 
-def bootstrap(settings: Settings, clock: Clock = utc_now, migrate: bool = True) -> Container:
+def bootstrap(
+    settings: Settings,
+    clock: Clock = utc_now,
+    migrate: bool = True,
+    executor: Executor | None = None,
+) -> Container:
     """Open the database (migrating it to head) and build the services."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database)
@@ -45,12 +54,15 @@ def bootstrap(settings: Settings, clock: Clock = utc_now, migrate: bool = True) 
         upgrade(engine)
     box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
     uow = uow_factory(engine, box)
+    executor = executor or LocalExecutor(settings)
     return Container(
         settings=settings,
         engine=engine,
         uow=uow,
         apps=AppService(uow, clock),
         rooms=RoomService(uow, clock),
+        tasks=TaskService(uow, clock, executor, settings.max_tasks_per_app),
+        executor=executor,
         clock=clock,
     )
 

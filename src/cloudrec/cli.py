@@ -133,7 +133,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"database at head: {settings.database.split('@')[-1]}")
         return 0
     if args.command == "run-task":
-        raise CloudrecError.failed_precondition("recording tasks are not available yet")
+        from cloudrec.core.recording import TaskControl
+        from cloudrec.media.recorder.worker import TaskWorker
+
+        control = TaskControl(container.uow, container.clock, args.task_id)
+        TaskWorker(control, settings).run()
+        return 0
     if args.app_command == "create":
         _print(container.apps.create(args.app_id).credentials(), args.json)
     elif args.app_command == "list":

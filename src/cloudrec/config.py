@@ -42,6 +42,15 @@ class Settings:
     rtmp_public_host: str = ""
     # Publish tokens: default lifetime printed by ``app publish-url``.
     publish_token_ttl_s: int = 86400
+    # A recording stops when its room has had no wanted stream for this long.
+    idle_timeout_s: int = 30
+    # ... and when it has run this long (24 h).
+    max_task_duration_s: int = 86400
+    # Recordings running at once per app (ZEGO's default limit).
+    max_tasks_per_app: int = 200
+    # Where per-app rate limits are counted: "memory://" (one process) or "redis://HOST:PORT"
+    # (several API processes share the limits).
+    rate_limit_storage: str = "memory://"
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
     log_level: str = "INFO"

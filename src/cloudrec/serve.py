@@ -7,14 +7,34 @@ import contextlib
 import logging
 import signal
 from collections.abc import Generator
+from pathlib import Path
 
 import uvicorn
 
 from cloudrec.api.app import create_app
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
+from cloudrec.core.tasks import RecordedFile
 from cloudrec.media.ingest.server import RtmpServer
+from cloudrec.media.recorder.remux import probe_file
 
 log = logging.getLogger("cloudrec.serve")
+
+
+SUPERVISE_S = 1.0
+
+
+async def _supervise(container: Container) -> None:
+    """Fail the tasks whose worker died, keeping what they recorded (in a thread: db + probe)."""
+    while True:
+        try:
+            await asyncio.to_thread(container.tasks.supervise, _finalise)
+        except Exception:
+            log.exception("supervisor.error")
+        await asyncio.sleep(SUPERVISE_S)
+
+
+def _finalise(file: RecordedFile) -> dict[str, object]:
+    return probe_file(Path(file.path), file.format)
 
 
 class _Server(uvicorn.Server):
@@ -63,9 +83,11 @@ async def serve(container: Container) -> None:
             }
         },
     )
+    supervisor = asyncio.create_task(_supervise(container))
     try:
         await server.serve()
     finally:
+        supervisor.cancel()
         await rtmp.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from cloudrec.core.apps import App
 from cloudrec.core.rooms import LiveStream, PlayRequest, PublishRequest, RoomEvent, StreamMeta
+from cloudrec.core.tasks import RecordedFile, StorageTarget, Task
 
 
 class IngestGate(Protocol):
@@ -65,6 +66,7 @@ class UnitOfWork(Protocol):
 
     apps: AppRepository
     rooms: RoomDirectory
+    tasks: TaskRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -79,3 +81,41 @@ class SecretBox(Protocol):
     def seal(self, plaintext: str) -> str: ...
 
     def open(self, token: str) -> str: ...
+
+
+class TaskRepository(Protocol):
+    """Tasks, their files and events, and JoCloud-style resources.  Owned by a unit of work."""
+
+    def add(self, task: Task, storage: StorageTarget | None) -> None: ...
+
+    def get(self, task_id: str) -> Task | None: ...
+
+    def storage(self, task_id: str) -> StorageTarget | None: ...
+
+    def update(self, task_id: str, **fields: object) -> None:
+        """Set columns of a task (``state``, ``desired``, ``heartbeat_at``, ...)."""
+
+    def active(self) -> list[Task]:
+        """Tasks not in a terminal state."""
+
+    def count_active(self, app_id: int) -> int: ...
+
+    def add_file(self, file: RecordedFile) -> int: ...
+
+    def update_file(self, file_id: int, **fields: object) -> None: ...
+
+    def files(self, task_id: str) -> list[RecordedFile]: ...
+
+    def add_event(self, task_id: str, kind: str, at: datetime, detail: str = "") -> None: ...
+
+    def events(self, task_id: str) -> list[tuple[str, datetime, str]]: ...
+
+    def add_resource(
+        self, resource_id: str, app_id: int, at: datetime, expires_at: datetime
+    ) -> None: ...
+
+    def resource(self, resource_id: str) -> tuple[int, datetime, str | None] | None:
+        """(app id, expiry, task id or None)."""
+
+    def use_resource(self, resource_id: str, task_id: str) -> bool:
+        """Bind a resource to a task; False if it was already bound."""

@@ -11,14 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloudrec.core.apps import App
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.ports import AppRepository, RoomDirectory, SecretBox
+from cloudrec.core.ports import AppRepository, RoomDirectory, SecretBox, TaskRepository
 from cloudrec.core.rooms import LiveStream, RoomEvent, StreamMeta
-from cloudrec.db.models import AppRow, RoomEventRow, StreamSessionRow
-
-
-def utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes: every stored time is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+from cloudrec.db.models import AppRow, RoomEventRow, StreamSessionRow, utc
+from cloudrec.db.tasks import SqlTaskRepository
 
 
 class SqlAppRepository:
@@ -182,6 +178,7 @@ class SqlUnitOfWork:
 
     apps: AppRepository
     rooms: RoomDirectory
+    tasks: TaskRepository
     session: Session
 
     def __init__(self, sessions: sessionmaker[Session], box: SecretBox) -> None:
@@ -192,6 +189,7 @@ class SqlUnitOfWork:
         self.session = self._sessions()
         self.apps = SqlAppRepository(self.session, self._box)
         self.rooms = SqlRoomDirectory(self.session)
+        self.tasks = SqlTaskRepository(self.session, self._box)
         return self
 
     def __exit__(self, *exc: object) -> None:

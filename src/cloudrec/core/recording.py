@@ -1,0 +1,292 @@
+"""The recording service: start, stop and watch tasks (API side), and one task's control
+surface (worker side).  Each method is one unit of work; time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.rooms import LiveStream
+from cloudrec.core.tasks import (
+    END_WORKER_DIED,
+    Desired,
+    FileStatus,
+    RecordedFile,
+    RecordingSpec,
+    StorageTarget,
+    Task,
+    TaskState,
+    new_task_id,
+)
+
+log = logging.getLogger("cloudrec.tasks")
+Clock = Callable[[], datetime]
+
+RESOURCE_TTL = timedelta(minutes=5)
+HEARTBEAT_STALE = timedelta(seconds=20)
+
+
+class Executor(Protocol):
+    """Starts the worker of a task.  The worker gets everything else from the database."""
+
+    def start(self, task_id: str) -> str:
+        """Start the worker; return a handle (``"local:PID"``) stored on the task."""
+
+    def alive(self, handle: str) -> bool | None:
+        """Whether the worker behind ``handle`` runs; None if this executor cannot tell."""
+
+    def exit_detail(self, handle: str) -> str:
+        """How the worker ended (``"killed by signal 9"``), for the task's error."""
+
+
+class FileFinaliser(Protocol):
+    """Reads what an abandoned file holds (size, duration) after its worker died."""
+
+    def __call__(self, file: RecordedFile) -> dict[str, object]: ...
+
+
+class TaskService:
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        clock: Clock,
+        executor: Executor,
+        max_active_per_app: int = 200,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._executor = executor
+        self._max_active = max_active_per_app
+
+    # -- resources (JoCloud resid) --------------------------------------------------------
+    def apply_resource(self, app_id: int) -> str:
+        resource_id = secrets.token_hex(30) + "-" + secrets.token_hex(8)
+        now = self._clock()
+        with self._uow() as uow:
+            uow.tasks.add_resource(resource_id, app_id, now, now + RESOURCE_TTL)
+            uow.commit()
+        return resource_id
+
+    def _claim_resource(self, uow: UnitOfWork, app_id: int, resource_id: str, task_id: str) -> None:
+        found = uow.tasks.resource(resource_id)
+        if found is None or found[0] != app_id:
+            raise CloudrecError.not_found(
+                f"resid {resource_id!r} is unknown", reason="resource_unknown"
+            )
+        _, expires_at, bound = found
+        if bound is not None:
+            task = uow.tasks.get(bound)
+            if task is not None and not task.state.terminal:
+                raise CloudrecError.conflict(
+                    f"resid {resource_id!r} already started recording {bound}",
+                    reason="resource_in_use",
+                )
+            raise CloudrecError.failed_precondition(
+                f"resid {resource_id!r} was used by recording {bound}, which has ended; "
+                "apply for a new one",
+                reason="resource_used",
+            )
+        if expires_at < self._clock():
+            raise CloudrecError.failed_precondition(
+                f"resid {resource_id!r} expired at {expires_at.isoformat()}",
+                reason="resource_expired",
+            )
+        if not uow.tasks.use_resource(resource_id, task_id):
+            raise CloudrecError.conflict(
+                f"resid {resource_id!r} is already in use", reason="resource_in_use"
+            )
+
+    # -- tasks --------------------------------------------------------------------------
+    def start(
+        self,
+        app_id: int,
+        spec: RecordingSpec,
+        storage: StorageTarget | None,
+        resource_id: str | None = None,
+    ) -> Task:
+        """Create a task and start its worker.  Refuses when no wanted stream is live."""
+        now = self._clock()
+        task = Task(
+            task_id=new_task_id(),
+            app_id=app_id,
+            spec=spec,
+            state=TaskState.INITIALISING,
+            desired=Desired.RUNNING,
+            created_at=now,
+            resource_id=resource_id,
+        )
+        with self._uow() as uow:
+            if resource_id is not None:
+                self._claim_resource(uow, app_id, resource_id, task.task_id)
+            live = [s for s in uow.rooms.live(app_id, spec.room_id) if spec.wants(s.user_id)]
+            if not live:
+                who = f"user {', '.join(spec.user_ids)}" if spec.user_ids else "any user"
+                raise CloudrecError.failed_precondition(
+                    f"room {spec.room_id!r} has no live stream of {who}",
+                    reason="room_not_publishing",
+                )
+            if uow.tasks.count_active(app_id) >= self._max_active:
+                raise CloudrecError.resource_exhausted(
+                    f"app {app_id} already runs {self._max_active} recordings",
+                    reason="too_many_tasks",
+                )
+            uow.tasks.add(task, storage)
+            uow.tasks.add_event(task.task_id, "created", now)
+            uow.commit()
+        handle = self._executor.start(task.task_id)
+        with self._uow() as uow:
+            uow.tasks.update(task.task_id, worker=handle)
+            uow.commit()
+        log.info(
+            "task.created",
+            extra={
+                "fields": {
+                    "task_id": task.task_id,
+                    "app_id": app_id,
+                    "room_id": spec.room_id,
+                    "mode": spec.mode.value,
+                    "worker": handle,
+                }
+            },
+        )
+        return task
+
+    def get(self, app_id: int, task_id: str) -> Task:
+        with self._uow() as uow:
+            task = uow.tasks.get(task_id)
+        if task is None or task.app_id != app_id:
+            raise CloudrecError.not_found(
+                f"recording {task_id!r} does not exist", reason="task_unknown"
+            )
+        return task
+
+    def files(self, task_id: str) -> list[RecordedFile]:
+        with self._uow() as uow:
+            return uow.tasks.files(task_id)
+
+    def events(self, task_id: str) -> list[tuple[str, datetime, str]]:
+        with self._uow() as uow:
+            return uow.tasks.events(task_id)
+
+    def stop(self, app_id: int, task_id: str) -> Task:
+        task = self.get(app_id, task_id)
+        if task.state.terminal or task.desired is Desired.STOPPED:
+            raise CloudrecError.failed_precondition(
+                f"recording {task_id!r} has already stopped", reason="task_ended"
+            )
+        now = self._clock()
+        with self._uow() as uow:
+            uow.tasks.update(task_id, desired=Desired.STOPPED, stop_requested_at=now)
+            uow.tasks.add_event(task_id, "stop_requested", now)
+            uow.commit()
+        log.info("task.stop_requested", extra={"fields": {"task_id": task_id}})
+        return self.get(app_id, task_id)
+
+    def supervise(self, finalise: FileFinaliser) -> list[str]:
+        """Fail tasks whose worker died (or went silent); keep what they recorded.
+
+        Returns the ids of the tasks failed in this pass.
+        """
+        failed = []
+        now = self._clock()
+        with self._uow() as uow:
+            active = uow.tasks.active()
+        for task in active:
+            alive = self._executor.alive(task.worker) if task.worker else None
+            beat = task.heartbeat_at or task.created_at
+            if alive is False:
+                detail = self._executor.exit_detail(task.worker or "")
+            elif alive is None and now - beat > HEARTBEAT_STALE:
+                detail = f"no heartbeat since {beat.isoformat()}"
+            else:
+                continue
+            with self._uow() as uow:
+                current = uow.tasks.get(task.task_id)
+                if current is None or current.state.terminal:
+                    continue
+                for f in uow.tasks.files(task.task_id):
+                    if f.status is FileStatus.RECORDING and f.id is not None:
+                        uow.tasks.update_file(f.id, status=FileStatus.ABNORMAL, **finalise(f))
+                uow.tasks.update(
+                    task.task_id,
+                    state=TaskState.FAILED,
+                    ended_at=now,
+                    end_reason=END_WORKER_DIED,
+                    error=detail,
+                )
+                uow.tasks.add_event(task.task_id, "failed", now, detail)
+                uow.commit()
+            log.error(
+                "task.failed",
+                extra={
+                    "fields": {"task_id": task.task_id, "reason": END_WORKER_DIED, "error": detail}
+                },
+            )
+            failed.append(task.task_id)
+        return failed
+
+
+class TaskControl:
+    """One task as its worker sees it: read the desired state, report what happens."""
+
+    def __init__(self, uow: Callable[[], UnitOfWork], clock: Clock, task_id: str) -> None:
+        self._uow = uow
+        self._clock = clock
+        self.task_id = task_id
+
+    def load(self) -> Task:
+        with self._uow() as uow:
+            task = uow.tasks.get(self.task_id)
+        if task is None:
+            raise CloudrecError.not_found(f"task {self.task_id} does not exist")
+        return task
+
+    def storage(self) -> StorageTarget | None:
+        with self._uow() as uow:
+            return uow.tasks.storage(self.task_id)
+
+    def live_streams(self, app_id: int, room_id: str) -> list[LiveStream]:
+        with self._uow() as uow:
+            return uow.rooms.live(app_id, room_id)
+
+    def heartbeat(self) -> Task:
+        """Record that the worker lives; return the task as the API last left it."""
+        with self._uow() as uow:
+            uow.tasks.update(self.task_id, heartbeat_at=self._clock())
+            uow.commit()
+        return self.load()
+
+    def set_state(self, state: TaskState, event: str, detail: str = "", **fields: object) -> None:
+        with self._uow() as uow:
+            uow.tasks.update(self.task_id, state=state, **fields)
+            uow.tasks.add_event(self.task_id, event, self._clock(), detail)
+            uow.commit()
+        log.info(
+            "task.%s",
+            event,
+            extra={"fields": {"task_id": self.task_id, "state": state.value, "detail": detail}},
+        )
+
+    def file_opened(self, file: RecordedFile) -> int:
+        with self._uow() as uow:
+            file_id = uow.tasks.add_file(file)
+            uow.tasks.add_event(self.task_id, "file_opened", self._clock(), file.name)
+            uow.commit()
+        return file_id
+
+    def file_closed(self, file_id: int, name: str, **fields: object) -> None:
+        with self._uow() as uow:
+            uow.tasks.update_file(file_id, status=FileStatus.RECORDED, **fields)
+            uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
+            uow.commit()
+
+    def event(self, kind: str, detail: str = "") -> None:
+        with self._uow() as uow:
+            uow.tasks.add_event(self.task_id, kind, self._clock(), detail)
+            uow.commit()

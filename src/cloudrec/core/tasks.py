@@ -1,0 +1,209 @@
+"""Recording tasks: the internal spec a dialect validates a request into, the task's states,
+and the files it writes.
+
+The task row is the control plane.  The API writes the *desired* state (``RUNNING``,
+``PAUSED``, ``STOPPED``); the worker reconciles to it and reports the *actual* state
+(:class:`TaskState`), heartbeats, files and events.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class TaskState(enum.StrEnum):
+    INITIALISING = "initialising"  # accepted; the worker has not recorded anything yet
+    RECORDING = "recording"
+    PAUSED = "paused"
+    STOPPING = "stopping"  # stop asked or decided; files being finalised
+    UPLOADING = "uploading"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.COMPLETED, TaskState.FAILED)
+
+
+class Desired(enum.StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class RecordMode(enum.StrEnum):
+    SINGLE = "single"  # one file per stream, remuxed, no transcode
+    MIXED = "mixed"
+
+
+class Media(enum.StrEnum):
+    AUDIO_VIDEO = "av"
+    VIDEO = "video"
+    AUDIO = "audio"
+
+    @property
+    def has_video(self) -> bool:
+        return self is not Media.AUDIO
+
+    @property
+    def has_audio(self) -> bool:
+        return self is not Media.VIDEO
+
+
+class FileFormat(enum.StrEnum):
+    MP4 = "mp4"  # fragmented: frag_keyframe+empty_moov+default_base_moof
+    FLV = "flv"
+    HLS = "hls"  # m3u8 + MPEG-TS segments
+    AAC = "aac"  # ADTS, audio only
+
+    @property
+    def extension(self) -> str:
+        return "m3u8" if self is FileFormat.HLS else self.value
+
+
+class FileStatus(enum.StrEnum):
+    RECORDING = "recording"  # being written
+    RECORDED = "recorded"  # finalised in the spool, not uploaded yet
+    ABNORMAL = "abnormal"  # the worker died while writing; playable up to its last fragment
+
+
+class TrackType(enum.IntEnum):
+    """The media of a file, as both dialects number it."""
+
+    AUDIO = 1
+    VIDEO = 2
+    AUDIO_VIDEO = 3
+
+
+# Why a task ended, as stored in ``Task.end_reason``.
+END_STOPPED = "stopped by request"
+END_IDLE = "no stream in the room"
+END_MAX_DURATION = "maximum recording time reached"
+END_WORKER_DIED = "worker ended abnormally"
+
+
+@dataclass(frozen=True)
+class RecordingSpec:
+    """What to record, validated once at the edge by a dialect; trusted inside.
+
+    ``user_ids`` empty means every stream of the room.  ``output_prefix`` are the path parts
+    joined with ``/`` before each file name.  Durations are seconds.
+    """
+
+    room_id: str
+    mode: RecordMode = RecordMode.SINGLE
+    media: Media = Media.AUDIO_VIDEO
+    formats: tuple[FileFormat, ...] = (FileFormat.MP4,)
+    user_ids: tuple[str, ...] = ()
+    hls_segment_s: int = 15
+    idle_timeout_s: float | None = None  # None: the service's setting
+    max_duration_s: float | None = None  # None: the service's setting
+    output_prefix: tuple[str, ...] = ()
+    callback_url: str | None = None
+    dialect: str = "cloudrec"
+    # Dialect-specific values kept verbatim for the dialect's own answers (never secrets).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "room_id": self.room_id,
+            "mode": self.mode.value,
+            "media": self.media.value,
+            "formats": [f.value for f in self.formats],
+            "user_ids": list(self.user_ids),
+            "hls_segment_s": self.hls_segment_s,
+            "idle_timeout_s": self.idle_timeout_s,
+            "max_duration_s": self.max_duration_s,
+            "output_prefix": list(self.output_prefix),
+            "callback_url": self.callback_url,
+            "dialect": self.dialect,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RecordingSpec:
+        return cls(
+            room_id=data["room_id"],
+            mode=RecordMode(data["mode"]),
+            media=Media(data["media"]),
+            formats=tuple(FileFormat(f) for f in data["formats"]),
+            user_ids=tuple(data["user_ids"]),
+            hls_segment_s=int(data["hls_segment_s"]),
+            idle_timeout_s=data.get("idle_timeout_s"),
+            max_duration_s=data.get("max_duration_s"),
+            output_prefix=tuple(data["output_prefix"]),
+            callback_url=data.get("callback_url"),
+            dialect=data.get("dialect", "cloudrec"),
+            extra=dict(data.get("extra") or {}),
+        )
+
+    def wants(self, user_id: str) -> bool:
+        return not self.user_ids or user_id in self.user_ids
+
+
+@dataclass(frozen=True)
+class StorageTarget:
+    """Where finished files go: an S3-protocol bucket.  Holds secrets: never log or echo it."""
+
+    vendor: str
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    region: str = ""
+
+    def __repr__(self) -> str:
+        return f"StorageTarget({self.vendor}, {self.endpoint}, {self.bucket}, keys hidden)"
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    app_id: int
+    spec: RecordingSpec
+    state: TaskState
+    desired: Desired
+    created_at: datetime
+    started_at: datetime | None = None  # first media written
+    ended_at: datetime | None = None
+    stop_requested_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    worker: str | None = None  # executor's handle, e.g. "local:PID"
+    end_reason: str | None = None
+    error: str | None = None
+    resource_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """A file a task wrote.  ``name`` is its object key (prefix included); ``path`` its place
+    in the spool.  ``begin_ms`` is the Unix time (ms) of its first media."""
+
+    task_id: str
+    name: str
+    path: str
+    format: FileFormat
+    status: FileStatus
+    stream_id: str | None
+    user_id: str | None
+    track_type: TrackType
+    begin_ms: int
+    size: int = 0
+    duration_ms: int = 0
+    width: int | None = None
+    height: int | None = None
+    id: int | None = None
+
+
+def new_task_id() -> str:
+    """35 lower-case hex characters, the shape of a JoCloud recordid."""
+    return secrets.token_hex(18)[:35]
+
+
+def file_stamp(at: datetime) -> str:
+    """``yyyyMMddHHmmssSSS`` in UTC, as both dialects name files."""
+    return at.strftime("%Y%m%d%H%M%S") + f"{at.microsecond // 1000:03d}"

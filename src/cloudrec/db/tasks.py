@@ -1,0 +1,180 @@
+"""The task repository: tasks, files, events and resources in the task database."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cloudrec.core.ports import SecretBox
+from cloudrec.core.tasks import (
+    Desired,
+    FileFormat,
+    FileStatus,
+    RecordedFile,
+    RecordingSpec,
+    StorageTarget,
+    Task,
+    TaskState,
+    TrackType,
+)
+from cloudrec.db.models import ResourceRow, TaskEventRow, TaskFileRow, TaskRow, utc
+
+_TERMINAL = [TaskState.COMPLETED.value, TaskState.FAILED.value]
+
+
+def _opt(value: datetime | None) -> datetime | None:
+    return None if value is None else utc(value)
+
+
+def _to_task(r: TaskRow) -> Task:
+    return Task(
+        task_id=r.task_id,
+        app_id=r.app_id,
+        spec=RecordingSpec.from_json(json.loads(r.spec_json)),
+        state=TaskState(r.state),
+        desired=Desired(r.desired),
+        created_at=utc(r.created_at),
+        started_at=_opt(r.started_at),
+        ended_at=_opt(r.ended_at),
+        stop_requested_at=_opt(r.stop_requested_at),
+        heartbeat_at=_opt(r.heartbeat_at),
+        worker=r.worker,
+        end_reason=r.end_reason,
+        error=r.error,
+        resource_id=r.resource_id,
+    )
+
+
+def _to_file(r: TaskFileRow) -> RecordedFile:
+    return RecordedFile(
+        task_id=r.task_id,
+        name=r.name,
+        path=r.path,
+        format=FileFormat(r.format),
+        status=FileStatus(r.status),
+        stream_id=r.stream_id,
+        user_id=r.user_id,
+        track_type=TrackType(r.track_type),
+        begin_ms=r.begin_ms,
+        size=r.size,
+        duration_ms=r.duration_ms,
+        width=r.width,
+        height=r.height,
+        id=r.id,
+    )
+
+
+def _plain(fields: dict[str, object]) -> dict[str, object]:
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in fields.items()}
+
+
+class SqlTaskRepository:
+    def __init__(self, session: Session, box: SecretBox) -> None:
+        self._s = session
+        self._box = box
+
+    def add(self, task: Task, storage: StorageTarget | None) -> None:
+        sealed = None if storage is None else self._box.seal(json.dumps(vars(storage)))
+        self._s.add(
+            TaskRow(
+                task_id=task.task_id,
+                app_id=task.app_id,
+                room_id=task.spec.room_id,
+                spec_json=json.dumps(task.spec.to_json()),
+                storage_enc=sealed,
+                state=task.state.value,
+                desired=task.desired.value,
+                created_at=task.created_at,
+                resource_id=task.resource_id,
+            )
+        )
+        self._s.flush()
+
+    def get(self, task_id: str) -> Task | None:
+        row = self._s.get(TaskRow, task_id)
+        return None if row is None else _to_task(row)
+
+    def storage(self, task_id: str) -> StorageTarget | None:
+        row = self._s.get(TaskRow, task_id)
+        if row is None or row.storage_enc is None:
+            return None
+        return StorageTarget(**json.loads(self._box.open(row.storage_enc)))
+
+    def update(self, task_id: str, **fields: object) -> None:
+        self._s.execute(update(TaskRow).where(TaskRow.task_id == task_id).values(**_plain(fields)))
+
+    def active(self) -> list[Task]:
+        rows = self._s.scalars(select(TaskRow).where(TaskRow.state.not_in(_TERMINAL)))
+        return [_to_task(r) for r in rows]
+
+    def count_active(self, app_id: int) -> int:
+        q = (
+            select(func.count())
+            .select_from(TaskRow)
+            .where(TaskRow.app_id == app_id, TaskRow.state.not_in(_TERMINAL))
+        )
+        return int(self._s.scalar(q) or 0)
+
+    def add_file(self, file: RecordedFile) -> int:
+        row = TaskFileRow(
+            task_id=file.task_id,
+            name=file.name,
+            path=file.path,
+            format=file.format.value,
+            status=file.status.value,
+            stream_id=file.stream_id,
+            user_id=file.user_id,
+            track_type=int(file.track_type),
+            begin_ms=file.begin_ms,
+            size=file.size,
+            duration_ms=file.duration_ms,
+            width=file.width,
+            height=file.height,
+        )
+        self._s.add(row)
+        self._s.flush()
+        return row.id
+
+    def update_file(self, file_id: int, **fields: object) -> None:
+        self._s.execute(
+            update(TaskFileRow).where(TaskFileRow.id == file_id).values(**_plain(fields))
+        )
+
+    def files(self, task_id: str) -> list[RecordedFile]:
+        rows = self._s.scalars(
+            select(TaskFileRow).where(TaskFileRow.task_id == task_id).order_by(TaskFileRow.id)
+        )
+        return [_to_file(r) for r in rows]
+
+    def add_event(self, task_id: str, kind: str, at: datetime, detail: str = "") -> None:
+        self._s.add(TaskEventRow(task_id=task_id, kind=kind, at=at, detail=detail))
+
+    def events(self, task_id: str) -> list[tuple[str, datetime, str]]:
+        rows = self._s.scalars(
+            select(TaskEventRow).where(TaskEventRow.task_id == task_id).order_by(TaskEventRow.id)
+        )
+        return [(r.kind, utc(r.at), r.detail) for r in rows]
+
+    def add_resource(
+        self, resource_id: str, app_id: int, at: datetime, expires_at: datetime
+    ) -> None:
+        self._s.add(
+            ResourceRow(
+                resource_id=resource_id, app_id=app_id, created_at=at, expires_at=expires_at
+            )
+        )
+
+    def resource(self, resource_id: str) -> tuple[int, datetime, str | None] | None:
+        row = self._s.get(ResourceRow, resource_id)
+        return None if row is None else (row.app_id, utc(row.expires_at), row.task_id)
+
+    def use_resource(self, resource_id: str, task_id: str) -> bool:
+        result = self._s.execute(
+            update(ResourceRow)
+            .where(ResourceRow.resource_id == resource_id, ResourceRow.task_id.is_(None))
+            .values(task_id=task_id)
+        )
+        return bool(getattr(result, "rowcount", 0))

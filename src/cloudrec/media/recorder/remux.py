@@ -1,0 +1,290 @@
+"""Single-stream recording: pull one live stream and remux it, untouched, into files.
+
+A :class:`StreamRecorder` runs in its own thread (PyAV releases the GIL while it reads and
+writes).  It cuts the recording at the task's wall-clock window: it estimates the publisher's
+clock as ``offset = min(arrival - timestamp)`` over the packets it receives live, starts each
+file at the keyframe nearest the start time (the ingest's backlog reaches back far enough), and
+stops at the first packet past the stop time.  Packets are written as they were published:
+only timestamps are shifted so that each file starts at zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+
+from cloudrec.core.tasks import FileFormat, Media, TrackType
+
+log = logging.getLogger("cloudrec.recorder")
+
+# How long the recorder watches live packets before it trusts its estimate of the
+# publisher's clock and picks the first keyframe.
+CLOCK_SETTLE_S = 0.4
+OPEN_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 5.0
+
+MP4_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
+
+
+@dataclass
+class OutputFile:
+    """One file being written, and what will be reported about it."""
+
+    format: FileFormat
+    path: Path
+    container: Any
+    streams: dict[int, Any]  # input stream index -> output stream
+    file_id: int = 0
+    first_ts: float | None = None
+    last_end_ts: float = 0.0
+
+    def size(self) -> int:
+        if self.format is FileFormat.HLS:
+            return sum(p.stat().st_size for p in self.segment_paths()) + _size(self.path)
+        return _size(self.path)
+
+    def segment_paths(self) -> list[Path]:
+        return sorted(self.path.parent.glob(self.path.stem + "_*.ts"))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@dataclass
+class RecorderPlan:
+    """What one recorder does.  Times are Unix seconds."""
+
+    url: str
+    media: Media
+    formats: tuple[FileFormat, ...]
+    directory: Path
+    # File name (with extension) for a format, the file's track type and its begin (Unix ms).
+    name: Callable[[FileFormat, TrackType, int], str]
+    start_at: float
+    hls_segment_s: int = 15
+    open_options: dict[str, str] = field(default_factory=dict)
+
+
+FileOpened = Callable[[FileFormat, Path, TrackType, int, "tuple[int, int] | None"], int]
+FileClosed = Callable[[int, dict[str, object]], None]
+
+
+class StreamRecorder(threading.Thread):
+    """Records one stream session until it ends, ``stop(at)`` is called, or an error.
+
+    ``on_open(format, path, track_type, begin_ms, (width, height))`` returns the file id the
+    caller stored; ``on_close(file_id, fields)`` reports size, duration (ms), width and height.
+    Errors are kept in ``self.error`` (a message), never raised out of the thread.
+    """
+
+    def __init__(
+        self, plan: RecorderPlan, on_open: FileOpened, on_close: FileClosed, name: str
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.plan = plan
+        self._on_open = on_open
+        self._on_close = on_close
+        self._stop_at: float | None = None
+        self._stop_lock = threading.Lock()
+        self.error: str | None = None
+        self.ended_by: str = ""
+        self.files: list[OutputFile] = []
+        self.wrote_media = threading.Event()
+
+    def stop(self, at: float) -> None:
+        """Stop at Unix time ``at``: packets published after it are not written."""
+        with self._stop_lock:
+            self._stop_at = at
+
+    @property
+    def stop_at(self) -> float | None:
+        with self._stop_lock:
+            return self._stop_at
+
+    def run(self) -> None:
+        try:
+            self._record()
+        except (av.FFmpegError, OSError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.ended_by = "error"
+            log.warning(
+                "recorder.error", extra={"fields": {"url": self.plan.url, "error": self.error}}
+            )
+        finally:
+            self._close_all()
+
+    # -- the loop ---------------------------------------------------------------------
+    def _record(self) -> None:
+        plan = self.plan
+        options = {"rw_timeout": str(int(READ_TIMEOUT_S * 1e6)), **plan.open_options}
+        with av.open(plan.url, options=options, timeout=OPEN_TIMEOUT_S) as inp:
+            wanted = []
+            if plan.media.has_video and inp.streams.video:
+                wanted.append(inp.streams.video[0])
+            if plan.media.has_audio and inp.streams.audio:
+                wanted.append(inp.streams.audio[0])
+            if not wanted:
+                self.error = f"the stream has no {plan.media.value} track"
+                self.ended_by = "error"
+                return
+            video = next((s for s in wanted if s.type == "video"), None)
+            anchor = video if video is not None else wanted[0]
+            offset: float | None = None
+            pending: list[tuple[Any, float]] = []
+            settle_until: float | None = None
+            for packet in inp.demux(wanted):
+                if packet.size == 0 or packet.dts is None:
+                    continue
+                now = time.time()
+                ts = float(packet.dts * packet.time_base)
+                offset = now - ts if offset is None else min(offset, now - ts)
+                stop_at = self.stop_at
+                if stop_at is not None and ts + offset > stop_at:
+                    self.ended_by = "stopped"
+                    return
+                if not self.files:
+                    pending.append((packet, ts))
+                    settle_until = settle_until or now + CLOCK_SETTLE_S
+                    if now < settle_until:
+                        continue
+                    pending = self._start(pending, offset, anchor, wanted)
+                    if not self.files:
+                        continue
+                    for p, p_ts in pending:
+                        self._write(p, p_ts)
+                    pending = []
+                    continue
+                self._write(packet, ts)
+            self.ended_by = "source ended"
+
+    def _start(
+        self, pending: list[tuple[Any, float]], offset: float, anchor: Any, wanted: list[Any]
+    ) -> list[tuple[Any, float]]:
+        """Open the files at the anchor keyframe nearest the start time; return the packets
+        to write from there (earlier ones are dropped)."""
+        starts = [
+            i
+            for i, (p, _) in enumerate(pending)
+            if p.stream.index == anchor.index and (p.is_keyframe or anchor.type == "audio")
+        ]
+        if not starts:
+            return pending  # no keyframe yet: keep waiting
+        target = self.plan.start_at
+        first = min(starts, key=lambda i: abs(pending[i][1] + offset - target))
+        start_ts = pending[first][1]
+        kept = [
+            (p, ts)
+            for i, (p, ts) in enumerate(pending)
+            if i >= first and (p.stream.index == anchor.index or ts >= start_ts)
+        ]
+        self._open_files(wanted, begin_ms=int((start_ts + offset) * 1000))
+        for f in self.files:
+            f.first_ts = start_ts
+        return kept
+
+    def _open_files(self, wanted: list[Any], begin_ms: int) -> None:
+        plan = self.plan
+        has_v = any(s.type == "video" for s in wanted)
+        has_a = any(s.type == "audio" for s in wanted)
+        for fmt in plan.formats:
+            streams = [s for s in wanted if fmt is not FileFormat.AAC or s.type == "audio"]
+            if not streams:
+                continue
+            if fmt is FileFormat.AAC or not has_v:
+                track = TrackType.AUDIO
+            elif not has_a:
+                track = TrackType.VIDEO
+            else:
+                track = TrackType.AUDIO_VIDEO
+            path = plan.directory / plan.name(fmt, track, begin_ms)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            container = _open_output(fmt, path, plan.hls_segment_s)
+            out = {s.index: container.add_stream_from_template(s) for s in streams}
+            v = next((s for s in streams if s.type == "video"), None)
+            size = (v.codec_context.width, v.codec_context.height) if v is not None else None
+            f = OutputFile(fmt, path, container, out)
+            f.file_id = self._on_open(fmt, path, track, begin_ms, size)
+            self.files.append(f)
+
+    def _write(self, packet: Any, ts: float) -> None:
+        for f in self.files:
+            out = f.streams.get(packet.stream.index)
+            if out is None:
+                continue
+            assert f.first_ts is not None
+            shift = round(f.first_ts / packet.time_base)
+            clone = av.Packet(bytes(packet))
+            clone.dts = packet.dts - shift
+            clone.pts = (packet.pts if packet.pts is not None else packet.dts) - shift
+            clone.duration = packet.duration
+            clone.time_base = packet.time_base
+            clone.is_keyframe = packet.is_keyframe
+            clone.stream = out
+            f.container.mux(clone)
+            end = ts + float((packet.duration or 0) * packet.time_base)
+            f.last_end_ts = max(f.last_end_ts, end)
+        self.wrote_media.set()
+
+    def _close_all(self) -> None:
+        for f in self.files:
+            try:
+                f.container.close()
+            except (av.FFmpegError, OSError) as exc:
+                self.error = self.error or f"closing {f.path.name}: {exc}"
+            duration_ms = 0
+            if f.first_ts is not None:
+                duration_ms = max(0, round((f.last_end_ts - f.first_ts) * 1000))
+            self._on_close(f.file_id, {"size": f.size(), "duration_ms": duration_ms})
+
+
+def _open_output(fmt: FileFormat, path: Path, hls_segment_s: int) -> Any:
+    if fmt is FileFormat.MP4:
+        return av.open(str(path), "w", format="mp4", options={"movflags": MP4_FLAGS})
+    if fmt is FileFormat.FLV:
+        return av.open(str(path), "w", format="flv")
+    if fmt is FileFormat.AAC:
+        return av.open(str(path), "w", format="adts")
+    segment = path.with_name(path.stem + "_%05d.ts")
+    return av.open(
+        str(path),
+        "w",
+        format="hls",
+        options={
+            "hls_time": str(hls_segment_s),
+            "hls_list_size": "0",
+            "hls_playlist_type": "event",
+            "hls_segment_filename": str(segment),
+            "hls_flags": "independent_segments",
+        },
+    )
+
+
+def probe_file(path: Path, fmt: FileFormat) -> dict[str, object]:
+    """Size and duration (ms) of a file as a player reads it; for a file a dead worker left."""
+    size = _size(path)
+    if fmt is FileFormat.HLS:
+        size += sum(p.stat().st_size for p in path.parent.glob(path.stem + "_*.ts"))
+    duration_ms = 0
+    try:
+        with av.open(str(path)) as c:
+            end = 0.0
+            for packet in c.demux():
+                if packet.size and packet.pts is not None:
+                    t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                    end = max(end, t)
+            start = float(c.start_time or 0) / av.time_base
+            duration_ms = round((end - start) * 1000)
+    except (av.FFmpegError, OSError):
+        pass
+    return {"size": size, "duration_ms": max(duration_ms, 0)}

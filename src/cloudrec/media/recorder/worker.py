@@ -1,0 +1,193 @@
+"""The per-task worker (``cloudrec run-task TASK_ID``): reconcile one task with its row.
+
+Every ``RECONCILE_S`` the worker writes a heartbeat, reads the task's desired state and the
+room directory, starts a :class:`StreamRecorder` for each wanted stream session that is live
+and not yet recorded, and stops when asked, when the room has been empty for the idle timeout,
+or when the maximum recording time is reached.  A stream that leaves and comes back is a new
+session and so a new file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cloudrec.config import Settings
+from cloudrec.core.recording import TaskControl
+from cloudrec.core.rooms import LiveStream
+from cloudrec.core.tasks import (
+    END_IDLE,
+    END_MAX_DURATION,
+    END_STOPPED,
+    Desired,
+    FileFormat,
+    FileStatus,
+    RecordedFile,
+    Task,
+    TaskState,
+    TrackType,
+    file_stamp,
+)
+from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder
+
+log = logging.getLogger("cloudrec.worker")
+
+RECONCILE_S = 0.25
+STOP_GRACE_S = 3.0
+# Ask the embedded ingest for a backlog so that the first file can start at the keyframe
+# nearest the moment the recording was asked for, even if the worker starts late.
+BACKLOG_MS = 8000
+
+
+@dataclass
+class _Session:
+    recorder: StreamRecorder
+    stream: LiveStream
+    reported: bool = field(default=False)
+
+
+def _type_code(track: TrackType) -> str:
+    return {TrackType.AUDIO: "A", TrackType.VIDEO: "V", TrackType.AUDIO_VIDEO: "VA"}[track]
+
+
+class TaskWorker:
+    def __init__(self, control: TaskControl, settings: Settings) -> None:
+        self.control = control
+        self.settings = settings
+        self.sessions: dict[tuple[str, str], _Session] = {}  # (stream id, started) -> session
+        self.recording_started = False
+
+    def spool(self, task: Task) -> Path:
+        return self.settings.spool_dir / str(task.app_id) / task.task_id
+
+    def run(self) -> TaskState:
+        task = self.control.load()
+        if task.state.terminal:
+            return task.state
+        spec = task.spec
+        idle_timeout = spec.idle_timeout_s or self.settings.idle_timeout_s
+        max_duration = spec.max_duration_s or self.settings.max_task_duration_s
+        idle_since: float | None = None
+        log.info("worker.started", extra={"fields": {"task_id": task.task_id}})
+        reason = END_STOPPED
+        while True:
+            task = self.control.heartbeat()
+            now = time.time()
+            if task.desired is Desired.STOPPED:
+                stop_at = task.stop_requested_at.timestamp() if task.stop_requested_at else now
+                break
+            if now - task.created_at.timestamp() >= max_duration:
+                reason, stop_at = END_MAX_DURATION, task.created_at.timestamp() + max_duration
+                break
+            self._reap()
+            live = [
+                s
+                for s in self.control.live_streams(task.app_id, spec.room_id)
+                if spec.wants(s.user_id)
+            ]
+            for stream in live:
+                key = (stream.stream_id, stream.started_at.isoformat())
+                if key not in self.sessions:
+                    self._start_recorder(task, stream, key)
+            self._mark_recording()
+            busy = any(s.recorder.is_alive() for s in self.sessions.values()) or live
+            if busy:
+                idle_since = None
+            else:
+                idle_since = idle_since or now
+                if now - idle_since >= idle_timeout:
+                    reason, stop_at = END_IDLE, now
+                    break
+            time.sleep(RECONCILE_S)
+        return self._finish(reason, stop_at)
+
+    def _start_recorder(self, task: Task, stream: LiveStream, key: tuple[str, str]) -> None:
+        spec = task.spec
+        base = f"{task.task_id}_{spec.room_id}_{stream.user_id}_{stream.stream_id}"
+        prefix = "/".join(spec.output_prefix)
+
+        def name(fmt: FileFormat, track: TrackType, begin_ms: int) -> str:
+            stamp = file_stamp(datetime.fromtimestamp(begin_ms / 1000, UTC))
+            return f"{base}_{_type_code(track)}_{stamp}.{fmt.extension}"
+
+        def on_open(
+            fmt: FileFormat,
+            path: Path,
+            track: TrackType,
+            begin_ms: int,
+            size: tuple[int, int] | None,
+        ) -> int:
+            return self.control.file_opened(
+                RecordedFile(
+                    task_id=task.task_id,
+                    name=f"{prefix}/{path.name}" if prefix else path.name,
+                    path=str(path),
+                    format=fmt,
+                    status=FileStatus.RECORDING,
+                    stream_id=stream.stream_id,
+                    user_id=stream.user_id,
+                    track_type=track,
+                    begin_ms=begin_ms,
+                    width=size[0] if size else None,
+                    height=size[1] if size else None,
+                )
+            )
+
+        def on_close(file_id: int, fields: dict[str, object]) -> None:
+            self.control.file_closed(file_id, str(file_id), **fields)
+
+        url = stream.pull_url
+        if stream.source == "embedded":
+            url += f"?backlog_ms={BACKLOG_MS}"
+        plan = RecorderPlan(
+            url=url,
+            media=spec.media,
+            formats=spec.formats,
+            directory=self.spool(task),
+            name=name,
+            start_at=max(task.created_at.timestamp(), stream.started_at.timestamp()),
+            hls_segment_s=spec.hls_segment_s,
+        )
+        recorder = StreamRecorder(plan, on_open, on_close, name=f"rec-{stream.stream_id}")
+        recorder.start()
+        self.sessions[key] = _Session(recorder, stream)
+        self.control.event("stream_recording", f"{stream.user_id}/{stream.stream_id}")
+
+    def _mark_recording(self) -> None:
+        if self.recording_started:
+            return
+        if any(s.recorder.wrote_media.is_set() for s in self.sessions.values()):
+            self.recording_started = True
+            self.control.set_state(TaskState.RECORDING, "recording", started_at=datetime.now(UTC))
+
+    def _reap(self) -> None:
+        for s in self.sessions.values():
+            r = s.recorder
+            if not r.is_alive() and not s.reported:
+                s.reported = True
+                detail = f"{s.stream.stream_id}: {r.ended_by}" + (
+                    f" ({r.error})" if r.error else ""
+                )
+                self.control.event("stream_ended", detail)
+
+    def _finish(self, reason: str, stop_at: float) -> TaskState:
+        self.control.set_state(TaskState.STOPPING, "stopping", reason)
+        for s in self.sessions.values():
+            s.recorder.stop(stop_at)
+        deadline = time.time() + STOP_GRACE_S + max(0.0, stop_at - time.time())
+        for s in self.sessions.values():
+            s.recorder.join(max(0.1, deadline - time.time()))
+        errors = [s.recorder.error for s in self.sessions.values() if s.recorder.error]
+        self._reap()
+        self.control.set_state(
+            TaskState.COMPLETED,
+            "completed",
+            reason,
+            ended_at=datetime.now(UTC),
+            end_reason=reason,
+            error="; ".join(errors) or None,
+        )
+        return TaskState.COMPLETED
