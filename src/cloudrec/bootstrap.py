@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -61,7 +61,13 @@ def bootstrap(
         uow=uow,
         apps=AppService(uow, clock),
         rooms=RoomService(uow, clock),
-        tasks=TaskService(uow, clock, executor, settings.max_tasks_per_app),
+        tasks=TaskService(
+            uow,
+            clock,
+            executor,
+            settings.max_tasks_per_app,
+            timedelta(seconds=settings.resource_ttl_s),
+        ),
         executor=executor,
         clock=clock,
     )

@@ -46,6 +46,8 @@ class Settings:
     idle_timeout_s: int = 30
     # ... and when it has run this long (24 h).
     max_task_duration_s: int = 86400
+    # How long a JoCloud resid stays valid (the document: five minutes).
+    resource_ttl_s: int = 300
     # Recordings running at once per app (ZEGO's default limit).
     max_tasks_per_app: int = 200
     # Where per-app rate limits are counted: "memory://" (one process) or "redis://HOST:PORT"

@@ -58,7 +58,9 @@ class TaskService:
         clock: Clock,
         executor: Executor,
         max_active_per_app: int = 200,
+        resource_ttl: timedelta = RESOURCE_TTL,
     ) -> None:
+        self._resource_ttl = resource_ttl
         self._uow = uow
         self._clock = clock
         self._executor = executor
@@ -69,7 +71,7 @@ class TaskService:
         resource_id = secrets.token_hex(30) + "-" + secrets.token_hex(8)
         now = self._clock()
         with self._uow() as uow:
-            uow.tasks.add_resource(resource_id, app_id, now, now + RESOURCE_TTL)
+            uow.tasks.add_resource(resource_id, app_id, now, now + self._resource_ttl)
             uow.commit()
         return resource_id
 
