@@ -3,22 +3,33 @@
 Everything is generated (``testsrc2`` or a solid colour, plus a ``sine`` tone) and kept small.
 :class:`RtmpTestClient` is a minimal blocking RTMP client built on the ingest's sans-I/O code,
 for tests that need to misbehave in ways ffmpeg will not (never read, publish then vanish).
+:class:`IngestThread` runs the embedded RTMP server on its own loop in a thread, with a
+:class:`FakeGate` that records what the core would have been told.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import av
 
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.rooms import PlayRequest, PublishRequest, StreamMeta
 from cloudrec.media.ingest import messages
 from cloudrec.media.ingest.chunks import ChunkReader, Message, encode_message
 from cloudrec.media.ingest.handshake import ClientHandshake
+from cloudrec.media.ingest.server import RtmpServer
+
+APP = "1/room"
 
 
 def ffmpeg_source_args(
@@ -234,5 +245,100 @@ class RtmpTestClient:
             "NetStream.Publish.Start", "NetStream.Publish.BadName", "NetStream.Publish.Denied"
         )
 
+    def wait_closed(self) -> list[Message]:
+        """Read until the server closes the connection; return what came before.
+
+        Raise TimeoutError if it stays open past the socket timeout.
+        """
+        got = [*self.pending]
+        self.pending.clear()
+        while True:
+            try:
+                got += self.reader.feed(self._recv())
+            except (ConnectionError, ValueError):
+                return got
+
     def close(self) -> None:
         self.sock.close()
+
+
+class FakeGate:
+    """Records every gate call; refuses publish or play when told to."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, ...]] = []
+        self.refuse_publish: CloudrecError | None = None
+        self.refuse_play: CloudrecError | None = None
+
+    async def authorize_publish(self, req: PublishRequest) -> None:
+        self.calls.append(("authorize_publish", req))
+        if self.refuse_publish is not None:
+            raise self.refuse_publish
+
+    async def published(self, req: PublishRequest, meta: StreamMeta) -> None:
+        self.calls.append(("published", req, meta))
+
+    async def unpublished(self, req: PublishRequest) -> None:
+        self.calls.append(("unpublished", req))
+
+    async def authorize_play(self, req: PlayRequest) -> None:
+        self.calls.append(("authorize_play", req))
+        if self.refuse_play is not None:
+            raise self.refuse_play
+
+    def named(self, name: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == name]
+
+    def wait_for(self, name: str, count: int = 1, timeout_s: float = 8.0) -> list[tuple[Any, ...]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.named(name)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {count} {name} calls in {timeout_s} s: {self.calls}")
+            time.sleep(0.02)
+        return self.named(name)
+
+
+class ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+class IngestThread:
+    """An :class:`RtmpServer` on its own event loop in a daemon thread."""
+
+    def __init__(self, **options: Any) -> None:
+        self.gate = FakeGate()
+        self.log = ListHandler()
+        logger = logging.getLogger(f"test.ingest.{id(self)}")
+        logger.addHandler(self.log)
+        logger.setLevel(logging.DEBUG)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = RtmpServer(self.gate, "127.0.0.1", 0, logger=logger, **options)
+        self.call(self.server.start)
+        self.closed = False
+
+    def call(self, fn: Callable[[], Coroutine[Any, Any, Any]], timeout_s: float = 15.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout_s)
+
+    def url(self, name: str, app: str = APP) -> str:
+        return f"rtmp://127.0.0.1:{self.server.port}/{app}/{name}"
+
+    def live(self) -> dict[str, Any]:
+        async def snapshot() -> dict[str, Any]:
+            return self.server.live_streams()
+
+        return self.call(snapshot)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.call(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

@@ -6,23 +6,20 @@ its loop); a fake gate records what the core would have been told.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import signal
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import av
 import pytest
 
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.rooms import PlayRequest, PublishRequest, StreamMeta
-from cloudrec.media.ingest.server import RtmpServer
+from cloudrec.core.rooms import PublishRequest
 from tests.media import (
+    APP,
+    IngestThread,
     RtmpTestClient,
     pull_with_ffmpeg,
     pull_with_pyav,
@@ -30,100 +27,16 @@ from tests.media import (
     wait_publisher,
 )
 
-APP = "1/room"
-
-
-class FakeGate:
-    """Records every gate call; refuses publish or play when told to."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any, ...]] = []
-        self.refuse_publish: CloudrecError | None = None
-        self.refuse_play: CloudrecError | None = None
-
-    async def authorize_publish(self, req: PublishRequest) -> None:
-        self.calls.append(("authorize_publish", req))
-        if self.refuse_publish is not None:
-            raise self.refuse_publish
-
-    async def published(self, req: PublishRequest, meta: StreamMeta) -> None:
-        self.calls.append(("published", req, meta))
-
-    async def unpublished(self, req: PublishRequest) -> None:
-        self.calls.append(("unpublished", req))
-
-    async def authorize_play(self, req: PlayRequest) -> None:
-        self.calls.append(("authorize_play", req))
-        if self.refuse_play is not None:
-            raise self.refuse_play
-
-    def named(self, name: str) -> list[tuple[Any, ...]]:
-        return [c for c in self.calls if c[0] == name]
-
-    def wait_for(self, name: str, count: int = 1, timeout_s: float = 8.0) -> list[tuple[Any, ...]]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.named(name)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {count} {name} calls in {timeout_s} s: {self.calls}")
-            time.sleep(0.02)
-        return self.named(name)
-
-
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-class ServerThread:
-    """An :class:`RtmpServer` on its own event loop in a daemon thread."""
-
-    def __init__(self, **options: Any) -> None:
-        self.gate = FakeGate()
-        self.log = ListHandler()
-        logger = logging.getLogger(f"test.ingest.{id(self)}")
-        logger.addHandler(self.log)
-        logger.setLevel(logging.DEBUG)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = RtmpServer(self.gate, "127.0.0.1", 0, logger=logger, **options)
-        self.call(self.server.start)
-        self.closed = False
-
-    def call(self, fn: Callable[[], Coroutine[Any, Any, Any]], timeout_s: float = 15.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(timeout_s)
-
-    def url(self, name: str, app: str = APP) -> str:
-        return f"rtmp://127.0.0.1:{self.server.port}/{app}/{name}"
-
-    def live(self) -> dict[str, Any]:
-        async def snapshot() -> dict[str, Any]:
-            return self.server.live_streams()
-
-        return self.call(snapshot)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.call(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
 
 @pytest.fixture
-def rtmp() -> Iterator[ServerThread]:
-    server = ServerThread(play_wait_s=3.0)
+def rtmp() -> Iterator[IngestThread]:
+    server = IngestThread(play_wait_s=3.0)
     yield server
     server.close()
 
 
 def test_a_published_stream_is_announced_with_its_metadata_and_pulled_by_pyav_and_ffmpeg(
-    rtmp: ServerThread, tmp_path: Path
+    rtmp: IngestThread, tmp_path: Path
 ) -> None:
     publisher = start_publisher(
         rtmp.url("s1?uid=7&token=abc"), duration_s=4.0, sample_rate=48000, channels=2
@@ -167,7 +80,7 @@ def test_a_published_stream_is_announced_with_its_metadata_and_pulled_by_pyav_an
     assert rtmp.live() == {}
 
 
-def test_a_refused_publish_fails_in_ffmpeg_and_is_never_announced(rtmp: ServerThread) -> None:
+def test_a_refused_publish_fails_in_ffmpeg_and_is_never_announced(rtmp: IngestThread) -> None:
     rtmp.gate.refuse_publish = CloudrecError.permission_denied("token expired")
     code, err = wait_publisher(start_publisher(rtmp.url("s1?token=old"), duration_s=2.0), 10)
     assert code != 0
@@ -179,7 +92,7 @@ def test_a_refused_publish_fails_in_ffmpeg_and_is_never_announced(rtmp: ServerTh
     assert rtmp.live() == {}
 
 
-def test_a_refused_publish_answers_bad_name_or_denied_by_error_kind(rtmp: ServerThread) -> None:
+def test_a_refused_publish_answers_bad_name_or_denied_by_error_kind(rtmp: IngestThread) -> None:
     rtmp.gate.refuse_publish = CloudrecError.invalid_argument("no such room")
     client = RtmpTestClient("127.0.0.1", rtmp.server.port, APP)
     status = client.publish("s1")
@@ -195,7 +108,7 @@ def test_a_refused_publish_answers_bad_name_or_denied_by_error_kind(rtmp: Server
     client.close()
 
 
-def test_a_publisher_killed_mid_stream_is_unpublished_once(rtmp: ServerThread) -> None:
+def test_a_publisher_killed_mid_stream_is_unpublished_once(rtmp: IngestThread) -> None:
     publisher = start_publisher(rtmp.url("s1"), duration_s=10.0)
     rtmp.gate.wait_for("published")
     publisher.send_signal(signal.SIGKILL)
@@ -206,7 +119,7 @@ def test_a_publisher_killed_mid_stream_is_unpublished_once(rtmp: ServerThread) -
     assert rtmp.live() == {}
 
 
-def test_a_second_publish_of_a_live_stream_key_is_refused(rtmp: ServerThread) -> None:
+def test_a_second_publish_of_a_live_stream_key_is_refused(rtmp: IngestThread) -> None:
     first = start_publisher(rtmp.url("s1"), duration_s=10.0)
     rtmp.gate.wait_for("published")
     code, err = wait_publisher(start_publisher(rtmp.url("s1?token=other"), duration_s=2.0), 10)
@@ -220,7 +133,7 @@ def test_a_second_publish_of_a_live_stream_key_is_refused(rtmp: ServerThread) ->
 
 
 def test_closing_the_server_disconnects_publishers_and_players_and_unpublishes(
-    rtmp: ServerThread,
+    rtmp: IngestThread,
 ) -> None:
     publisher = start_publisher(rtmp.url("s1"), duration_s=10.0)
     rtmp.gate.wait_for("published")
@@ -231,17 +144,11 @@ def test_closing_the_server_disconnects_publishers_and_players_and_unpublishes(
     assert len(rtmp.gate.named("unpublished")) == 1  # awaited before close() returned
     code, _ = wait_publisher(publisher, 5)
     assert code != 0
-    with pytest.raises(ConnectionError):
-        drain(player)
+    player.wait_closed()
     player.close()
 
 
-def drain(client: RtmpTestClient) -> None:
-    while True:
-        client.next_message()
-
-
-def test_a_player_that_comes_before_the_publisher_waits_for_it(rtmp: ServerThread) -> None:
+def test_a_player_that_comes_before_the_publisher_waits_for_it(rtmp: IngestThread) -> None:
     with ThreadPoolExecutor(1) as pool:
         pulled = pool.submit(pull_with_pyav, rtmp.url("s1"), video_frames=10)
         time.sleep(0.5)
@@ -253,7 +160,7 @@ def test_a_player_that_comes_before_the_publisher_waits_for_it(rtmp: ServerThrea
 
 
 def test_a_player_of_a_stream_that_never_comes_gets_stream_not_found() -> None:
-    server = ServerThread(play_wait_s=0.3)
+    server = IngestThread(play_wait_s=0.3)
     try:
         client = RtmpTestClient("127.0.0.1", server.server.port, APP)
         status = client.play("missing")
@@ -263,7 +170,7 @@ def test_a_player_of_a_stream_that_never_comes_gets_stream_not_found() -> None:
         server.close()
 
 
-def test_a_refused_player_gets_play_failed_and_pyav_fails_to_open(rtmp: ServerThread) -> None:
+def test_a_refused_player_gets_play_failed_and_pyav_fails_to_open(rtmp: IngestThread) -> None:
     rtmp.gate.refuse_play = CloudrecError.permission_denied("bad play token")
     client = RtmpTestClient("127.0.0.1", rtmp.server.port, APP)
     status = client.play("s1?token=bad")
@@ -279,7 +186,7 @@ def test_a_refused_player_gets_play_failed_and_pyav_fails_to_open(rtmp: ServerTh
 def test_a_player_that_stops_reading_does_not_hold_up_the_publisher() -> None:
     """The kernel's socket buffers absorb a few MB on loopback, so the skip-to-key-frame
     policy itself is tested with a fake transport in tests/unit/test_rtmp_live.py."""
-    server = ServerThread(player_buffer_bytes=32 * 1024)
+    server = IngestThread(player_buffer_bytes=32 * 1024)
     try:
         publisher = start_publisher(server.url("s1"), duration_s=3.0, video_kbps=4000)
         server.gate.wait_for("published")
