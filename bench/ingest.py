@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from flvfile import sample_flv  # noqa: E402
+from rtmp_load import proc_cpu_s  # noqa: E402
 from tests.nginx import Nginx, nginx_available  # noqa: E402
 from tests.service import Service  # noqa: E402
 
@@ -46,6 +47,7 @@ DELIVERED_OK = 0.99
 GENERATOR = Path(__file__).resolve().parent / "rtmp_load.py"
 GENERATOR_SLACK_S = 90.0
 SETTLE_S = 1.5
+IDLE_S = 5.0
 MIN_RATIO_CPU_S = 0.1
 """Below this much server CPU time (10 clock ticks) a ratio is mostly rounding."""
 
@@ -127,11 +129,26 @@ def delivered(r: dict[str, Any]) -> float:
     return r["delivered_bytes"] / r["published_bytes"] if r["published_bytes"] else 0.0
 
 
-def report(results: dict[int, dict[str, dict[str, Any]]], window_s: float) -> str:
+def other_load_pct(r: dict[str, Any]) -> float:
+    """CPU % (of one core) the machine spent on neither the server nor the generator."""
+    mine = 100 * (r["server_cpu_s"] + r["generator_cpu_s"]) / r["window_s"]
+    return max(0.0, r["machine_busy_pct"] - mine)
+
+
+def idle_cpu_pct(pid: int, seconds: float = IDLE_S) -> float:
+    """The server's CPU % (of one core) with no client connected."""
+    before = proc_cpu_s(pid)
+    time.sleep(seconds)
+    return 100 * (proc_cpu_s(pid) - before) / seconds
+
+
+def report(
+    results: dict[int, dict[str, dict[str, Any]]], idle: dict[str, float], window_s: float
+) -> str:
     header = (
         "| streams | cloudrec CPU %/stream | nginx CPU %/stream | ratio cloudrec/nginx "
         "| cloudrec CPU % total | nginx CPU % total | cloudrec delivered | nginx delivered "
-        "| generator lag p99 ms (cloudrec / nginx) | generator CPU % | machine busy % (of 200) |"
+        "| generator lag p99 ms (cloudrec / nginx) | generator CPU % | other load CPU % |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for n, pair in sorted(results.items()):
@@ -147,7 +164,7 @@ def report(results: dict[int, dict[str, dict[str, Any]]], window_s: float) -> st
             f"| {c['lag_p99_ms']:.0f} / {g['lag_p99_ms']:.0f} "
             f"| {100 * c['generator_cpu_s'] / c['window_s']:.0f} / "
             f"{100 * g['generator_cpu_s'] / g['window_s']:.0f} "
-            f"| {c['machine_busy_pct']:.0f} / {g['machine_busy_pct']:.0f} |"
+            f"| {other_load_pct(c):.0f} / {other_load_pct(g):.0f} |"
         )
     kbps = next(iter(next(iter(results.values())).values()))["stream_kbps"]
     held = {
@@ -162,6 +179,8 @@ def report(results: dict[int, dict[str, dict[str, Any]]], window_s: float) -> st
         f"cloudrec: {_version()}.",
         f"Each stream: {kbps:.0f} kb/s of media published once and played once; "
         f"window {window_s:.0f} s. CPU % is of one core (utime+stime of the server process).",
+        f"Idle, no client connected: cloudrec {idle['cloudrec']:.1f}% of a core, "
+        f"nginx {idle['nginx']:.1f}%. Generator CPU, lag and other load: cloudrec run / nginx run.",
         f"cloudrec holds {held['cloudrec']} streams in real time (>= {DELIVERED_OK:.0%} "
         f"delivered) on this {_cores()}-core machine; nginx-rtmp holds {held['nginx']} "
         f"(of the counts tried).",
@@ -232,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         servers(Path(tmp)) as (service, nginx),
     ):
         targets = [cloudrec_target(service, max(counts)), nginx_target(nginx, max(counts))]
+        time.sleep(SETTLE_S)
+        idle = {t.name: idle_cpu_pct(t.pid) for t in targets}
         for n in counts:
             for target in targets:
                 time.sleep(SETTLE_S)
@@ -239,11 +260,14 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault(n, {})[target.name] = r
                 print(
                     f"{target.name:>8} x{n:<3}: {cpu_pct_per_stream(r):6.2f} %CPU/stream, "
-                    f"delivered {100 * delivered(r):5.1f}%, lag p99 {r['lag_p99_ms']:.0f} ms",
+                    f"delivered {100 * delivered(r):5.1f}%, lag p99 {r['lag_p99_ms']:.0f} ms, "
+                    f"generator {100 * r['generator_cpu_s'] / r['window_s']:.0f}% CPU, "
+                    f"lost connections {r['lost_connections']}, "
+                    f"publisher backlog {r['publisher_backlog_bytes']} B",
                     file=sys.stderr,
                     flush=True,
                 )
-    print("\n" + report(results, args.seconds), flush=True)
+    print("\n" + report(results, idle, args.seconds), flush=True)
     return 0
 
 
