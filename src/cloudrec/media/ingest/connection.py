@@ -323,7 +323,7 @@ class RtmpConnection(asyncio.Protocol):
             self.logger,
             self.label,
         )
-        stream.attach(self, player)
+        stream.attach(self, player, backlog_s=_backlog_s(req))
         self.playing = stream
         self.logger.info("RTMP %s: playing %s", self.label, key)
         return None
@@ -364,6 +364,12 @@ class RtmpConnection(asyncio.Protocol):
         if self.playing is not None:
             self.playing.players.pop(self, None)
             self.playing = None
+
+
+def _backlog_s(req: PlayRequest) -> float:
+    """``?backlog_ms=N`` in a play name asks for the last N ms of whole GOPs (recorders)."""
+    raw = req.name.args.get("backlog_ms", "")
+    return int(raw) / 1000 if raw.isdigit() else 0.0
 
 
 def _info(code: str, description: str, **extra: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ half the limit (so it resumes on a decodable frame); one that stays behind for
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,11 @@ CSID_AUDIO = 4
 CSID_VIDEO = 6
 GOP_MAX_BYTES = 32 * 1024 * 1024
 """A GOP cache larger than this (no key frame for too long) is dropped."""
+BACKLOG_MAX_S = 10.0
+BACKLOG_MAX_BYTES = 8 * 1024 * 1024
+"""Whole GOPs kept behind the current one, for players that ask for a backlog (recorders:
+``?backlog_ms=N``), so that a recording can start at the keyframe nearest the moment it was
+asked for even when its worker connects a few seconds later."""
 
 
 def media_csid(type_id: int) -> int:
@@ -119,6 +125,9 @@ class LiveStream:
         self.first_audio: bytes | None = None
         self.gop: list[Message] = []
         self.gop_bytes = 0
+        self.gop_arrived = 0.0
+        self.backlog: collections.deque[tuple[float, list[Message], int]] = collections.deque()
+        self.backlog_bytes = 0
         self.players: dict[object, Player] = {}
 
     def info(self) -> LiveStreamInfo:
@@ -144,8 +153,10 @@ class LiveStream:
                 self.first_video = body
             key = flv.is_keyframe(body)
             if key:
+                self._push_backlog()
                 self.gop = []
                 self.gop_bytes = 0
+                self.gop_arrived = time.time()
         elif msg.type_id == messages.AUDIO:
             if flv.is_aac_sequence_header(body):
                 self.audio_header = msg
@@ -161,6 +172,17 @@ class LiveStream:
                 self.gop_bytes = 0
         self._broadcast(msg, key)
 
+    def _push_backlog(self) -> None:
+        """Keep the GOP that just ended; forget GOPs older or larger than the backlog allows."""
+        if self.gop:
+            self.backlog.append((self.gop_arrived, self.gop, self.gop_bytes))
+            self.backlog_bytes += self.gop_bytes
+        horizon = time.time() - BACKLOG_MAX_S
+        while self.backlog and (
+            self.backlog[0][0] < horizon or self.backlog_bytes > BACKLOG_MAX_BYTES
+        ):
+            self.backlog_bytes -= self.backlog.popleft()[2]
+
     def _broadcast(self, msg: Message, key: bool) -> None:
         encoded: dict[tuple[int, int], bytes] = {}
         csid = media_csid(msg.type_id)
@@ -175,15 +197,21 @@ class LiveStream:
                 )
             player.forward(data, key)
 
-    def attach(self, owner: object, player: Player) -> None:
-        """Send the cached state (metadata, sequence headers, current GOP), then go live."""
-        start = self.gop[0].timestamp if self.gop else 0
+    def attach(self, owner: object, player: Player, backlog_s: float = 0.0) -> None:
+        """Send the cached state (metadata, sequence headers, the GOPs that started in the last
+        ``backlog_s`` seconds and the current GOP), then go live."""
+        horizon = time.time() - min(backlog_s, BACKLOG_MAX_S)
+        gops = [g for arrived, g, _ in self.backlog if backlog_s > 0 and arrived >= horizon]
+        gops.append(self.gop)
+        first = next((g for g in gops if g), [])
+        start = first[0].timestamp if first else 0
         for cached in (self.metadata_msg, self.video_header, self.audio_header):
             if cached is not None:
                 player.send(
                     replace(cached, stream_id=player.stream_id, timestamp=start),
                     media_csid(cached.type_id),
                 )
-        for msg in self.gop:
-            player.send(replace(msg, stream_id=player.stream_id), media_csid(msg.type_id))
+        for gop in gops:
+            for msg in gop:
+                player.send(replace(msg, stream_id=player.stream_id), media_csid(msg.type_id))
         self.players[owner] = player

@@ -270,8 +270,35 @@ def _open_output(fmt: FileFormat, path: Path, hls_segment_s: int) -> Any:
     )
 
 
+def trim_to_last_box(path: Path) -> int:
+    """Cut a fragmented MP4 that a dead worker left after its last complete top-level box, so
+    that it ends on a whole fragment (``moof`` + ``mdat``) and plays to the end.  Returns the
+    number of bytes removed."""
+    size = _size(path)
+    offset, last_start, last_type = 0, 0, b""
+    with path.open("r+b") as f:
+        while offset + 8 <= size:
+            f.seek(offset)
+            header = f.read(16)
+            box = int.from_bytes(header[:4], "big")
+            if box == 1 and len(header) >= 16:
+                box = int.from_bytes(header[8:16], "big")
+            if box < 8 or offset + box > size:
+                break
+            last_start, last_type = offset, header[4:8]
+            offset += box
+        if last_type == b"moof":  # a moof without its mdat is no fragment
+            offset = last_start
+        if offset < size:
+            f.truncate(offset)
+    return size - offset
+
+
 def probe_file(path: Path, fmt: FileFormat) -> dict[str, object]:
-    """Size and duration (ms) of a file as a player reads it; for a file a dead worker left."""
+    """Size and duration (ms) of a file as a player reads it; for a file a dead worker left
+    (a fragmented MP4 is first cut back to its last whole fragment)."""
+    if fmt is FileFormat.MP4 and path.exists():
+        trim_to_last_box(path)
     size = _size(path)
     if fmt is FileFormat.HLS:
         size += sum(p.stat().st_size for p in path.parent.glob(path.stem + "_*.ts"))

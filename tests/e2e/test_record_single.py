@@ -1,0 +1,274 @@
+"""Single-stream recording end to end: ``cloudrec serve``, two publishers from Debian's
+ffmpeg, the JoCloud API over HTTP, and the files probed as a user would."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.jocloud import JoCloud
+from tests.service import Service
+
+APP = 10034
+ROOM = "class1"
+GOP = 5  # frames: a keyframe every 0.2 s lets the recording start within 0.1 s of the request
+FPS = 25
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    """Two pre-encoded H.264/AAC FLV files that the publishers copy, untouched, so that the
+    recording can be compared with them packet by packet."""
+    d = tmp_path_factory.mktemp("sources")
+    out = {}
+    for user, (color, freq) in {"alice": ("red", 440), "bob": ("blue", 1000)}.items():
+        path = d / f"{user}.flv"
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc2=size=320x240:rate={FPS}:duration=60",
+                "-f",
+                "lavfi",
+                "-i",
+                f"sine=frequency={freq}:sample_rate=48000:duration=60",
+                "-vf",
+                f"drawbox=c={color}:t=fill:w=40:h=40",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                str(GOP),
+                "-keyint_min",
+                str(GOP),
+                "-sc_threshold",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                str(path),
+            ],
+            check=True,
+            timeout=120,
+        )
+        out[user] = path
+    return out
+
+
+def copy_publish(source: Path, url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-i",
+            str(source),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, sources):
+    data_dir = tmp_path_factory.mktemp("rec")
+    svc = Service(data_dir, env={"CLOUDREC_IDLE_TIMEOUT_S": "3"})
+    svc.app = svc.create_app(APP)
+    svc.start()
+    pubs = [
+        copy_publish(sources[u], svc.publish_url(APP, ROOM, f"cam-{u}", "--uid", u))
+        for u in ("alice", "bob")
+    ]
+    assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
+    yield svc, JoCloud(svc.http, APP, svc.app["server_secret"])
+    for p in pubs:
+        p.kill()
+        p.wait()
+    assert svc.stop() == 0
+
+
+def wait_task(svc: Service, record_id: str, states: set[str], timeout_s: float = 20) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task = svc.get(f"/v1/apps/{APP}/tasks/{record_id}", svc.app).json()
+        if task["state"] in states or time.monotonic() > deadline:
+            return task
+        time.sleep(0.1)
+
+
+def record(svc: Service, jo: JoCloud, seconds: float, **over) -> tuple[dict, float]:
+    """startrecord, wait, stoprecord; the task when it ended and the window asked for."""
+    resid = jo.apply()
+    t0 = time.time()
+    answer = jo.call("POST", "startrecord", jo.start_body(resid, ROOM, "alice", **over))
+    t1 = time.time()
+    assert answer["code"] == 0, answer
+    time.sleep(seconds - (time.time() - t1))
+    t2 = time.time()
+    stop = jo.stop(resid, ROOM, answer["recordid"])
+    t3 = time.time()
+    assert stop["code"] == 0, stop
+    task = wait_task(svc, answer["recordid"], {"completed", "failed"})
+    assert task["state"] == "completed", task
+    return task, (t2 + t3) / 2 - (t0 + t1) / 2
+
+
+def spool_path(svc: Service, task: dict, file: dict) -> Path:
+    name = file["name"].rsplit("/", 1)[-1]
+    return svc.data_dir / "spool" / str(APP) / task["task_id"] / name
+
+
+def packet_hashes(path: Path, kind: str) -> list[str]:
+    with av.open(str(path)) as c:
+        streams = c.streams.video if kind == "video" else c.streams.audio
+        return [hashlib.sha1(bytes(p)).hexdigest() for p in c.demux(streams[0]) if p.size]
+
+
+def probe(path: Path) -> dict:
+    """Codecs, picture size, duration (s), whether video starts on a keyframe, frames decoded."""
+    info: dict = {"video": None, "audio": None, "size": None, "first_key": None, "frames": 0}
+    end, start = 0.0, None
+    with av.open(str(path)) as c:
+        for s in c.streams:
+            if s.type in ("video", "audio"):
+                info[s.type] = s.codec_context.name
+        if c.streams.video:
+            v = c.streams.video[0]
+            info["size"] = (v.codec_context.width, v.codec_context.height)
+        for p in c.demux():
+            if not p.size or p.pts is None:
+                continue
+            t = float(p.pts * p.time_base)
+            start = t if start is None else min(start, t)
+            end = max(end, t + float((p.duration or 0) * p.time_base))
+            if p.stream.type == "video":
+                if info["first_key"] is None:
+                    info["first_key"] = p.is_keyframe
+                info["frames"] += len(p.decode())
+    info["duration"] = end - (start or 0.0)
+    return info
+
+
+def test_a_user_is_recorded_untouched_for_the_window_asked(world, sources):
+    svc, jo = world
+    task, window = record(svc, jo, 10.0)
+    [f] = task["files"]
+    assert f["status"] == "recorded" and f["format"] == "mp4" and f["user_id"] == "alice"
+    assert f["name"].startswith("rec/day1/") and f["name"].endswith(".mp4")
+    assert (f["width"], f["height"], f["track_type"]) == (320, 240, 3)
+    path = spool_path(svc, task, f)
+    info = probe(path)
+    assert info["video"] == "h264" and info["audio"] == "aac" and info["size"] == (320, 240)
+    assert info["first_key"] is True
+    assert info["frames"] >= int(9.5 * FPS)
+    assert abs(info["duration"] - window) <= 0.2, (info["duration"], window)
+    assert abs(f["duration_ms"] / 1000 - info["duration"]) <= 0.1
+    assert f["size"] == path.stat().st_size
+    # No re-encode: the file's video packets are a run of the published packets, byte for byte.
+    recorded, published = packet_hashes(path, "video"), packet_hashes(sources["alice"], "video")
+    start = published.index(recorded[0])
+    assert published[start : start + len(recorded)] == recorded
+    # ... and only alice is in it (bob's packets differ).
+    assert not set(recorded) & set(packet_hashes(sources["bob"], "video"))
+
+
+@pytest.mark.parametrize(
+    ("over", "fmt", "video", "audio", "track"),
+    [
+        ({"recordtype": 1}, "mp4", "h264", None, 2),
+        ({"recordtype": 2}, "mp4", None, "aac", 1),
+        ({"fileformat": "flv"}, "flv", "h264", "aac", 3),
+        ({"fileformat": "aac", "recordtype": 2}, "aac", None, "aac", 1),
+        ({"fileformat": "hls", "hlssegment": 2}, "m3u8", "h264", "aac", 3),
+    ],
+    ids=["video-only", "audio-only", "flv", "aac", "hls"],
+)
+def test_variants_record_the_tracks_and_format_asked(world, over, fmt, video, audio, track):
+    svc, jo = world
+    task, window = record(svc, jo, 5.0, **over)
+    [f] = task["files"]
+    assert f["name"].endswith("." + fmt) and f["track_type"] == track
+    path = spool_path(svc, task, f)
+    info = probe(path)
+    assert (info["video"], info["audio"]) == (video, audio)
+    assert abs(info["duration"] - window) <= 0.3, (info["duration"], window)
+    if video:
+        assert info["first_key"] is True
+    if fmt == "m3u8":
+        segments = sorted(path.parent.glob(path.stem + "_*.ts"))
+        assert len(segments) >= 2
+        assert "#EXT-X-ENDLIST" in path.read_text()
+
+
+def test_a_killed_worker_leaves_a_playable_file_and_a_failed_task(world):
+    svc, jo = world
+    resid = jo.apply()
+    answer = jo.call("POST", "startrecord", jo.start_body(resid, ROOM, "bob"))
+    record_id = answer["recordid"]
+    task = wait_task(svc, record_id, {"recording"})
+    time.sleep(4)
+    task = svc.get(f"/v1/apps/{APP}/tasks/{record_id}", svc.app).json()
+    pid = int(next(e for e in [task] if e)["task_id"] and _worker_pid(svc, record_id))
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    task = wait_task(svc, record_id, {"failed"})
+    assert task["state"] == "failed" and task["end_reason"] == "worker ended abnormally"
+    assert "signal 9" in task["error"]
+    [f] = task["files"]
+    assert f["status"] == "abnormal" and f["duration_ms"] >= 2500
+    info = probe(spool_path(svc, task, f))
+    assert info["first_key"] is True and info["frames"] >= 2 * FPS
+    assert jo.call("GET", f"queryrecord/{ROOM}/{record_id}")["code"] == 4013
+
+
+def _worker_pid(svc: Service, record_id: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(svc.data_dir / "cloudrec.db") as db:
+        (worker,) = db.execute("SELECT worker FROM tasks WHERE task_id=?", (record_id,)).fetchone()
+    return int(worker.split(":")[1])
+
+
+def test_the_task_stops_by_itself_when_its_user_leaves_for_the_idle_timeout(world, sources):
+    svc, jo = world
+    url = svc.publish_url(APP, ROOM, "cam-carol", "--uid", "carol")
+    pub = copy_publish(sources["alice"], url)
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 3)) == 3
+        resid = jo.apply()
+        answer = jo.call("POST", "startrecord", jo.start_body(resid, ROOM, "carol"))
+        wait_task(svc, answer["recordid"], {"recording"})
+        time.sleep(2)
+    finally:
+        pub.send_signal(signal.SIGKILL)
+        pub.wait()
+    left = time.time()
+    task = wait_task(svc, answer["recordid"], {"completed", "failed"}, timeout_s=20)
+    assert task["state"] == "completed" and task["end_reason"] == "no stream in the room"
+    ended = time.mktime(time.strptime(task["ended_at"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert 2.5 <= ended - left <= 8  # CLOUDREC_IDLE_TIMEOUT_S=3
+    [f] = task["files"]
+    assert f["status"] == "recorded" and f["duration_ms"] >= 1500
