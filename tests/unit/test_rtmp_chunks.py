@@ -267,3 +267,11 @@ def test_enhanced_rtmp_fourcc_video_headers_are_recognised() -> None:
     assert flv.is_video_sequence_header(hevc_start)
     assert flv.is_keyframe(hevc_start)
     assert flv.video_codec(bytes([0x1C, 1])) == "hevc"
+
+
+def test_continuation_chunks_may_omit_the_repeated_extended_timestamp() -> None:
+    """Some encoders (Flash Media Server) do not repeat it; ffmpeg and the spec do."""
+    ts = 0x01000000
+    payload = b"p" * 200
+    data = fmt0(6, ts, 200, 9, 1) + payload[:128] + b"\xc6" + payload[128:]
+    assert ChunkReader().feed(data) == [Message(9, 1, ts, payload)]

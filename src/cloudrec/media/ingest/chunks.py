@@ -9,7 +9,8 @@ be written to every player of a stream (encode once, write many).
 Timestamps follow the specification and ffmpeg (libavformat/rtmppkt.c): a format 3 header that
 starts a new message repeats the previous delta, and after a format 0 header that delta is the
 format 0 timestamp itself.  An extended timestamp is repeated in format 3 chunks whenever the
-chunk stream's last format 0-2 header carried one.
+chunk stream's last format 0-2 header carried one; in the continuation chunks of a message the
+reader also accepts it missing (it is taken only when it repeats the value it should).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class _ChunkStream:
 
     __slots__ = (
         "delta",
+        "ext_value",
         "extended",
         "length",
         "parts",
@@ -63,6 +65,7 @@ class _ChunkStream:
         self.type_id = 0
         self.stream_id = 0
         self.extended = False
+        self.ext_value = 0
         self.parts: list[bytes] = []
         self.received = 0
 
@@ -146,8 +149,12 @@ class ChunkReader:
         if extended:
             if pos + 4 > end:
                 return 0
-            ts_field = _U32.unpack_from(buf, pos)[0]
-            pos += 4
+            value = _U32.unpack_from(buf, pos)[0]
+            if fmt != 3 or new_message or value == cs.ext_value:
+                ts_field = value
+                pos += 4
+            # else: a continuation chunk without the repeated extended timestamp, as some
+            # encoders send (Flash Media Server did); SRS and librtmp accept both forms.
         if new_message and length > self.max_message_size:
             raise ValueError(
                 f"RTMP chunk: message of {length} bytes exceeds the limit of "
@@ -159,6 +166,7 @@ class ChunkReader:
         # The chunk is complete: only now commit its header to the chunk stream state.
         if fmt != 3:
             cs.extended = extended
+            cs.ext_value = ts_field if extended else 0
             cs.length, cs.type_id, cs.stream_id = length, type_id, stream_id
             if fmt == 0:
                 cs.timestamp = ts_field
