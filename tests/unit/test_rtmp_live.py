@@ -156,3 +156,34 @@ def test_an_audio_only_stream_has_no_gop_cache_and_headers_still_reach_new_playe
     transport = FakeTransport()
     stream.attach("p", make_player(transport))
     assert [m.payload for m in transport.messages()] == [AAC_HEADER]
+
+
+def test_a_player_asking_for_a_backlog_gets_the_whole_gops_that_started_within_it() -> None:
+    clock = FakeClock()
+    stream = LiveStream(PublishRequest("1/room", "s1", "127.0.0.1"), clock=clock)
+    stream.on_media(Message(messages.VIDEO, 1, 0, AVC_HEADER))
+    for second in range(6):  # one GOP per second, arriving in real time
+        clock.now = 100.0 + second
+        stream.on_media(key(second * 1000))
+        stream.on_media(inter(second * 1000 + 40))
+    clock.now = 105.5
+    recorder, live = FakeTransport(), FakeTransport()
+    stream.attach("recorder", make_player(recorder), backlog_s=2.0)
+    stream.attach("live", make_player(live))
+    keys = [m.timestamp for m in recorder.messages() if m.payload == key(0).payload]
+    assert keys == [4000, 5000]
+    assert [m.timestamp for m in live.messages()] == [5000, 5000, 5040]
+
+
+def test_a_backlog_burst_does_not_count_as_a_slow_player() -> None:
+    clock = FakeClock()
+    stream = LiveStream(PublishRequest("1/room", "s1", "127.0.0.1"), clock=clock)
+    big = Message(messages.VIDEO, 1, 0, b"\x17\x01" + bytes(3000))
+    stream.on_media(big)
+    transport = FakeTransport()
+    player = make_player(transport)
+    stream.attach("p", player, backlog_s=5.0)
+    transport.buffered = 3002  # the burst is still unsent; the limit is 1000
+    stream.on_media(inter(40))
+    assert player.skipping_since is None
+    assert transport.messages()[-1] == inter(40)

@@ -1,13 +1,19 @@
-"""A live stream inside the ingest: its cached headers and GOP, and the fan-out to players.
+"""A live stream inside the ingest: its cached headers and GOPs, and the fan-out to players.
 
-Everything here runs on the ingest's event loop and never awaits: the publisher's read loop
+Everything here runs on the ingest's event loop and never awaits: the publisher's connection
 calls :meth:`LiveStream.on_media`, which writes to every player's transport without blocking.
+
+A new player first gets the metadata and sequence headers, then the current GOP (from the last
+video key frame), so that it starts decoding on a key frame; a player that asks for a backlog
+(``?backlog_ms=N``, recorders) also gets the whole GOPs that started in the last N ms (at most
+``BACKLOG_MAX_S``).  Audio-only streams have no GOP: their players start live.
 
 Each media message is chunked once per distinct player message stream id (in practice once)
 and the same bytes are written to every player.  A player whose transport buffer is above
 ``buffer_limit`` bytes is skipped until the next video key frame arrives with its buffer below
 half the limit (so it resumes on a decodable frame); one that stays behind for
-``stall_timeout_s`` is disconnected.
+``stall_timeout_s`` is disconnected.  The cached burst sent on attach raises that player's
+limit by its size, since it is not lag.
 """
 
 from __future__ import annotations
@@ -114,8 +120,10 @@ class Player:
 class LiveStream:
     """One published stream: its request, metadata, sequence headers, GOP cache and players."""
 
-    def __init__(self, request: PublishRequest) -> None:
+    def __init__(self, request: PublishRequest, clock: Callable[[], float] = time.time) -> None:
+        """``clock`` gives wall-clock seconds: backlogs are asked for in recorders' time."""
         self.request = request
+        self._clock = clock
         self.meta: StreamMeta | None = None
         self.metadata: dict[str, Any] | None = None
         self.metadata_msg: Message | None = None
@@ -156,7 +164,7 @@ class LiveStream:
                 self._push_backlog()
                 self.gop = []
                 self.gop_bytes = 0
-                self.gop_arrived = time.time()
+                self.gop_arrived = self._clock()
         elif msg.type_id == messages.AUDIO:
             if flv.is_aac_sequence_header(body):
                 self.audio_header = msg
@@ -177,7 +185,7 @@ class LiveStream:
         if self.gop:
             self.backlog.append((self.gop_arrived, self.gop, self.gop_bytes))
             self.backlog_bytes += self.gop_bytes
-        horizon = time.time() - BACKLOG_MAX_S
+        horizon = self._clock() - BACKLOG_MAX_S
         while self.backlog and (
             self.backlog[0][0] < horizon or self.backlog_bytes > BACKLOG_MAX_BYTES
         ):
@@ -200,7 +208,7 @@ class LiveStream:
     def attach(self, owner: object, player: Player, backlog_s: float = 0.0) -> None:
         """Send the cached state (metadata, sequence headers, the GOPs that started in the last
         ``backlog_s`` seconds and the current GOP), then go live."""
-        horizon = time.time() - min(backlog_s, BACKLOG_MAX_S)
+        horizon = self._clock() - min(backlog_s, BACKLOG_MAX_S)
         gops = [g for arrived, g, _ in self.backlog if backlog_s > 0 and arrived >= horizon]
         gops.append(self.gop)
         first = next((g for g in gops if g), [])
@@ -211,7 +219,11 @@ class LiveStream:
                     replace(cached, stream_id=player.stream_id, timestamp=start),
                     media_csid(cached.type_id),
                 )
+        burst = 0
         for gop in gops:
             for msg in gop:
                 player.send(replace(msg, stream_id=player.stream_id), media_csid(msg.type_id))
+                burst += len(msg.payload)
+        # The cached burst is not lag: it must not count against the slow-player limit.
+        player.buffer_limit += burst
         self.players[owner] = player
