@@ -54,12 +54,17 @@ MIN_RATIO_CPU_S = 0.1
 
 @dataclass(frozen=True)
 class Target:
-    """A server under test: its name, pid, and the publish and play URL of stream ``i``."""
+    """A server under test: its name, pid, log file, and the publish and play URL of
+    stream ``i``."""
 
     name: str
     pid: int
+    log: Path
     publish: list[str]
     play: list[str]
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
 def cloudrec_target(service: Service, max_streams: int) -> Target:
@@ -80,13 +85,14 @@ def cloudrec_target(service: Service, max_streams: int) -> Target:
     ]
     play = [f"{base}/s{i}" for i in range(max_streams)]  # players from loopback need no token
     assert service.proc is not None
-    return Target("cloudrec", service.proc.pid, publish, play)
+    assert service.log_path is not None
+    return Target("cloudrec", service.proc.pid, service.log_path, publish, play)
 
 
 def nginx_target(nginx: Nginx, max_streams: int) -> Target:
     urls = [f"{nginx.url('live')}/s{i}" for i in range(max_streams)]
     assert nginx.proc is not None
-    return Target("nginx", nginx.proc.pid, urls, urls)
+    return Target("nginx", nginx.proc.pid, nginx.workdir / "error.log", urls, urls)
 
 
 def run_generator(
@@ -116,7 +122,10 @@ def run_generator(
             proc.kill()
             proc.wait()
     if proc.returncode != 0:
-        raise RuntimeError(f"load generator failed on {target.name} x{streams}:\n{err[-4000:]}")
+        raise RuntimeError(
+            f"load generator failed on {target.name} x{streams}:\n{err[-4000:]}\n"
+            f"{target.name}'s log ends with:\n{target.log_tail()}"
+        )
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 

@@ -82,6 +82,7 @@ class RtmpClient(asyncio.Protocol):
         for fut in [self.handshaken, self.status_changed, *self.pending.values()]:
             if not fut.done():
                 fut.set_exception(self.lost)
+                fut.exception()  # retrieved here: nobody may be waiting on it
 
     def data_received(self, data: bytes) -> None:
         if not self.handshake.done:
