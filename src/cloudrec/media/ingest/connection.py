@@ -150,6 +150,10 @@ class RtmpConnection(asyncio.Protocol):
                 self.logger.warning("RTMP %s: protocol error: %s", self.label, exc)
                 self.abort()
                 return
+            except Exception:
+                self.logger.exception("RTMP %s: internal error", self.label)
+                self.abort()
+                return
             if step is not None:
                 self.pending.extendleft(reversed(list(it)))
                 self._run(step)

@@ -192,6 +192,8 @@ class LiveStream:
             self.backlog_bytes -= self.backlog.popleft()[2]
 
     def _broadcast(self, msg: Message, key: bool) -> None:
+        if not self.players:
+            return
         encoded: dict[tuple[int, int], bytes] = {}
         csid = media_csid(msg.type_id)
         for player in self.players.values():
