@@ -7,6 +7,7 @@ import hashlib
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import av
@@ -268,7 +269,7 @@ def test_the_task_stops_by_itself_when_its_user_leaves_for_the_idle_timeout(worl
     left = time.time()
     task = wait_task(svc, answer["recordid"], {"completed", "failed"}, timeout_s=20)
     assert task["state"] == "completed" and task["end_reason"] == "no stream in the room"
-    ended = time.mktime(time.strptime(task["ended_at"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    ended = datetime.fromisoformat(task["ended_at"]).timestamp()
     assert 2.5 <= ended - left <= 8  # CLOUDREC_IDLE_TIMEOUT_S=3
     [f] = task["files"]
     assert f["status"] == "recorded" and f["duration_ms"] >= 1500

@@ -10,6 +10,7 @@ only timestamps are shifted so that each file starts at zero.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -27,6 +28,9 @@ log = logging.getLogger("cloudrec.recorder")
 # How long the recorder watches live packets before it trusts its estimate of the
 # publisher's clock and picks the first keyframe.
 CLOCK_SETTLE_S = 0.4
+# Packets wait this long before they are written, so that a stop cuts at the moment it was
+# asked for even though the worker learns of it up to a reconcile period later.
+HOLD_S = 1.0
 OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 5.0
 
@@ -143,30 +147,42 @@ class StreamRecorder(threading.Thread):
             offset: float | None = None
             pending: list[tuple[Any, float]] = []
             settle_until: float | None = None
-            for packet in inp.demux(wanted):
-                if packet.size == 0 or packet.dts is None:
-                    continue
-                now = time.time()
-                ts = float(packet.dts * packet.time_base)
-                offset = now - ts if offset is None else min(offset, now - ts)
-                stop_at = self.stop_at
-                if stop_at is not None and ts + offset > stop_at:
-                    self.ended_by = "stopped"
-                    return
-                if not self.files:
-                    pending.append((packet, ts))
-                    settle_until = settle_until or now + CLOCK_SETTLE_S
-                    if now < settle_until:
+            held: collections.deque[tuple[Any, float]] = collections.deque()
+            try:
+                for packet in inp.demux(wanted):
+                    if packet.size == 0 or packet.dts is None:
                         continue
-                    pending = self._start(pending, offset, anchor, wanted)
+                    now = time.time()
+                    ts = float(packet.dts * packet.time_base)
+                    offset = now - ts if offset is None else min(offset, now - ts)
                     if not self.files:
-                        continue
-                    for p, p_ts in pending:
+                        pending.append((packet, ts))
+                        settle_until = settle_until or now + CLOCK_SETTLE_S
+                        if now < settle_until:
+                            continue
+                        pending = self._start(pending, offset, anchor, wanted)
+                        if not self.files:
+                            continue
+                        held.extend(pending)
+                        pending = []
+                    else:
+                        held.append((packet, ts))
+                    # Hold packets back for HOLD_S so that a stop asked for at time T, which
+                    # reaches this thread a little after T, still cuts exactly at T.
+                    stop_at = self.stop_at
+                    limit = now - HOLD_S if stop_at is None else min(stop_at, now - HOLD_S)
+                    while held and held[0][1] + offset <= limit:
+                        self._write(*held.popleft())
+                    if stop_at is not None and held and held[-1][1] + offset > stop_at:
+                        self.ended_by = "stopped"
+                        return
+                self.ended_by = "source ended"
+            finally:
+                stop_at = self.stop_at
+                while held and offset is not None:
+                    p, p_ts = held.popleft()
+                    if stop_at is None or p_ts + offset <= stop_at:
                         self._write(p, p_ts)
-                    pending = []
-                    continue
-                self._write(packet, ts)
-            self.ended_by = "source ended"
 
     def _start(
         self, pending: list[tuple[Any, float]], offset: float, anchor: Any, wanted: list[Any]
