@@ -7,6 +7,7 @@ import base64
 import copy
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,7 @@ def world(tmp_path_factory):
 def _sample_bodies() -> dict[str, dict]:
     """The JSON request bodies of the document, in order: startrecord, stoprecord,
     updatemixrecord."""
-    text = open(SPEC, encoding="utf-8").read()
+    text = Path(SPEC).read_text(encoding="utf-8")
     bodies, start = [], 0
     while (i := text.find("Request body contents\n{", start)) != -1:
         begin = text.index("{", i)
@@ -74,7 +75,7 @@ def test_the_documents_sample_requests_get_the_documented_answers(world):
 
 
 def test_a_source_recording_is_queried_while_it_runs_and_refused_after(world):
-    svc, jo = world
+    _, jo = world
     resid, record_id = jo.start("abcabc", "10266666")
     q = jo.call("GET", f"queryrecord/abcabc/{record_id}")
     assert q["code"] == 0 and q["recordid"] == record_id

@@ -91,7 +91,7 @@ def test_nginx_refuses_a_publish_when_the_hook_says_403(setup, query, reason):
 
 
 def test_a_hook_without_app_id_is_refused_with_a_message(setup):
-    svc, nginx = setup
+    svc, _ = setup
     import httpx
 
     r = httpx.post(

@@ -133,7 +133,7 @@ class StreamRecorder(threading.Thread):
         plan = self.plan
         options = {"rw_timeout": str(int(READ_TIMEOUT_S * 1e6)), **plan.open_options}
         with av.open(plan.url, options=options, timeout=OPEN_TIMEOUT_S) as inp:
-            wanted = []
+            wanted: list[Any] = []
             if plan.media.has_video and inp.streams.video:
                 wanted.append(inp.streams.video[0])
             if plan.media.has_audio and inp.streams.audio:
