@@ -108,6 +108,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: RSS with shared pages (libraries) split between their users."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -284,12 +292,14 @@ def measure(pids: list[int], outputs: list[Path], window_s: float) -> dict[str, 
     if not all(alive(p) for p in pids):
         raise RuntimeError("a recorder exited during the window")
     rss = [rss_mb(p) for p in pids]
+    pss = [pss_mb(p) for p in pids]
     return {
         "streams": len(pids),
         "window_s": elapsed,
         "cpu_s": cpu1 - cpu0,
         "rss_median_mb": statistics.median(rss),
         "rss_max_mb": max(rss),
+        "pss_median_mb": statistics.median(pss),
         "bytes": bytes1 - bytes0,
         "machine_busy_pct": 100 * (busy1 - busy0) / (total1 - total0),
     }
@@ -348,12 +358,16 @@ def has_keyframe(path: Path) -> bool:
     return False
 
 
-def wait_keyframe(directory: Path, t0: float) -> float:
+def wait_keyframe(directory: Path, t0: float) -> tuple[float, float]:
+    """Seconds from ``t0`` until an MP4 file exists in ``directory``, and until it holds a
+    decodable keyframe."""
     deadline = t0 + LATENCY_TIMEOUT_S
+    created: float | None = None
     while time.monotonic() < deadline:
         for f in directory.glob("*.mp4") if directory.is_dir() else []:
+            created = created if created is not None else time.monotonic() - t0
             if has_keyframe(f):
-                return time.monotonic() - t0
+                return created, time.monotonic() - t0
         time.sleep(POLL_S)
     raise RuntimeError(f"no decodable keyframe in {directory} within {LATENCY_TIMEOUT_S} s")
 
@@ -361,33 +375,39 @@ def wait_keyframe(directory: Path, t0: float) -> float:
 def latency(w: World, runs: int) -> dict[str, list[float]]:
     w.ensure_publishers(1)
     out: dict[str, list[float]] = {"cloudrec": [], "ffmpeg": []}
-    for k in range(runs):
+    created: dict[str, list[float]] = {"cloudrec": [], "ffmpeg": []}
+    for n in range(runs):
         resid = w.jo.apply()
         answer = w.jo.call("POST", "startrecord", w.jo.start_body(resid, ROOM, "u0"))
         t0 = time.monotonic()
         rid = answer["recordid"]
         try:
-            out["cloudrec"].append(wait_keyframe(w.spool / rid, t0))
+            c, k = wait_keyframe(w.spool / rid, t0)
+            created["cloudrec"].append(c)
+            out["cloudrec"].append(k)
         finally:
             w.jo.stop(resid, ROOM, rid)
         w.wait_tasks([rid], {"completed"}, 60)
         w.worker_pid(rid)
 
-        d = w.work / f"latency-{k}"
+        d = w.work / f"latency-{n}"
         d.mkdir()
         t0 = time.monotonic()
         proc = baseline(w.play_url(0), d / "out.mp4")
         try:
-            out["ffmpeg"].append(wait_keyframe(d, t0))
+            c, k = wait_keyframe(d, t0)
+            created["ffmpeg"].append(c)
+            out["ffmpeg"].append(k)
         finally:
             end([proc])
         print(
-            f"latency run {k + 1}: cloudrec {out['cloudrec'][-1]:.2f} s, "
-            f"ffmpeg {out['ffmpeg'][-1]:.2f} s",
+            f"latency run {n + 1}: cloudrec {out['cloudrec'][-1]:.2f} s "
+            f"(file at {created['cloudrec'][-1]:.2f} s), ffmpeg {out['ffmpeg'][-1]:.2f} s "
+            f"(file at {created['ffmpeg'][-1]:.2f} s)",
             file=sys.stderr,
             flush=True,
         )
-    return out
+    return {**out, **{f"{name}_created": xs for name, xs in created.items()}}
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -409,7 +429,7 @@ def report(
 ) -> str:
     header = (
         "| streams | cloudrec CPU %/stream | ffmpeg CPU %/stream | ratio cloudrec/ffmpeg "
-        "| cloudrec RSS MB/task (median / max) | ffmpeg RSS MB/process (median / max) "
+        "| RSS MB/recorder, median (max): cloudrec / ffmpeg | PSS MB: cloudrec / ffmpeg "
         "| written vs source (cloudrec / ffmpeg) | machine busy % (cloudrec / ffmpeg) |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
@@ -418,30 +438,34 @@ def report(
         ratio = f"{pct(c) / pct(f):.1f}x" if f["cpu_s"] > 0 else "n/a"
         lines.append(
             f"| {n} | {pct(c):.2f} | {pct(f):.2f} | {ratio} "
-            f"| {c['rss_median_mb']:.0f} / {c['rss_max_mb']:.0f} "
-            f"| {f['rss_median_mb']:.0f} / {f['rss_max_mb']:.0f} "
+            f"| {c['rss_median_mb']:.0f} ({c['rss_max_mb']:.0f}) / "
+            f"{f['rss_median_mb']:.0f} ({f['rss_max_mb']:.0f}) "
+            f"| {c['pss_median_mb']:.0f} / {f['pss_median_mb']:.0f} "
             f"| {100 * written(c, rate):.0f}% / {100 * written(f, rate):.0f}% "
             f"| {c['machine_busy_pct']:.0f} / {f['machine_busy_pct']:.0f} |"
         )
     lines += [""]
     if lat["cloudrec"]:
         lines += [
-            "| start latency to a decodable keyframe on disk | median s | max s | runs |",
-            "|---|---|---|---|",
+            "| start latency | keyframe on disk: median s | max s | MP4 file exists: median s "
+            "| runs |",
+            "|---|---|---|---|---|",
         ]
         for name, since in (("cloudrec", "startrecord reply"), ("ffmpeg", "spawn")):
             xs = lat[name]
+            made = statistics.median(lat[f"{name}_created"])
             lines.append(
                 f"| {name} (from {since}) | {statistics.median(xs):.2f} | {max(xs):.2f} "
-                f"| {len(xs)} |"
+                f"| {made:.2f} | {len(xs)} |"
             )
         lines += [""]
     lines += [
         f"cloudrec: {_version()}; {os.cpu_count()} cores; ffmpeg {_ffmpeg_version()}.",
         f"Each stream: 640x360 {FPS} fps H.264 GOP {GOP_S} s + AAC, {8 * rate / 1000:.0f} kb/s "
         f"as published; window {window_s:.0f} s after a {WARMUP_S:.0f} s warm-up. CPU % is of "
-        "one core (utime+stime of the recorder processes, summed). Machine busy % is of all "
-        "cores, everything included (publishers, ingest, recorders).",
+        "one core (utime+stime of the recorder processes, summed). RSS/PSS at the end of the "
+        "window (PSS splits shared library pages between processes). Machine busy % is of all "
+        "cores, everything included (publishers, ingest, recorders, other jobs).",
     ]
     return "\n".join(lines)
 
