@@ -278,8 +278,8 @@ class RtmpConnection(asyncio.Protocol):
         bad_name = "NetStream.Publish.BadName"
         if self.publishing is not None or self.playing is not None:
             return self._refuse(stream_id, bad_name, "publish", key, "already busy")
-        if self.server.is_live(key):
-            return self._refuse(stream_id, bad_name, "publish", key, "stream is already publishing")
+        # The gate refuses a stream id already live (and logs it as a refusal with its reason);
+        # add_stream below closes the race of two publishes authorised at once.
         try:
             await self.server.gate.authorize_publish(req)
         except CloudrecError as exc:
