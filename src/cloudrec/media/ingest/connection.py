@@ -167,6 +167,9 @@ class RtmpConnection(asyncio.Protocol):
     async def _step(self, step: Coroutine[Any, Any, None]) -> None:
         try:
             await step
+        except ValueError as exc:  # a malformed command argument
+            self.logger.warning("RTMP %s: protocol error: %s", self.label, exc)
+            self.abort()
         except Exception:
             self.logger.exception("RTMP %s: internal error", self.label)
             self.abort()
