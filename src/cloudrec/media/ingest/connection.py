@@ -47,6 +47,7 @@ class RtmpConnection(asyncio.Protocol):
         self.pending: collections.deque[Message] = collections.deque()
         self.busy: asyncio.Task[None] | None = None
         self.finished: asyncio.Future[None] = self.loop.create_future()
+        self.finishing: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
         self.app = ""
         self.next_stream_id = 1
         self.received = 0
@@ -94,7 +95,7 @@ class RtmpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.logger.debug("RTMP %s: connection lost: %r", self.label, exc)
-        self.loop.create_task(self._finish())
+        self.finishing = self.loop.create_task(self._finish())
 
     # Sending and closing.
     def send(self, msg: Message, csid: int = CSID_COMMAND) -> None:
