@@ -124,7 +124,7 @@ def test_close_returns_promptly_while_a_player_waits_for_a_publisher() -> None:
         server.gate.wait_for("authorize_play")
         started = time.monotonic()
         server.close()
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0  # not the 30 s play wait
         with pytest.raises((ConnectionError, TimeoutError, OSError)):
             waiting.result(5)
     client.close()
@@ -137,7 +137,7 @@ def test_a_publisher_that_goes_silent_is_closed_after_the_idle_timeout() -> None
         assert client.publish("s1").args[0]["code"] == "NetStream.Publish.Start"
         started = time.monotonic()
         client.wait_closed()
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0  # well before the socket timeout
         assert server.live() == {}
         client.close()
     finally:

@@ -195,7 +195,9 @@ def test_a_player_that_stops_reading_does_not_hold_up_the_publisher() -> None:
         started = time.monotonic()
         code, err = wait_publisher(publisher)
         assert code == 0, err
-        assert time.monotonic() - started < 4.0
+        assert (
+            time.monotonic() - started < 10.0
+        )  # 3 s of media; a blocked publisher would wait 30 s
         server.gate.wait_for("unpublished")
         stalled.close()
     finally:
