@@ -273,3 +273,58 @@ def test_the_task_stops_by_itself_when_its_user_leaves_for_the_idle_timeout(worl
     assert 2.5 <= ended - left <= 8  # CLOUDREC_IDLE_TIMEOUT_S=3
     [f] = task["files"]
     assert f["status"] == "recorded" and f["duration_ms"] >= 1500
+
+
+def test_a_user_who_leaves_and_comes_back_gets_a_second_file(world, sources):
+    svc, jo = world
+    url = svc.publish_url(APP, ROOM, "cam-dave", "--uid", "dave")
+    pub = copy_publish(sources["bob"], url)
+    assert len(svc.wait_streams(svc.app, ROOM, 3)) == 3
+    resid = jo.apply()
+    record_id = jo.call("POST", "startrecord", jo.start_body(resid, ROOM, "dave"))["recordid"]
+    wait_task(svc, record_id, {"recording"})
+    time.sleep(2)
+    pub.kill()
+    pub.wait()
+    assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
+    time.sleep(1)  # back within the idle timeout (3 s here)
+    pub = copy_publish(sources["bob"], url)
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 3)) == 3
+        deadline = time.monotonic() + 15
+        while len(svc.get(f"/v1/apps/{APP}/tasks/{record_id}", svc.app).json()["files"]) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(2)
+        assert jo.stop(resid, ROOM, record_id)["code"] == 0
+        task = wait_task(svc, record_id, {"completed", "failed"})
+    finally:
+        pub.kill()
+        pub.wait()
+    assert task["state"] == "completed"
+    first, second = task["files"]
+    assert first["name"] != second["name"]
+    assert second["begin_ms"] - first["begin_ms"] >= 2500
+    for f in (first, second):
+        assert f["status"] == "recorded" and f["duration_ms"] >= 1500
+        assert probe(spool_path(svc, task, f))["first_key"] is True
+
+
+def test_a_recording_stops_at_the_maximum_recording_time(tmp_path, sources):
+    svc = Service(tmp_path, env={"CLOUDREC_MAX_TASK_DURATION_S": "4"})
+    svc.app = svc.create_app(APP)
+    svc.start()
+    pub = copy_publish(sources["alice"], svc.publish_url(APP, ROOM, "cam", "--uid", "erin"))
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        _, record_id = jo.start(ROOM, "erin")
+        task = wait_task(svc, record_id, {"completed", "failed"}, timeout_s=20)
+    finally:
+        pub.kill()
+        pub.wait()
+        assert svc.stop() == 0
+    assert task["state"] == "completed"
+    assert task["end_reason"] == "maximum recording time reached"
+    [f] = task["files"]
+    assert abs(f["duration_ms"] - 4000) <= 250
