@@ -253,16 +253,17 @@ class TaskControl:
         with self._uow() as uow:
             return uow.tasks.storage(self.task_id)
 
-    def live_streams(self, app_id: int, room_id: str) -> list[LiveStream]:
+    def poll(self, room_id: str, heartbeat: bool) -> tuple[Task, list[LiveStream]]:
+        """One transaction per reconcile tick: optionally record that the worker lives, then
+        read the task as the API last left it and the room's live streams."""
         with self._uow() as uow:
-            return uow.rooms.live(app_id, room_id)
-
-    def heartbeat(self) -> Task:
-        """Record that the worker lives; return the task as the API last left it."""
-        with self._uow() as uow:
-            uow.tasks.update(self.task_id, heartbeat_at=self._clock())
-            uow.commit()
-        return self.load()
+            if heartbeat:
+                uow.tasks.update(self.task_id, heartbeat_at=self._clock())
+                uow.commit()
+            task = uow.tasks.get(self.task_id)
+            if task is None:
+                raise CloudrecError.not_found(f"task {self.task_id} does not exist")
+            return task, uow.rooms.live(task.app_id, room_id)
 
     def set_state(self, state: TaskState, event: str, detail: str = "", **fields: object) -> None:
         with self._uow() as uow:

@@ -31,7 +31,6 @@ CLOCK_SETTLE_S = 0.4
 # Packets wait this long before they are written, so that a stop cuts at the moment it was
 # asked for even though the worker learns of it up to a reconcile period later.
 HOLD_S = 1.0
-OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 5.0
 
 MP4_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
@@ -132,7 +131,9 @@ class StreamRecorder(threading.Thread):
     def _record(self) -> None:
         plan = self.plan
         options = {"rw_timeout": str(int(READ_TIMEOUT_S * 1e6)), **plan.open_options}
-        with av.open(plan.url, options=options, timeout=OPEN_TIMEOUT_S) as inp:
+        # rw_timeout bounds every network read; PyAV's own timeout= would call back into
+        # Python on every I/O step.
+        with av.open(plan.url, options=options) as inp:
             wanted: list[Any] = []
             if plan.media.has_video and inp.streams.video:
                 wanted.append(inp.streams.video[0])
@@ -234,21 +235,23 @@ class StreamRecorder(threading.Thread):
             self.files.append(f)
 
     def _write(self, packet: Any, ts: float) -> None:
-        for f in self.files:
-            out = f.streams.get(packet.stream.index)
-            if out is None:
-                continue
+        targets = [
+            (f, f.streams[packet.stream.index])
+            for f in self.files
+            if packet.stream.index in f.streams
+        ]
+        dts, pts, duration = packet.dts, packet.pts, packet.duration
+        end = ts + float((duration or 0) * packet.time_base)
+        for i, (f, out) in enumerate(targets):
             assert f.first_ts is not None
             shift = round(f.first_ts / packet.time_base)
-            clone = av.Packet(bytes(packet))
-            clone.dts = packet.dts - shift
-            clone.pts = (packet.pts if packet.pts is not None else packet.dts) - shift
-            clone.duration = packet.duration
-            clone.time_base = packet.time_base
-            clone.is_keyframe = packet.is_keyframe
-            clone.stream = out
-            f.container.mux(clone)
-            end = ts + float((packet.duration or 0) * packet.time_base)
+            # The muxer takes the packet's data: the last file gets the packet itself, the
+            # others a copy (no copy at all in the common one-format case).
+            p = packet if i == len(targets) - 1 else _copy(packet)
+            p.dts = dts - shift
+            p.pts = (pts if pts is not None else dts) - shift
+            p.stream = out
+            f.container.mux(p)
             f.last_end_ts = max(f.last_end_ts, end)
         self.wrote_media.set()
 
@@ -262,6 +265,14 @@ class StreamRecorder(threading.Thread):
             if f.first_ts is not None:
                 duration_ms = max(0, round((f.last_end_ts - f.first_ts) * 1000))
             self._on_close(f.file_id, {"size": f.size(), "duration_ms": duration_ms})
+
+
+def _copy(packet: Any) -> Any:
+    clone = av.Packet(bytes(packet))
+    clone.dts, clone.pts, clone.duration = packet.dts, packet.pts, packet.duration
+    clone.time_base = packet.time_base
+    clone.is_keyframe = packet.is_keyframe
+    return clone
 
 
 def _open_output(fmt: FileFormat, path: Path, hls_segment_s: int) -> Any:

@@ -36,6 +36,8 @@ from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder
 log = logging.getLogger("cloudrec.worker")
 
 RECONCILE_S = 0.25
+# The supervisor declares a worker dead after 20 s without one (core.recording).
+HEARTBEAT_S = 2.0
 STOP_GRACE_S = 3.0
 # Ask the embedded ingest for a backlog so that the first file can start at the keyframe
 # nearest the moment the recording was asked for, even if the worker starts late.
@@ -73,9 +75,12 @@ class TaskWorker:
         idle_since: float | None = None
         log.info("worker.started", extra={"fields": {"task_id": task.task_id}})
         reason = END_STOPPED
+        last_beat = 0.0
         while True:
-            task = self.control.heartbeat()
             now = time.time()
+            beat = now - last_beat >= HEARTBEAT_S
+            task, room = self.control.poll(spec.room_id, heartbeat=beat)
+            last_beat = now if beat else last_beat
             if task.desired is Desired.STOPPED:
                 stop_at = task.stop_requested_at.timestamp() if task.stop_requested_at else now
                 break
@@ -83,11 +88,7 @@ class TaskWorker:
                 reason, stop_at = END_MAX_DURATION, task.created_at.timestamp() + max_duration
                 break
             self._reap()
-            live = [
-                s
-                for s in self.control.live_streams(task.app_id, spec.room_id)
-                if spec.wants(s.user_id)
-            ]
+            live = [s for s in room if spec.wants(s.user_id)]
             for stream in live:
                 key = (stream.stream_id, stream.started_at.isoformat())
                 if key not in self.sessions:
