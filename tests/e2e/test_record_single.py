@@ -139,8 +139,8 @@ def record(svc: Service, jo: JoCloud, seconds: float, **over) -> tuple[dict, flo
 
 
 def spool_path(svc: Service, task: dict, file: dict) -> Path:
-    name = file["name"].rsplit("/", 1)[-1]
-    return svc.data_dir / "spool" / str(APP) / task["task_id"] / name
+    # The spool holds each file under its object key: fileprefix parts, then the name.
+    return svc.data_dir / "spool" / str(APP) / task["task_id"] / file["name"]
 
 
 def packet_hashes(path: Path, kind: str) -> list[str]:

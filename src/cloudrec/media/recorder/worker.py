@@ -147,7 +147,7 @@ class TaskWorker:
             url=url,
             media=spec.media,
             formats=spec.formats,
-            directory=self.spool(task),
+            directory=self.spool(task).joinpath(*spec.output_prefix),
             name=name,
             start_at=max(task.created_at.timestamp(), stream.started_at.timestamp()),
             hls_segment_s=spec.hls_segment_s,
