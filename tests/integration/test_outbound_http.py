@@ -334,3 +334,33 @@ def test_the_name_is_resolved_once_and_the_checked_address_is_the_one_connected_
     assert response.status == 200
     assert answers == ["192.0.2.1"]  # asked once
     assert len(receiver.requests) == 1  # and the request reached 127.0.0.1
+
+
+def test_a_server_dripping_one_byte_at_a_time_is_cut_off_at_the_total_timeout():
+    """Each read arrives within the read timeout, so only a whole-response deadline stops it."""
+    stop = threading.Event()
+
+    def drip(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        thread = threading.Thread(target=drip, args=(listener,), daemon=True)
+        thread.start()
+        policy = OutboundPolicy(allow_private=True, read_timeout_s=1.0, total_timeout_s=0.3)
+        started = time.monotonic()
+        error = error_of(lambda: fetch(f"http://127.0.0.1:{listener.getsockname()[1]}/", policy))
+        elapsed = time.monotonic() - started
+        stop.set()
+        thread.join(2)
+    assert (error.kind, error.reason) == (Kind.UNAVAILABLE, "timeout")
+    assert elapsed < 1.5
