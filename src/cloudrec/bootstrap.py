@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
+from cloudrec.callbacks.sender import HttpCallbackSender
 from cloudrec.config import Settings
+from cloudrec.core.delivery import DeliveryPolicy, DeliveryService
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.recording import Executor, TaskService
@@ -18,7 +20,10 @@ from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
 from cloudrec.db.engine import make_engine, upgrade
 from cloudrec.db.repositories import uow_factory
 from cloudrec.executor import LocalExecutor
+from cloudrec.outbound import OutboundPolicy
 from cloudrec.secretbox import FernetSecretBox, load_key
+from cloudrec.storage.backup import LocalBackupStore, LocalSpool
+from cloudrec.storage.s3 import S3ObjectStore
 
 
 def utc_now() -> datetime:
@@ -33,6 +38,7 @@ class Container:
     apps: AppService
     rooms: RoomService
     tasks: TaskService
+    delivery: DeliveryService
     executor: Executor
     clock: Clock
 
@@ -67,6 +73,29 @@ def bootstrap(
             executor,
             settings.max_tasks_per_app,
             timedelta(seconds=settings.resource_ttl_s),
+        ),
+        delivery=DeliveryService(
+            uow,
+            clock,
+            store=S3ObjectStore(settings.storage_endpoint_override),
+            backup=LocalBackupStore(settings.backup_dir),
+            sender=HttpCallbackSender(
+                OutboundPolicy(
+                    allow_private=settings.allow_private_targets,
+                    connect_timeout_s=3.0,
+                    read_timeout_s=5.0,
+                    total_timeout_s=10.0,
+                )
+            ),
+            spool=LocalSpool(),
+            policy=DeliveryPolicy(
+                upload_attempts=settings.upload_attempts,
+                upload_backoff_s=settings.upload_backoff_s,
+                backup_retry_s=settings.backup_retry_s,
+                backup_retention=timedelta(seconds=settings.backup_retention_s),
+                callback_attempts=settings.callback_attempts,
+                callback_backoff_s=settings.callback_backoff_s,
+            ),
         ),
         executor=executor,
         clock=clock,

@@ -53,6 +53,19 @@ class Settings:
     # Where per-app rate limits are counted: "memory://" (one process) or "redis://HOST:PORT"
     # (several API processes share the limits).
     rate_limit_storage: str = "memory://"
+    # Send every storage vendor to this S3 endpoint, path-style (on-premises S3, tests):
+    # e.g. http://127.0.0.1:9000.  Empty: each vendor's own endpoint rules.
+    storage_endpoint_override: str = ""
+    # Uploads: tries per file before it goes to the backup store, and the first wait (doubles).
+    upload_attempts: int = 3
+    upload_backoff_s: float = 1.0
+    # Re-uploads from the backup store: first wait (doubles, at most an hour), and how long a
+    # backed-up file is kept (ZEGO: 3 days) before it is given up (file status 5).
+    backup_retry_s: float = 30.0
+    backup_retention_s: int = 259200
+    # Callbacks: tries per event (the first and ZEGO's two retries), first wait (doubles).
+    callback_attempts: int = 3
+    callback_backoff_s: float = 5.0
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
     log_level: str = "INFO"

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
@@ -31,6 +33,43 @@ async def _supervise(container: Container) -> None:
         except Exception:
             log.exception("supervisor.error")
         await asyncio.sleep(SUPERVISE_S)
+
+
+DELIVER_S = 0.5
+UPLOAD_THREADS = 4
+
+
+def _deliver_forever(container: Container, stop: threading.Event) -> None:
+    """Uploads (a few at a time), task completion and callbacks, until ``stop`` is set.
+
+    Runs in its own thread: all of it is blocking network and database work.
+    """
+    d = container.delivery
+    busy: set[int] = set()
+    lock = threading.Lock()
+
+    def upload(file: RecordedFile) -> None:
+        try:
+            d.deliver_file(file)
+        except Exception:
+            log.exception("delivery.upload_error")
+        finally:
+            with lock:
+                busy.discard(file.id or 0)
+
+    with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as pool:
+        while not stop.wait(DELIVER_S):
+            try:
+                for file in d.files_due():
+                    with lock:
+                        if file.id in busy:
+                            continue
+                        busy.add(file.id or 0)
+                    pool.submit(upload, file)
+                d.complete_tasks()
+                d.send_due_callbacks()
+            except Exception:
+                log.exception("delivery.error")
 
 
 def _finalise(file: RecordedFile) -> dict[str, object]:
@@ -84,10 +123,17 @@ async def serve(container: Container) -> None:
         },
     )
     supervisor = asyncio.create_task(_supervise(container))
+    stop_delivery = threading.Event()
+    delivery = threading.Thread(
+        target=_deliver_forever, args=(container, stop_delivery), name="delivery", daemon=True
+    )
+    delivery.start()
     try:
         await server.serve()
     finally:
         supervisor.cancel()
+        stop_delivery.set()
+        await asyncio.to_thread(delivery.join, 30)
         await rtmp.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -7,7 +7,15 @@ from typing import Protocol
 
 from cloudrec.core.apps import App
 from cloudrec.core.rooms import LiveStream, PlayRequest, PublishRequest, RoomEvent, StreamMeta
-from cloudrec.core.tasks import RecordedFile, StorageTarget, Task
+from cloudrec.core.tasks import (
+    Callback,
+    CallbackAttempt,
+    RecordedFile,
+    StorageTarget,
+    Task,
+    TaskState,
+    UploadAttempt,
+)
 
 
 class IngestGate(Protocol):
@@ -61,12 +69,29 @@ class RoomDirectory(Protocol):
     def add_event(self, event: RoomEvent) -> None: ...
 
 
+class DeliveryRepository(Protocol):
+    def add_upload_attempt(self, attempt: UploadAttempt) -> None: ...
+
+    def upload_attempts(self, file_id: int) -> list[UploadAttempt]: ...
+
+    def add_callback(self, callback: Callback) -> None: ...
+
+    def due_callbacks(self, now: datetime) -> list[Callback]: ...
+
+    def update_callback(self, callback_id: int, **fields: object) -> None: ...
+
+    def add_callback_attempt(self, attempt: CallbackAttempt) -> None: ...
+
+    def callbacks(self, task_id: str) -> list[tuple[Callback, list[CallbackAttempt]]]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction; ``commit`` makes its changes durable, leaving without it rolls back."""
 
     apps: AppRepository
     rooms: RoomDirectory
     tasks: TaskRepository
+    delivery: DeliveryRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -105,6 +130,12 @@ class TaskRepository(Protocol):
     def update_file(self, file_id: int, **fields: object) -> None: ...
 
     def files(self, task_id: str) -> list[RecordedFile]: ...
+
+    def file(self, file_id: int) -> RecordedFile | None: ...
+
+    def files_to_deliver(self, now: datetime) -> list[RecordedFile]: ...
+
+    def in_state(self, state: TaskState) -> list[Task]: ...
 
     def add_event(self, task_id: str, kind: str, at: datetime, detail: str = "") -> None: ...
 

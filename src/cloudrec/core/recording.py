@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from cloudrec.core.delivery import enqueue_callback
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.rooms import LiveStream
@@ -214,7 +215,9 @@ class TaskService:
                     continue
                 for f in uow.tasks.files(task.task_id):
                     if f.status is FileStatus.RECORDING and f.id is not None:
-                        uow.tasks.update_file(f.id, status=FileStatus.ABNORMAL, **finalise(f))
+                        uow.tasks.update_file(
+                            f.id, status=FileStatus.RECORDED, complete=False, **finalise(f)
+                        )
                 uow.tasks.update(
                     task.task_id,
                     state=TaskState.FAILED,
@@ -223,6 +226,11 @@ class TaskService:
                     error=detail,
                 )
                 uow.tasks.add_event(task.task_id, "failed", now, detail)
+                failed_task = uow.tasks.get(task.task_id)
+                if failed_task is not None:
+                    enqueue_callback(
+                        uow, now, failed_task, "task_failed", uow.tasks.files(task.task_id)
+                    )
                 uow.commit()
             log.error(
                 "task.failed",
@@ -265,10 +273,21 @@ class TaskControl:
                 raise CloudrecError.not_found(f"task {self.task_id} does not exist")
             return task, uow.rooms.live(task.app_id, room_id)
 
-    def set_state(self, state: TaskState, event: str, detail: str = "", **fields: object) -> None:
+    def set_state(
+        self,
+        state: TaskState,
+        event: str,
+        detail: str = "",
+        callback: str | None = None,
+        **fields: object,
+    ) -> None:
+        """Report a new state; ``callback`` names the event to call the app back with."""
         with self._uow() as uow:
             uow.tasks.update(self.task_id, state=state, **fields)
             uow.tasks.add_event(self.task_id, event, self._clock(), detail)
+            task = uow.tasks.get(self.task_id)
+            if callback is not None and task is not None:
+                enqueue_callback(uow, self._clock(), task, callback, uow.tasks.files(task.task_id))
             uow.commit()
         log.info(
             "task.%s",

@@ -66,9 +66,30 @@ class FileFormat(enum.StrEnum):
 
 
 class FileStatus(enum.StrEnum):
+    """A file's life, in the order of ZEGO's file statuses 1-5 (``zego_code``)."""
+
     RECORDING = "recording"  # being written
-    RECORDED = "recorded"  # finalised in the spool, not uploaded yet
-    ABNORMAL = "abnormal"  # the worker died while writing; playable up to its last fragment
+    RECORDED = "recorded"  # finalised in the spool; waiting for its upload (or kept: no storage)
+    UPLOADING = "uploading"
+    UPLOADED = "uploaded"  # confirmed in the app's bucket; the spool copy is gone
+    BACKED_UP = "backed_up"  # uploads failed; in the backup store, re-uploaded until retention
+    FAILED = "failed"  # never uploaded, and the backup retention has ended
+
+    @property
+    def zego_code(self) -> int:
+        return {
+            FileStatus.RECORDING: 1,
+            FileStatus.RECORDED: 2,
+            FileStatus.UPLOADING: 2,
+            FileStatus.UPLOADED: 3,
+            FileStatus.BACKED_UP: 4,
+            FileStatus.FAILED: 5,
+        }[self]
+
+    @property
+    def delivered(self) -> bool:
+        """No more work for the uploader (what a task waits for before it completes)."""
+        return self in (FileStatus.UPLOADED, FileStatus.BACKED_UP, FileStatus.FAILED)
 
 
 class TrackType(enum.IntEnum):
@@ -84,6 +105,7 @@ END_STOPPED = "stopped by request"
 END_IDLE = "no stream in the room"
 END_MAX_DURATION = "maximum recording time reached"
 END_WORKER_DIED = "worker ended abnormally"
+END_UPLOADS_DONE = "files delivered"
 
 
 @dataclass(frozen=True)
@@ -155,6 +177,7 @@ class StorageTarget:
     access_key: str
     secret_key: str
     region: str = ""
+    path_style: bool = False
 
     def __repr__(self) -> str:
         return f"StorageTarget({self.vendor}, {self.endpoint}, {self.bucket}, keys hidden)"
@@ -197,6 +220,12 @@ class RecordedFile:
     width: int | None = None
     height: int | None = None
     id: int | None = None
+    # False when the worker died while writing it: playable up to its last whole fragment.
+    complete: bool = True
+    backup_path: str | None = None
+    url: str | None = None
+    retry_at: datetime | None = None
+    keep_until: datetime | None = None
 
 
 def new_task_id() -> str:
@@ -207,3 +236,39 @@ def new_task_id() -> str:
 def file_stamp(at: datetime) -> str:
     """``yyyyMMddHHmmssSSS`` in UTC, as both dialects name files."""
     return at.strftime("%Y%m%d%H%M%S") + f"{at.microsecond // 1000:03d}"
+
+
+@dataclass(frozen=True)
+class UploadAttempt:
+    file_id: int
+    target: str  # "bucket" or "backup"
+    at: datetime
+    ok: bool
+    error_kind: str | None = None
+    error: str | None = None
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Callback:
+    id: int | None
+    task_id: str
+    app_id: int
+    url: str
+    event: str
+    message_id: str
+    body: str
+    status: str  # pending, delivered, failed
+    attempts: int
+    next_at: datetime
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CallbackAttempt:
+    callback_id: int
+    at: datetime
+    http_status: int | None
+    error: str | None
+    duration_ms: int

@@ -11,8 +11,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloudrec.core.apps import App
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.ports import AppRepository, RoomDirectory, SecretBox, TaskRepository
+from cloudrec.core.ports import (
+    AppRepository,
+    DeliveryRepository,
+    RoomDirectory,
+    SecretBox,
+    TaskRepository,
+)
 from cloudrec.core.rooms import LiveStream, RoomEvent, StreamMeta
+from cloudrec.db.delivery import SqlDeliveryRepository
 from cloudrec.db.models import AppRow, RoomEventRow, StreamSessionRow, utc
 from cloudrec.db.tasks import SqlTaskRepository
 
@@ -179,6 +186,7 @@ class SqlUnitOfWork:
     apps: AppRepository
     rooms: RoomDirectory
     tasks: TaskRepository
+    delivery: DeliveryRepository
     session: Session
 
     def __init__(self, sessions: sessionmaker[Session], box: SecretBox) -> None:
@@ -190,6 +198,7 @@ class SqlUnitOfWork:
         self.apps = SqlAppRepository(self.session, self._box)
         self.rooms = SqlRoomDirectory(self.session)
         self.tasks = SqlTaskRepository(self.session, self._box)
+        self.delivery = SqlDeliveryRepository(self.session)
         return self
 
     def __exit__(self, *exc: object) -> None:

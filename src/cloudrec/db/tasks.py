@@ -64,6 +64,11 @@ def _to_file(r: TaskFileRow) -> RecordedFile:
         width=r.width,
         height=r.height,
         id=r.id,
+        complete=r.complete,
+        backup_path=r.backup_path,
+        url=r.url,
+        retry_at=_opt(r.retry_at),
+        keep_until=_opt(r.keep_until),
     )
 
 
@@ -148,6 +153,31 @@ class SqlTaskRepository:
             select(TaskFileRow).where(TaskFileRow.task_id == task_id).order_by(TaskFileRow.id)
         )
         return [_to_file(r) for r in rows]
+
+    def file(self, file_id: int) -> RecordedFile | None:
+        row = self._s.get(TaskFileRow, file_id)
+        return None if row is None else _to_file(row)
+
+    def files_to_deliver(self, now: datetime) -> list[RecordedFile]:
+        """Recorded files of tasks with a storage target, and backed-up files due a retry."""
+        q = (
+            select(TaskFileRow)
+            .join(TaskRow, TaskRow.task_id == TaskFileRow.task_id)
+            .where(
+                TaskRow.storage_enc.is_not(None),
+                (TaskFileRow.status == FileStatus.RECORDED.value)
+                | (
+                    (TaskFileRow.status == FileStatus.BACKED_UP.value)
+                    & (TaskFileRow.retry_at <= now)
+                ),
+            )
+            .order_by(TaskFileRow.id)
+        )
+        return [_to_file(r) for r in self._s.scalars(q)]
+
+    def in_state(self, state: TaskState) -> list[Task]:
+        rows = self._s.scalars(select(TaskRow).where(TaskRow.state == state.value))
+        return [_to_task(r) for r in rows]
 
     def add_event(self, task_id: str, kind: str, at: datetime, detail: str = "") -> None:
         self._s.add(TaskEventRow(task_id=task_id, kind=kind, at=at, detail=detail))

@@ -162,7 +162,12 @@ class TaskWorker:
             return
         if any(s.recorder.wrote_media.is_set() for s in self.sessions.values()):
             self.recording_started = True
-            self.control.set_state(TaskState.RECORDING, "recording", started_at=datetime.now(UTC))
+            self.control.set_state(
+                TaskState.RECORDING,
+                "recording",
+                callback="task_started",
+                started_at=datetime.now(UTC),
+            )
 
     def _reap(self) -> None:
         for s in self.sessions.values():
@@ -183,12 +188,19 @@ class TaskWorker:
             s.recorder.join(max(0.1, deadline - time.time()))
         errors = [s.recorder.error for s in self.sessions.values() if s.recorder.error]
         self._reap()
+        # With a bucket to deliver to, the service's uploader completes the task once every
+        # file is delivered; without one the files stay in the spool and the task is done.
+        uploading = self.control.storage() is not None and any(
+            s.recorder.files for s in self.sessions.values()
+        )
+        state = TaskState.UPLOADING if uploading else TaskState.COMPLETED
         self.control.set_state(
-            TaskState.COMPLETED,
-            "completed",
+            state,
+            "stopped",
             reason,
-            ended_at=datetime.now(UTC),
+            callback="task_stopped",
+            ended_at=None if uploading else datetime.now(UTC),
             end_reason=reason,
             error="; ".join(errors) or None,
         )
-        return TaskState.COMPLETED
+        return state

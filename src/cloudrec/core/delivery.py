@@ -1,0 +1,375 @@
+"""Delivery: every finished file into the app's bucket, or into the backup store and re-uploaded
+from there; and every event to the app's callback URL.  Nothing recorded is deleted before its
+upload is confirmed, and every attempt is stored.
+
+The service is driven by a loop the caller owns (``cloudrec serve`` runs it in threads): it
+calls :meth:`DeliveryService.deliver_file` for each file from :meth:`files_due`,
+:meth:`complete_tasks` and :meth:`send_due_callbacks`.  Sleeping between retries goes through the
+injected ``sleep``; time through ``clock``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.tasks import (
+    Callback,
+    CallbackAttempt,
+    FileStatus,
+    RecordedFile,
+    StorageTarget,
+    Task,
+    TaskState,
+    UploadAttempt,
+)
+
+log = logging.getLogger("cloudrec.delivery")
+Clock = Callable[[], datetime]
+
+
+class ObjectStore(Protocol):
+    """Puts a local file into an app's bucket.  Raises ``CloudrecError`` whose ``reason`` is
+    the error kind (``server_error``, ``access_denied``, ``timeout``, ``unreachable``, ...)."""
+
+    def put(self, target: StorageTarget, key: str, path: str) -> str:
+        """Upload; return the object's URL."""
+
+
+class BackupStore(Protocol):
+    def keep(self, app_id: int, task_id: str, key: str, path: str) -> str:
+        """Move the spool file into the backup store; return where it is now."""
+
+    def discard(self, path: str) -> None: ...
+
+
+class CallbackSender(Protocol):
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST; return the HTTP status.  Raises ``CloudrecError`` on no answer."""
+
+
+class Spool(Protocol):
+    def remove(self, path: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    upload_attempts: int = 3
+    upload_backoff_s: float = 1.0  # doubles per attempt
+    backup_retry_s: float = 30.0  # first re-upload from backup; doubles, capped at an hour
+    backup_retention: timedelta = timedelta(days=3)
+    callback_attempts: int = 3  # the first try and ZEGO's 2 retries
+    callback_backoff_s: float = 5.0  # ZEGO: 5 s apart; doubles after that
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        clock: Clock,
+        store: ObjectStore,
+        backup: BackupStore,
+        sender: CallbackSender,
+        spool: Spool,
+        policy: DeliveryPolicy = DeliveryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._store = store
+        self._backup = backup
+        self._sender = sender
+        self._spool = spool
+        self.policy = policy
+        self._sleep = sleep
+
+    # -- files ------------------------------------------------------------------------
+    def files_due(self) -> list[RecordedFile]:
+        with self._uow() as uow:
+            return uow.tasks.files_to_deliver(self._clock())
+
+    def deliver_file(self, file: RecordedFile) -> FileStatus:
+        """Upload one file (with retries); on failure keep it in the backup store."""
+        assert file.id is not None
+        with self._uow() as uow:
+            task = uow.tasks.get(file.task_id)
+            target = uow.tasks.storage(file.task_id)
+            if task is None or target is None:
+                return file.status
+            if file.status is FileStatus.RECORDED:
+                uow.tasks.update_file(file.id, status=FileStatus.UPLOADING)
+                uow.commit()
+        source = file.backup_path or file.path
+        attempts = 1 if file.status is FileStatus.BACKED_UP else self.policy.upload_attempts
+        last: CloudrecError | None = None
+        for n in range(attempts):
+            if n:
+                self._sleep(self.policy.upload_backoff_s * 2 ** (n - 1))
+            started = time.monotonic()
+            try:
+                url = self._store.put(target, file.name, source)
+            except CloudrecError as exc:
+                last = exc
+                self._attempt(file.id, "bucket", False, started, exc)
+                continue
+            self._attempt(file.id, "bucket", True, started, None)
+            self._spool.remove(source)
+            return self._set(
+                task,
+                file,
+                FileStatus.UPLOADED,
+                "file_uploaded",
+                url=url,
+                backup_path=None,
+                retry_at=None,
+            )
+        assert last is not None
+        return self._after_failure(task, file, last)
+
+    def _after_failure(self, task: Task, file: RecordedFile, error: CloudrecError) -> FileStatus:
+        now = self._clock()
+        if file.status is FileStatus.BACKED_UP:
+            if file.keep_until is not None and now >= file.keep_until:
+                if file.backup_path:
+                    self._backup.discard(file.backup_path)
+                return self._set(
+                    task,
+                    file,
+                    FileStatus.FAILED,
+                    "file_upload_failed",
+                    retry_at=None,
+                    detail=error.message,
+                )
+            waited = (now - (file.retry_at or now)).total_seconds()
+            delay = min(3600.0, max(self.policy.backup_retry_s, 2 * waited))
+            return self._set(
+                task, file, FileStatus.BACKED_UP, None, retry_at=now + timedelta(seconds=delay)
+            )
+        started = time.monotonic()
+        try:
+            kept = self._backup.keep(task.app_id, task.task_id, file.name, file.path)
+        except CloudrecError as exc:
+            self._attempt(file.id or 0, "backup", False, started, exc)
+            return self._set(
+                task, file, FileStatus.RECORDED, None, detail=f"backup failed: {exc.message}"
+            )
+        self._attempt(file.id or 0, "backup", True, started, None)
+        return self._set(
+            task,
+            file,
+            FileStatus.BACKED_UP,
+            "file_backed_up",
+            backup_path=kept,
+            retry_at=now + timedelta(seconds=self.policy.backup_retry_s),
+            keep_until=now + self.policy.backup_retention,
+            detail=error.message,
+        )
+
+    def _attempt(
+        self, file_id: int, target: str, ok: bool, started: float, error: CloudrecError | None
+    ) -> None:
+        attempt = UploadAttempt(
+            file_id=file_id,
+            target=target,
+            at=self._clock(),
+            ok=ok,
+            error_kind=None if error is None else (error.reason or error.kind.value),
+            error=None if error is None else error.message,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        with self._uow() as uow:
+            uow.delivery.add_upload_attempt(attempt)
+            uow.commit()
+
+    def _set(
+        self,
+        task: Task,
+        file: RecordedFile,
+        status: FileStatus,
+        event: str | None,
+        detail: str = "",
+        **fields: object,
+    ) -> FileStatus:
+        assert file.id is not None
+        with self._uow() as uow:
+            uow.tasks.update_file(file.id, status=status, **fields)
+            if event is not None:
+                uow.tasks.add_event(
+                    task.task_id,
+                    event,
+                    self._clock(),
+                    f"{file.name}: {detail}" if detail else file.name,
+                )
+                updated = replace(file, status=status, url=fields.get("url", file.url))  # type: ignore[arg-type]
+                self._enqueue(uow, task, event, [updated])
+            uow.commit()
+        log.info(
+            "file.%s",
+            status.value,
+            extra={"fields": {"task_id": task.task_id, "file": file.name, "detail": detail}},
+        )
+        return status
+
+    # -- tasks ------------------------------------------------------------------------
+    def complete_tasks(self) -> list[str]:
+        """Tasks whose worker is done and whose every file is delivered become completed."""
+        done = []
+        with self._uow() as uow:
+            waiting = uow.tasks.in_state(TaskState.UPLOADING)
+        for task in waiting:
+            with self._uow() as uow:
+                files = uow.tasks.files(task.task_id)
+                if not all(f.status.delivered for f in files):
+                    continue
+                uow.tasks.update(task.task_id, state=TaskState.COMPLETED, ended_at=self._clock())
+                uow.tasks.add_event(task.task_id, "completed", self._clock(), task.end_reason or "")
+                self._enqueue(uow, task, "task_completed", files)
+                uow.commit()
+            done.append(task.task_id)
+        return done
+
+    # -- callbacks --------------------------------------------------------------------
+    def _enqueue(self, uow: UnitOfWork, task: Task, event: str, files: list[RecordedFile]) -> None:
+        enqueue_callback(uow, self._clock(), task, event, files)
+
+    def send_due_callbacks(self) -> int:
+        with self._uow() as uow:
+            due = uow.delivery.due_callbacks(self._clock())
+        for cb in due:
+            self.send(cb)
+        return len(due)
+
+    def send(self, cb: Callback) -> bool:
+        assert cb.id is not None
+        with self._uow() as uow:
+            app = uow.apps.get(cb.app_id)
+        secret = app.callback_secret if app is not None else ""
+        body = cb.body.encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Cloudrec-Message-Id": cb.message_id,
+            "X-Cloudrec-Signature": "sha256=" + hmac_sha256(secret, body),
+        }
+        started = time.monotonic()
+        status: int | None = None
+        error: str | None = None
+        try:
+            status = self._sender.post(cb.url, body, headers)
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except CloudrecError as exc:
+            error = exc.message
+        now = self._clock()
+        attempts = cb.attempts + 1
+        with self._uow() as uow:
+            uow.delivery.add_callback_attempt(
+                CallbackAttempt(cb.id, now, status, error, int((time.monotonic() - started) * 1000))
+            )
+            if error is None:
+                uow.delivery.update_callback(
+                    cb.id, status="delivered", attempts=attempts, delivered_at=now
+                )
+            elif attempts >= self.policy.callback_attempts:
+                uow.delivery.update_callback(cb.id, status="failed", attempts=attempts)
+            else:
+                delay = self.policy.callback_backoff_s * 2 ** max(0, attempts - 1)
+                uow.delivery.update_callback(
+                    cb.id, attempts=attempts, next_at=now + timedelta(seconds=delay)
+                )
+            uow.commit()
+        log.info(
+            "callback.%s",
+            "delivered" if error is None else "attempt_failed",
+            extra={
+                "fields": {
+                    "task_id": cb.task_id,
+                    "event": cb.event,
+                    "message_id": cb.message_id,
+                    "error": error,
+                }
+            },
+        )
+        return error is None
+
+
+def hmac_sha256(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+# JoCloud message types (the public document names the envelope, not the messages).
+JOCLOUD_MSGTYPE = {
+    "task_started": 1,
+    "task_stopped": 1,
+    "task_failed": 1,
+    "task_completed": 1,
+    "file_uploaded": 2,
+    "file_backed_up": 2,
+    "file_upload_failed": 2,
+}
+
+
+def jocloud_body(
+    task: Task, event: str, files: list[RecordedFile], now: datetime, message_id: str
+) -> dict[str, Any]:
+    """JoCloud's envelope ``{msgid, product, msgtype, notifytime, context{...}}``."""
+    first = files[0] if files else None
+    context: dict[str, Any] = {
+        "msgname": event,
+        "appid": task.app_id,
+        "roomid": task.spec.room_id,
+        "uid": sorted({f.user_id for f in files if f.user_id} or set(task.spec.user_ids)),
+        "recordid": task.task_id,
+        "filetype": first.format.value if first else "",
+        "duration": first.duration_ms if first else 0,
+        "fileaddress": (first.url or first.name) if first else "",
+        "starttime": first.begin_ms if first else (_ms(task.started_at) if task.started_at else 0),
+    }
+    if task.end_reason and event.startswith("task_"):
+        context["reason"] = task.end_reason
+    return {
+        "msgid": message_id,
+        "product": "recordoss",
+        "msgtype": JOCLOUD_MSGTYPE.get(event, 1),
+        "notifytime": _ms(now),
+        "context": context,
+    }
+
+
+def enqueue_callback(
+    uow: UnitOfWork, now: datetime, task: Task, event: str, files: list[RecordedFile]
+) -> None:
+    """Store a callback for ``event`` if the task has a callback URL (never any secret)."""
+    url = task.spec.callback_url
+    if not url:
+        return
+    message_id = secrets.token_hex(16)
+    body = jocloud_body(task, event, files, now, message_id)
+    uow.delivery.add_callback(
+        Callback(
+            id=None,
+            task_id=task.task_id,
+            app_id=task.app_id,
+            url=url,
+            event=event,
+            message_id=message_id,
+            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+            status="pending",
+            attempts=0,
+            next_at=now,
+            created_at=now,
+        )
+    )

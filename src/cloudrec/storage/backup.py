@@ -1,0 +1,51 @@
+"""The backup store: a local directory (``<data_dir>/backup`` by default).  Files are moved in
+from the spool (same filesystem: a rename), so nothing is copied or lost on the way."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from cloudrec.core.errors import CloudrecError
+
+
+class LocalBackupStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def keep(self, app_id: int, task_id: str, key: str, path: str) -> str:
+        dest = self.root / str(app_id) / task_id / key
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, dest)
+            _movehls_segments(Path(path), dest)
+        except OSError as exc:
+            raise CloudrecError.unavailable(
+                f"backup of {key} failed: {exc}", reason="backup_failed"
+            ) from exc
+        return str(dest)
+
+    def discard(self, path: str) -> None:
+        for p in [Path(path), *hls_segments(Path(path))]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
+class LocalSpool:
+    def remove(self, path: str) -> None:
+        for p in [Path(path), *hls_segments(Path(path))]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
+def hls_segments(playlist: Path) -> list[Path]:
+    if playlist.suffix != ".m3u8":
+        return []
+    return sorted(playlist.parent.glob(playlist.stem + "_*.ts"))
+
+
+def _movehls_segments(src: Path, dest: Path) -> None:
+    for seg in hls_segments(src):
+        shutil.move(str(seg), dest.parent / seg.name)
