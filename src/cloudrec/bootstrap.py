@@ -77,7 +77,9 @@ def bootstrap(
         delivery=DeliveryService(
             uow,
             clock,
-            store=S3ObjectStore(settings.storage_endpoint_override),
+            store=S3ObjectStore(
+                settings.storage_endpoint_override, read_timeout_s=settings.storage_timeout_s
+            ),
             backup=LocalBackupStore(settings.backup_dir),
             sender=HttpCallbackSender(
                 OutboundPolicy(

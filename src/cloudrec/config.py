@@ -56,6 +56,8 @@ class Settings:
     # Send every storage vendor to this S3 endpoint, path-style (on-premises S3, tests):
     # e.g. http://127.0.0.1:9000.  Empty: each vendor's own endpoint rules.
     storage_endpoint_override: str = ""
+    # Seconds an upload may wait for the storage to answer one request.
+    storage_timeout_s: float = 20.0
     # Uploads: tries per file before it goes to the backup store, and the first wait (doubles).
     upload_attempts: int = 3
     upload_backoff_s: float = 1.0
@@ -106,6 +108,10 @@ def _coerce(name: str, typ: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError("a boolean is not an integer")
             return int(value)
+        if typ in (float, "float"):
+            if isinstance(value, bool):
+                raise ValueError("a boolean is not a number")
+            return float(value)
         if typ in (Path, "Path"):
             return Path(value)
         return str(value)

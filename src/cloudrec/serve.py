@@ -7,8 +7,9 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import uvicorn
@@ -37,37 +38,43 @@ async def _supervise(container: Container) -> None:
 
 DELIVER_S = 0.5
 UPLOAD_THREADS = 4
+CALLBACK_THREADS = 4
 
 
 def _deliver_forever(container: Container, stop: threading.Event) -> None:
-    """Uploads (a few at a time), task completion and callbacks, until ``stop`` is set.
-
-    Runs in its own thread: all of it is blocking network and database work.
-    """
+    """Uploads and callbacks (each on its own small pool, so that a dead bucket or a
+    blackholed callback URL holds up nothing else) and task completion, until ``stop``."""
     d = container.delivery
-    busy: set[int] = set()
+    busy: set[tuple[str, int]] = set()
     lock = threading.Lock()
 
-    def upload(file: RecordedFile) -> None:
+    def run(key: tuple[str, int], work: Callable[[], object]) -> None:
         try:
-            d.deliver_file(file)
+            work()
         except Exception:
-            log.exception("delivery.upload_error")
+            log.exception("delivery.%s_error", key[0])
         finally:
             with lock:
-                busy.discard(file.id or 0)
+                busy.discard(key)
 
-    with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as pool:
+    def submit(pool: ThreadPoolExecutor, key: tuple[str, int], work: Callable[[], object]) -> None:
+        with lock:
+            if key in busy:
+                return
+            busy.add(key)
+        pool.submit(run, key, work)
+
+    with (
+        ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as uploads,
+        ThreadPoolExecutor(CALLBACK_THREADS, thread_name_prefix="callback") as callbacks,
+    ):
         while not stop.wait(DELIVER_S):
             try:
                 for file in d.files_due():
-                    with lock:
-                        if file.id in busy:
-                            continue
-                        busy.add(file.id or 0)
-                    pool.submit(upload, file)
+                    submit(uploads, ("file", file.id or 0), partial(d.deliver_file, file))
+                for cb in d.callbacks_due():
+                    submit(callbacks, ("callback", cb.id or 0), partial(d.send, cb))
                 d.complete_tasks()
-                d.send_due_callbacks()
             except Exception:
                 log.exception("delivery.error")
 

@@ -52,8 +52,39 @@ def get_task(
                 "height": f.height,
                 "track_type": int(f.track_type),
                 "begin_ms": f.begin_ms,
+                "complete": f.complete,
+                "url": f.url,
+                "upload_attempts": [
+                    {
+                        "target": a.target,
+                        "at": a.at.isoformat(),
+                        "ok": a.ok,
+                        "error_kind": a.error_kind,
+                        "error": a.error,
+                        "duration_ms": a.duration_ms,
+                    }
+                    for a in c.delivery.upload_attempts(f.id or 0)
+                ],
             }
             for f in c.tasks.files(task.task_id)
+        ],
+        "callbacks": [
+            {
+                "event": cb.event,
+                "message_id": cb.message_id,
+                "url": cb.url,
+                "status": cb.status,
+                "attempts": [
+                    {
+                        "at": a.at.isoformat(),
+                        "http_status": a.http_status,
+                        "error": a.error,
+                        "duration_ms": a.duration_ms,
+                    }
+                    for a in attempts
+                ],
+            }
+            for cb, attempts in c.delivery.callbacks(task.task_id)
         ],
         "events": [
             {"kind": kind, "at": at.isoformat(), "detail": detail}

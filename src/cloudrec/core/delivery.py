@@ -126,6 +126,11 @@ class DeliveryService:
                 last = exc
                 self._attempt(file.id, "bucket", False, started, exc)
                 continue
+            except Exception as exc:  # a bug must not strand the file: count it as a failure
+                log.exception("upload.unexpected_error")
+                last = CloudrecError.internal(f"{type(exc).__name__}: {exc}", reason="internal")
+                self._attempt(file.id, "bucket", False, started, last)
+                continue
             self._attempt(file.id, "bucket", True, started, None)
             self._spool.remove(source)
             return self._set(
@@ -224,6 +229,14 @@ class DeliveryService:
         )
         return status
 
+    def upload_attempts(self, file_id: int) -> list[UploadAttempt]:
+        with self._uow() as uow:
+            return uow.delivery.upload_attempts(file_id)
+
+    def callbacks(self, task_id: str) -> list[tuple[Callback, list[CallbackAttempt]]]:
+        with self._uow() as uow:
+            return uow.delivery.callbacks(task_id)
+
     # -- tasks ------------------------------------------------------------------------
     def complete_tasks(self) -> list[str]:
         """Tasks whose worker is done and whose every file is delivered become completed."""
@@ -246,12 +259,9 @@ class DeliveryService:
     def _enqueue(self, uow: UnitOfWork, task: Task, event: str, files: list[RecordedFile]) -> None:
         enqueue_callback(uow, self._clock(), task, event, files)
 
-    def send_due_callbacks(self) -> int:
+    def callbacks_due(self) -> list[Callback]:
         with self._uow() as uow:
-            due = uow.delivery.due_callbacks(self._clock())
-        for cb in due:
-            self.send(cb)
-        return len(due)
+            return uow.delivery.due_callbacks(self._clock())
 
     def send(self, cb: Callback) -> bool:
         assert cb.id is not None
@@ -297,7 +307,7 @@ class DeliveryService:
             extra={
                 "fields": {
                     "task_id": cb.task_id,
-                    "event": cb.event,
+                    "callback_event": cb.event,
                     "message_id": cb.message_id,
                     "error": error,
                 }

@@ -201,6 +201,8 @@ class TaskService:
         with self._uow() as uow:
             active = uow.tasks.active()
         for task in active:
+            if task.state is TaskState.UPLOADING:
+                continue  # the worker is done; the uploader owns the task now
             alive = self._executor.alive(task.worker) if task.worker else None
             beat = task.heartbeat_at or task.created_at
             if alive is False:

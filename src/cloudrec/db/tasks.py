@@ -159,13 +159,14 @@ class SqlTaskRepository:
         return None if row is None else _to_file(row)
 
     def files_to_deliver(self, now: datetime) -> list[RecordedFile]:
-        """Recorded files of tasks with a storage target, and backed-up files due a retry."""
+        """Recorded files of tasks with a storage target (and uploading ones: an upload cut
+        short by a restart starts again), and backed-up files due a retry."""
         q = (
             select(TaskFileRow)
             .join(TaskRow, TaskRow.task_id == TaskFileRow.task_id)
             .where(
                 TaskRow.storage_enc.is_not(None),
-                (TaskFileRow.status == FileStatus.RECORDED.value)
+                TaskFileRow.status.in_([FileStatus.RECORDED.value, FileStatus.UPLOADING.value])
                 | (
                     (TaskFileRow.status == FileStatus.BACKED_UP.value)
                     & (TaskFileRow.retry_at <= now)
