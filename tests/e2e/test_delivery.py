@@ -171,7 +171,7 @@ def test_storage_down_goes_to_backup_then_is_reuploaded_when_back(world, tmp_pat
 
 
 def test_a_callback_receiver_that_is_down_for_a_while_gets_the_event_later(world):
-    s3, receiver, svc, jo = world
+    _s3, receiver, svc, jo = world
     receiver.mode = "500"
     try:
         record_id = record(jo, 2, receiver.url)
@@ -185,13 +185,13 @@ def test_a_callback_receiver_that_is_down_for_a_while_gets_the_event_later(world
     task = task_of(svc, record_id)
     started = next(c for c in task["callbacks"] if c["event"] == "task_started")
     assert started["status"] == "delivered"
-    assert [a["http_status"] for a in started["attempts"]][0] == 500
+    assert next(a["http_status"] for a in started["attempts"]) == 500
     assert started["attempts"][-1]["http_status"] == 200
     receiver.received.clear()
 
 
 def test_a_blackholed_callback_url_costs_bounded_time_and_blocks_nothing(world):
-    s3, receiver, svc, jo = world
+    _s3, _receiver, svc, jo = world
     hole = Receiver()
     hole.mode = "blackhole"
     try:
@@ -210,7 +210,7 @@ def test_a_blackholed_callback_url_costs_bounded_time_and_blocks_nothing(world):
 
 
 def test_no_secret_reaches_an_answer_a_callback_or_a_log(world):
-    s3, receiver, svc, jo = world
+    _s3, receiver, svc, jo = world
     record_id = record(jo, 2, receiver.url)
     wait_until(svc, record_id, lambda t: t["state"] == "completed")
     receiver.wait_for("task_completed")
