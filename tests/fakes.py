@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cloudrec.core.apps import App
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.rooms import LiveStream, RoomEvent, StreamMeta
+from cloudrec.core.tasks import (
+    Desired,
+    FileFormat,
+    FileStatus,
+    RecordedFile,
+    RecordingSpec,
+    StorageTarget,
+    Task,
+    TaskState,
+    TrackType,
+)
 
 
 class FakeClock:
@@ -103,3 +115,96 @@ class FakeUnitOfWork:
 
     def __call__(self) -> FakeUnitOfWork:
         return self
+
+
+class _FakeTaskRows:
+    def __init__(self, task: Any, target: Any, file: Any, events: list[tuple[Any, ...]]) -> None:
+        self.task, self.target, self.events = task, target, events
+        self.rows = {file.id: file}
+
+    def get(self, task_id: str) -> Any:
+        return self.task
+
+    def storage(self, task_id: str) -> Any:
+        return self.target
+
+    def update_file(self, file_id: int, **fields: Any) -> None:
+        self.rows[file_id] = dataclasses.replace(self.rows[file_id], **fields)
+
+    def add_event(self, *args: Any) -> None:
+        self.events.append(args)
+
+    def files(self, task_id: str) -> list[Any]:
+        return list(self.rows.values())
+
+
+class _FakeDeliveryRows:
+    def __init__(self) -> None:
+        self.attempts: list[Any] = []
+        self.callbacks: list[Any] = []
+
+    def add_upload_attempt(self, attempt: Any) -> None:
+        self.attempts.append(attempt)
+
+    def add_callback(self, cb: Any) -> None:
+        self.callbacks.append(cb)
+
+
+class _FakeBackup:
+    def __init__(self) -> None:
+        self.discarded: list[str] = []
+
+    def keep(self, app_id: int, task_id: str, key: str, path: str) -> str:
+        return f"/backup/{key}"
+
+    def discard(self, path: str) -> None:
+        self.discarded.append(path)
+
+
+class _FakeSpool:
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    def remove(self, path: str) -> None:
+        self.removed.append(path)
+
+
+class FakeDeliveryWorld:
+    """A unit of work, backup store and spool for the delivery service: one task (with a
+    storage target and a callback URL) and one recorded file."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        spec = RecordingSpec(room_id="r1", callback_url="http://cb.example/x")
+        task = Task("t1", 5, spec, TaskState.UPLOADING, Desired.STOPPED, clock())
+        self.file = RecordedFile(
+            "t1",
+            "a.mp4",
+            "/spool/a.mp4",
+            FileFormat.MP4,
+            FileStatus.RECORDED,
+            "s1",
+            "u1",
+            TrackType.AUDIO_VIDEO,
+            0,
+            id=1,
+        )
+        self.events: list[tuple[Any, ...]] = []
+        self.tasks = _FakeTaskRows(
+            task, StorageTarget("s3", "e", "b", "ak", "sk"), self.file, self.events
+        )
+        self.delivery = _FakeDeliveryRows()
+        self.backup = _FakeBackup()
+        self.spool = _FakeSpool()
+        self.sender = None
+
+    def __call__(self) -> FakeDeliveryWorld:
+        return self
+
+    def __enter__(self) -> FakeDeliveryWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass

@@ -20,7 +20,7 @@ from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
 from cloudrec.db.engine import make_engine, upgrade
 from cloudrec.db.repositories import uow_factory
 from cloudrec.executor import LocalExecutor
-from cloudrec.outbound import OutboundPolicy
+from cloudrec.outbound import OutboundPolicy, resolve_target
 from cloudrec.secretbox import FernetSecretBox, load_key
 from cloudrec.storage.backup import LocalBackupStore, LocalSpool
 from cloudrec.storage.s3 import S3ObjectStore
@@ -41,6 +41,19 @@ class Container:
     delivery: DeliveryService
     executor: Executor
     clock: Clock
+
+    def check_target(self, what: str, url: str) -> None:
+        """Refuse a URL a request gives (callback, image, storage endpoint) that resolves to a
+        private, loopback, link-local or metadata address, unless the deployment allows
+        private targets.  A name that does not resolve now is accepted: delivery retries it,
+        and checks again when it connects."""
+        policy = OutboundPolicy(allow_private=self.settings.allow_private_targets)
+        try:
+            resolve_target(url, policy)
+        except CloudrecError as exc:
+            if exc.reason == "target_unresolvable":
+                return
+            raise CloudrecError.invalid_argument(f"{what}: {exc.message}", exc.reason) from exc
 
     def rtmp_pull_url(self, app_id: int, room_id: str, stream_id: str) -> str:
         s = self.settings

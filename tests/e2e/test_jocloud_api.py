@@ -197,6 +197,11 @@ def _mutations(jo: JoCloud) -> list[tuple[str, object]]:
         ("appid differs", with_("appid", 10035)),
         ("appid missing", without("appid")),
         ("callbackurl not http", with_("callbackurl", "ftp://example.com/x")),
+        ("callbackurl to loopback", with_("callbackurl", "http://127.0.0.1:9/cb")),
+        ("callbackurl to metadata", with_("callbackurl", "http://169.254.169.254/latest")),
+        ("callbackurl to a private name", with_("callbackurl", "http://localhost/cb")),
+        ("callbackurl to mapped loopback", with_("callbackurl", "http://[::ffff:127.0.0.1]/")),
+        ("storage endpoint private", with_("storagecfg.endpoint", "10.0.0.7")),
         ("roomid with a space", with_("roomid", "abc abc")),
         ("fileformat unknown", with_("fileformat", "avi")),
     ]

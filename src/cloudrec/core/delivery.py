@@ -383,3 +383,10 @@ def enqueue_callback(
             created_at=now,
         )
     )
+
+
+def zego_callback_signature(callback_secret: str, timestamp: str, nonce: str) -> str:
+    """ZEGO's callback signature: sha1 of the sorted, concatenated [secret, timestamp, nonce]
+    (see the spec's recording-status-callback page, "Source verification")."""
+    joined = "".join(sorted([callback_secret, timestamp, nonce]))
+    return hashlib.sha1(joined.encode(), usedforsecurity=False).hexdigest()

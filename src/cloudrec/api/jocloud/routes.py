@@ -7,6 +7,7 @@ a wrong Content-Type or an unknown endpoint, which the document answers with HTT
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from cloudrec.api.jocloud.schemas import get_int, parse_start, parse_stop
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import RecordMode, Task, TaskState
+from cloudrec.storage.s3 import resolve_endpoint
 
 router = APIRouter(tags=["jocloud"])
 log = logging.getLogger("cloudrec.api.jocloud")
@@ -87,6 +89,11 @@ async def applyrecord(request: Request, c: Container, app_id: int, rest: str) ->
 async def startrecord(request: Request, c: Container, app_id: int, rest: str) -> dict[str, Any]:
     body = await _json_body(request, app_id)
     resid, spec, storage = parse_start(body, app_id)
+    if spec.callback_url:
+        await asyncio.to_thread(c.check_target, "callbackurl", spec.callback_url)
+    if not c.settings.storage_endpoint_override:
+        endpoint = resolve_endpoint(storage).url
+        await asyncio.to_thread(c.check_target, "storagecfg.endpoint", endpoint)
     task = c.tasks.start(app_id, spec, storage, resource_id=resid)
     return {"recordid": task.task_id}
 

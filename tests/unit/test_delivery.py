@@ -1,0 +1,122 @@
+"""Delivery rules with fakes: retries, backup, retention, callbacks; and the signatures."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from cloudrec.core.delivery import (
+    DeliveryPolicy,
+    DeliveryService,
+    hmac_sha256,
+    jocloud_body,
+    zego_callback_signature,
+)
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.tasks import (
+    Desired,
+    FileFormat,
+    FileStatus,
+    RecordedFile,
+    RecordingSpec,
+    Task,
+    TaskState,
+    TrackType,
+)
+from tests.fakes import FakeClock, FakeDeliveryWorld
+
+
+def test_the_zego_callback_signature_matches_the_documents_worked_example():
+    assert zego_callback_signature("secret", "1470820198", "123412") == (
+        "5bd59fd62953a8059fb7eaba95720f66d19e4517"
+    )
+
+
+def test_the_jocloud_envelope_has_the_documented_fields():
+    clock = FakeClock()
+    spec = RecordingSpec(room_id="r1", user_ids=("u1",), callback_url="http://x/cb")
+    task = Task("t1", 5, spec, TaskState.RECORDING, Desired.RUNNING, clock())
+    f = RecordedFile(
+        "t1",
+        "p/a.mp4",
+        "/spool/a.mp4",
+        FileFormat.MP4,
+        FileStatus.UPLOADED,
+        "s1",
+        "u1",
+        TrackType.AUDIO_VIDEO,
+        1_700_000_000_000,
+        size=10,
+        duration_ms=4000,
+        url="https://b/p/a.mp4",
+    )
+    body = jocloud_body(task, "file_uploaded", [f], clock(), "m1")
+    assert set(body) == {"msgid", "product", "msgtype", "notifytime", "context"}
+    assert body["msgtype"] == 2 and body["msgid"] == "m1"
+    assert body["context"] == {
+        "msgname": "file_uploaded",
+        "appid": 5,
+        "roomid": "r1",
+        "uid": ["u1"],
+        "recordid": "t1",
+        "filetype": "mp4",
+        "duration": 4000,
+        "fileaddress": "https://b/p/a.mp4",
+        "starttime": 1_700_000_000_000,
+    }
+    json.dumps(body)  # serialisable as is
+
+
+def test_hmac_signature_is_hex_sha256():
+    assert len(hmac_sha256("k", b"body")) == 64
+
+
+class FlakyStore:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def put(self, target, key, path):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise CloudrecError.unavailable("storage says 500", reason="server_error")
+        return f"https://bucket/{key}"
+
+
+@pytest.mark.parametrize(
+    ("failures", "status"), [(0, "uploaded"), (2, "uploaded"), (3, "backed_up")]
+)
+def test_uploads_retry_with_backoff_then_go_to_backup(failures, status):
+    sleeps: list[float] = []
+    store = FlakyStore(failures)
+    policy = DeliveryPolicy(upload_attempts=3, upload_backoff_s=1.0)
+    svc, uow, f = _service(store, policy, sleeps)
+    assert svc.deliver_file(f).value == status
+    assert sleeps == [1.0, 2.0][: min(failures, 2)]
+    attempts = uow.delivery.attempts
+    assert [a.ok for a in attempts if a.target == "bucket"] == (
+        [False] * min(failures, 3) + ([True] if failures < 3 else [])
+    )
+
+
+def test_a_backed_up_file_fails_after_the_retention_and_its_copy_is_discarded():
+    clock = FakeClock()
+    store = FlakyStore(99)
+    svc, uow, f = _service(store, DeliveryPolicy(backup_retention=timedelta(seconds=10)), [], clock)
+    assert svc.deliver_file(f) is FileStatus.BACKED_UP
+    clock.advance(11)
+    f = uow.tasks.rows[f.id]
+    assert svc.deliver_file(f) is FileStatus.FAILED
+    assert uow.backup.discarded == [f.backup_path]
+    assert uow.spool.removed == []  # nothing deleted without a confirmed upload
+
+
+def _service(store, policy, sleeps, clock=None):
+    clock = clock or FakeClock()
+    world = FakeDeliveryWorld(clock)
+    svc = DeliveryService(
+        world, clock, store, world.backup, world.sender, world.spool, policy, sleep=sleeps.append
+    )
+    return svc, world, world.file
