@@ -81,7 +81,7 @@ class JoCloud:
             "storagecfg": {
                 "vender": 0,
                 "endpoint": "oss-cn-hangzhou.aliyuncs.com",
-                "bucket": "b",
+                "bucket": "recbucket",
                 "accesskey": "AKIDEXAMPLE",
                 "secretkey": "SKEXAMPLE",
                 "fileprefix": ["rec", "day1"],

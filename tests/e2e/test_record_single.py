@@ -14,6 +14,7 @@ import av
 import pytest
 
 from tests.jocloud import JoCloud
+from tests.s3server import FaultyS3
 from tests.service import Service
 
 APP = 10034
@@ -40,11 +41,11 @@ def sources(tmp_path_factory) -> dict[str, Path]:
                 "-f",
                 "lavfi",
                 "-i",
-                f"testsrc2=size=320x240:rate={FPS}:duration=60",
+                f"testsrc2=size=320x240:rate={FPS}:duration=180",
                 "-f",
                 "lavfi",
                 "-i",
-                f"sine=frequency={freq}:sample_rate=48000:duration=60",
+                f"sine=frequency={freq}:sample_rate=48000:duration=180",
                 "-vf",
                 f"drawbox=c={color}:t=fill:w=40:h=40",
                 "-c:v",
@@ -97,9 +98,9 @@ def copy_publish(source: Path, url: str) -> subprocess.Popen[bytes]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, sources):
     data_dir = tmp_path_factory.mktemp("rec")
-    svc = Service(data_dir, env={"CLOUDREC_IDLE_TIMEOUT_S": "3"})
-    svc.app = svc.create_app(APP)
-    svc.start()
+    s3 = FaultyS3().start()
+    s3.client().create_bucket(Bucket="recbucket")
+    svc = storage_service(data_dir, s3, CLOUDREC_IDLE_TIMEOUT_S="3")
     pubs = [
         copy_publish(sources[u], svc.publish_url(APP, ROOM, f"cam-{u}", "--uid", u))
         for u in ("alice", "bob")
@@ -110,6 +111,15 @@ def world(tmp_path_factory, sources):
         p.kill()
         p.wait()
     assert svc.stop() == 0
+    s3.stop()
+
+
+def storage_service(data_dir: Path, s3: FaultyS3, **env: str) -> Service:
+    """``cloudrec serve`` whose every storage vendor is the S3 server on loopback."""
+    svc = Service(data_dir, env={"CLOUDREC_STORAGE_ENDPOINT_OVERRIDE": s3.url, **env})
+    svc.app = svc.create_app(APP)
+    svc.s3 = s3
+    return svc.start()
 
 
 def wait_task(svc: Service, record_id: str, states: set[str], timeout_s: float = 20) -> dict:
@@ -138,9 +148,27 @@ def record(svc: Service, jo: JoCloud, seconds: float, **over) -> tuple[dict, flo
     return task, (t2 + t3) / 2 - (t0 + t1) / 2
 
 
-def spool_path(svc: Service, task: dict, file: dict) -> Path:
-    # The spool holds each file under its object key: fileprefix parts, then the name.
-    return svc.data_dir / "spool" / str(APP) / task["task_id"] / file["name"]
+def fetched(svc: Service, task: dict, file: dict, timeout_s: float = 30) -> Path:
+    """Wait until the file is in the bucket, download it (and its HLS segments) as a user
+    would, and return the local copy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        files = svc.get(f"/v1/apps/{APP}/tasks/{task['task_id']}", svc.app).json()["files"]
+        status = next(f["status"] for f in files if f["name"] == file["name"])
+        if status == "uploaded":
+            break
+        assert time.monotonic() < deadline, files
+        time.sleep(0.2)
+    client = svc.s3.client()
+    folder, _, base = file["name"].rpartition("/")
+    stem = base.rsplit(".", 1)[0]
+    dest = svc.data_dir / "fetched" / task["task_id"]
+    dest.mkdir(parents=True, exist_ok=True)
+    listed = client.list_objects_v2(Bucket="recbucket", Prefix=f"{folder}/{stem}" if folder else stem)
+    for obj in listed.get("Contents", []):
+        body = client.get_object(Bucket="recbucket", Key=obj["Key"])["Body"].read()
+        (dest / obj["Key"].rsplit("/", 1)[-1]).write_bytes(body)
+    return dest / base
 
 
 def packet_hashes(path: Path, kind: str) -> list[str]:
@@ -178,10 +206,10 @@ def test_a_user_is_recorded_untouched_for_the_window_asked(world, sources):
     svc, jo = world
     task, window = record(svc, jo, 10.0)
     [f] = task["files"]
-    assert f["status"] == "recorded" and f["format"] == "mp4" and f["user_id"] == "alice"
+    assert f["status"] == "uploaded" and f["format"] == "mp4" and f["user_id"] == "alice"
     assert f["name"].startswith("rec/day1/") and f["name"].endswith(".mp4")
     assert (f["width"], f["height"], f["track_type"]) == (320, 240, 3)
-    path = spool_path(svc, task, f)
+    path = fetched(svc, task, f)
     info = probe(path)
     assert info["video"] == "h264" and info["audio"] == "aac" and info["size"] == (320, 240)
     assert info["first_key"] is True
@@ -213,7 +241,7 @@ def test_variants_record_the_tracks_and_format_asked(world, over, fmt, video, au
     task, window = record(svc, jo, 5.0, **over)
     [f] = task["files"]
     assert f["name"].endswith("." + fmt) and f["track_type"] == track
-    path = spool_path(svc, task, f)
+    path = fetched(svc, task, f)
     info = probe(path)
     assert (info["video"], info["audio"]) == (video, audio)
     assert abs(info["duration"] - window) <= 0.3, (info["duration"], window)
@@ -240,7 +268,7 @@ def test_a_killed_worker_leaves_a_playable_file_and_a_failed_task(world):
     assert "signal 9" in task["error"]
     [f] = task["files"]
     assert f["complete"] is False and f["duration_ms"] >= 2500
-    info = probe(spool_path(svc, task, f))
+    info = probe(fetched(svc, task, f))
     assert info["first_key"] is True and info["frames"] >= 2 * FPS
     assert jo.call("GET", f"queryrecord/{ROOM}/{record_id}")["code"] == 4013
 
@@ -272,7 +300,7 @@ def test_the_task_stops_by_itself_when_its_user_leaves_for_the_idle_timeout(worl
     ended = datetime.fromisoformat(task["ended_at"]).timestamp()
     assert 2.5 <= ended - left <= 8  # CLOUDREC_IDLE_TIMEOUT_S=3
     [f] = task["files"]
-    assert f["status"] == "recorded" and f["duration_ms"] >= 1500
+    assert f["status"] == "uploaded" and f["duration_ms"] >= 1500
 
 
 def test_a_user_who_leaves_and_comes_back_gets_a_second_file(world, sources):
@@ -306,14 +334,14 @@ def test_a_user_who_leaves_and_comes_back_gets_a_second_file(world, sources):
     assert first["name"] != second["name"]
     assert second["begin_ms"] - first["begin_ms"] >= 2500
     for f in (first, second):
-        assert f["status"] == "recorded" and f["duration_ms"] >= 1500
-        assert probe(spool_path(svc, task, f))["first_key"] is True
+        assert f["status"] == "uploaded" and f["duration_ms"] >= 1500
+        assert probe(fetched(svc, task, f))["first_key"] is True
 
 
 def test_a_recording_stops_at_the_maximum_recording_time(tmp_path, sources):
-    svc = Service(tmp_path, env={"CLOUDREC_MAX_TASK_DURATION_S": "4"})
-    svc.app = svc.create_app(APP)
-    svc.start()
+    s3 = FaultyS3().start()
+    s3.client().create_bucket(Bucket="recbucket")
+    svc = storage_service(tmp_path, s3, CLOUDREC_MAX_TASK_DURATION_S="4")
     pub = copy_publish(sources["alice"], svc.publish_url(APP, ROOM, "cam", "--uid", "erin"))
     try:
         assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
@@ -324,6 +352,7 @@ def test_a_recording_stops_at_the_maximum_recording_time(tmp_path, sources):
         pub.kill()
         pub.wait()
         assert svc.stop() == 0
+        s3.stop()
     assert task["state"] == "completed"
     assert task["end_reason"] == "maximum recording time reached"
     [f] = task["files"]

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from cloudrec.media.compositor.frame import Canvas, compose, fit_into, patch_frame
+from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, fit_into, patch_frame
 from cloudrec.media.compositor.layout import Placement, Rect, template_layout
 
 Image = npt.NDArray[np.uint8]
@@ -155,9 +155,9 @@ def test_an_input_without_a_frame_is_skipped() -> None:
     [("none", None), ("black", (0, 0, 0)), ("last", RED), ("image", GREEN)],
 )
 def test_patch_frame_gives_what_each_patch_mode_shows(
-    mode: str, expected: tuple[int, int, int] | None
+    mode: PatchMode, expected: tuple[int, int, int] | None
 ) -> None:
-    patched = patch_frame(mode, solid(4, 4, RED), solid(4, 4, GREEN), 8, 6)  # type: ignore[arg-type]
+    patched = patch_frame(mode, solid(4, 4, RED), solid(4, 4, GREEN), 8, 6)
     if expected is None:
         assert patched is None
     else:
@@ -166,5 +166,5 @@ def test_patch_frame_gives_what_each_patch_mode_shows(
 
 def test_patch_frame_falls_back_to_black_without_a_last_frame_or_image() -> None:
     for mode in ("last", "image"):
-        patched = patch_frame(mode, None, None, 8, 6)  # type: ignore[arg-type]
+        patched = patch_frame(mode, None, None, 8, 6)
         assert patched is not None and patched.shape == (6, 8, 3) and not patched.any()

@@ -159,4 +159,4 @@ def test_custom_layout_keeps_request_order_for_equal_z_order() -> None:
 def test_custom_inputs_out_of_range_are_rejected(fields: dict[str, int], message: str) -> None:
     base: dict[str, int] = {"layout_x": 0, "layout_y": 0, "layout_w": 10, "layout_h": 10}
     with pytest.raises(ValueError, match=message):
-        CustomInput(key="k", **(base | fields))  # type: ignore[arg-type]
+        CustomInput(key="k", **(base | fields))
