@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -161,10 +162,46 @@ def test_patch_frame_gives_what_each_patch_mode_shows(
     if expected is None:
         assert patched is None
     else:
-        assert patched is not None and close(patched[0, 0], expected)
+        assert isinstance(patched, np.ndarray) and close(patched[0, 0], expected)
 
 
 def test_patch_frame_falls_back_to_black_without_a_last_frame_or_image() -> None:
     for mode in ("last", "image"):
         patched = patch_frame(mode, None, None, 8, 6)
-        assert patched is not None and patched.shape == (6, 8, 3) and not patched.any()
+        assert isinstance(patched, np.ndarray)
+        assert patched.shape == (6, 8, 3) and not patched.any()
+
+
+def yuv420p(picture: Image) -> av.VideoFrame:
+    return av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+
+
+def test_a_decoded_yuv420p_frame_composes_like_the_same_rgb_picture() -> None:
+    source = striped(320, 180, 20)
+    placements = template_layout(3, ["a", "b", "c"], 640, 360, crop_mode="fill")
+    from_rgb = compose(Canvas(640, 360), [(p, source) for p in placements])
+    from_yuv = compose(Canvas(640, 360), [(p, yuv420p(source)) for p in placements])
+    diff = np.abs(from_rgb.astype(int) - from_yuv.astype(int))
+    assert np.median(diff) <= 2  # colour conversion rounding; stripe edges differ more
+    assert close(from_yuv[90, placements[0].rect.w // 2], WHITE, tol=4)
+
+
+def test_a_cut_out_of_a_yuv420p_frame_shows_only_the_chosen_region() -> None:
+    source = solid(200, 100, RED)
+    source[20:60, 100:180] = GREEN
+    place = Placement("a", Rect(0, 0, 160, 80), crop_mode="fill", source_crop=Rect(100, 20, 80, 40))
+    frame = yuv420p(source)
+    green_after_yuv = frame.to_ndarray(format="rgb24")[40, 140]  # pure green is out of gamut
+    out = compose(Canvas(160, 80), [(place, frame)])
+    # the outermost rows and columns carry chroma bleeding from the red around the region,
+    # as the uncut frame does: subsampled chroma is interpolated
+    assert (np.abs(out[8:-8, 8:-8].astype(int) - green_after_yuv.astype(int)) <= 2).all()
+
+
+def test_frames_in_other_pixel_formats_are_cut_through_rgb() -> None:
+    source = solid(64, 32, RED)
+    source[:, 32:] = BLUE
+    frame = av.VideoFrame.from_ndarray(source, format="rgb24").reformat(format="yuv444p")
+    place = Placement("a", Rect(0, 0, 16, 16), crop_mode="fill", source_crop=Rect(33, 0, 31, 32))
+    out = compose(Canvas(16, 16), [(place, frame)])
+    assert close(out[8, 8], BLUE, tol=4)
