@@ -9,6 +9,7 @@ import pytest
 
 from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, fit_into, patch_frame
 from cloudrec.media.compositor.layout import Placement, Rect, template_layout
+from cloudrec.media.compositor.preview import PALETTE, render_template_preview
 
 Image = npt.NDArray[np.uint8]
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -205,3 +206,9 @@ def test_frames_in_other_pixel_formats_are_cut_through_rgb() -> None:
     place = Placement("a", Rect(0, 0, 16, 16), crop_mode="fill", source_crop=Rect(33, 0, 31, 32))
     out = compose(Canvas(16, 16), [(place, frame)])
     assert close(out[8, 8], BLUE, tol=4)
+
+
+def test_the_docs_preview_paints_each_input_in_its_own_colour_in_its_cell() -> None:
+    frame = render_template_preview(3, 5, 320, 180)
+    for i, p in enumerate(template_layout(3, [str(k + 1) for k in range(5)], 320, 180)):
+        assert close(frame[p.rect.bottom - 2, p.rect.right - 2], PALETTE[i])
