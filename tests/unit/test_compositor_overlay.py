@@ -135,3 +135,10 @@ def test_watermarks_paint_images_then_texts_then_the_timestamp_on_top() -> None:
     marks.paint_onto(frame, datetime(2026, 1, 1, 8, 0, 0))
     assert frame[1, 1].tolist() == [0, 255, 0]
     assert frame[90, 290].tolist() == [0, 0, 255]
+
+
+def test_alpha_outside_zero_to_one_and_font_sizes_outside_1_to_100_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"^alpha must be in \[0, 1\], got 1\.5$"):
+        TimestampWatermark(0, 0, "%H:%M:%S", 20, alpha=1.5)
+    with pytest.raises(ValueError, match=r"^font size must be in \(0, 100\], got 101$"):
+        render_text("x", 101, (255, 255, 255), None, 1.0)

@@ -52,6 +52,11 @@ def parse_color(text: str) -> Color:
     return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
 
 
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
 def find_cjk_font() -> Path:
     """The path of Noto Sans CJK Regular, or ``FontNotFoundError`` naming where we looked."""
     for path in FONT_CANDIDATES:
@@ -87,6 +92,7 @@ def render_text(
     text is drawn at ``(pad, pad)``. With a ``background`` the whole box is that colour with
     opacity ``alpha``; without, only the glyphs show, their edges antialiased.
     """
+    _check_alpha(alpha)
     font = load_font(size)
     pad = text_padding(size)
     _, _, right, bottom = font.getbbox(text)
@@ -181,6 +187,7 @@ class ImageWatermark:
 
     @functools.cached_property
     def overlay(self) -> Image:
+        _check_alpha(self.alpha)
         rgba = scale_image(self.image, self.width, self.height, self.stretch)
         rgba[..., 3] = (rgba[..., 3].astype(np.uint16) * round(self.alpha * 255) + 127) // 255
         return rgba
@@ -209,6 +216,7 @@ class TimestampWatermark:
     ) -> None:
         if fmt not in TIMESTAMP_FORMATS:
             raise ValueError(f"timestamp format must be one of {sorted(TIMESTAMP_FORMATS)}")
+        _check_alpha(alpha)
         load_font(size)  # fail now, not on the first frame
         self.x, self.y, self.fmt, self.size = x, y, fmt, size
         self.color, self.background, self.alpha = color, background, alpha
