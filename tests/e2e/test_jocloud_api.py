@@ -56,12 +56,17 @@ def test_the_documents_sample_requests_get_the_documented_answers(world):
     a = jo.call("GET", "applyrecord", trace="23116613407505472693518435")
     assert a["code"] == 0 and a["message"] == "success" and len(a["resid"]) > 60
     assert a["traceId"] == "23116613407505472693518435"
-    # The sample starts a mixed recording (streamtype 1): refused as unsupported, saying so.
+    # The sample's resid was never issued here: 4012, whatever else the body says.
     s = jo.call(
         "POST", "startrecord", samples["startrecord"], trace="82719231231166134075054726935"
     )
-    assert s["code"] == 4004 and "mixed" in s["message"]
+    assert s["code"] == 4012 and "resid" in s["message"]
     assert s["traceId"] == "82719231231166134075054726935"
+    # With a fresh resid the sample's mixed recording starts (user 10266666 publishes in abcabc).
+    fresh = {**samples["startrecord"], "resid": jo.apply()}
+    s = jo.call("POST", "startrecord", fresh)
+    assert s["code"] == 0, s
+    assert jo.stop(fresh["resid"], "abcabc", s["recordid"])["code"] == 0
     # Its resid and recordid were never issued here.
     for name in ("stoprecord", "updatemixrecord"):
         r = jo.call("POST", name, samples[name], trace="214325255213407589332213")

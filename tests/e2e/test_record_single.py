@@ -164,7 +164,9 @@ def fetched(svc: Service, task: dict, file: dict, timeout_s: float = 30) -> Path
     stem = base.rsplit(".", 1)[0]
     dest = svc.data_dir / "fetched" / task["task_id"]
     dest.mkdir(parents=True, exist_ok=True)
-    listed = client.list_objects_v2(Bucket="recbucket", Prefix=f"{folder}/{stem}" if folder else stem)
+    listed = client.list_objects_v2(
+        Bucket="recbucket", Prefix=f"{folder}/{stem}" if folder else stem
+    )
     for obj in listed.get("Contents", []):
         body = client.get_object(Bucket="recbucket", Key=obj["Key"])["Body"].read()
         (dest / obj["Key"].rsplit("/", 1)[-1]).write_bytes(body)

@@ -4,14 +4,17 @@ surface (worker side).  Each method is one unit of work; time comes from the inj
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from cloudrec.core.delivery import enqueue_callback
 from cloudrec.core.errors import CloudrecError
+from cloudrec.core.mixing import MixSpec
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import (
@@ -191,6 +194,19 @@ class TaskService:
         log.info("task.stop_requested", extra={"fields": {"task_id": task_id}})
         return self.get(app_id, task_id)
 
+    def update_mix(self, app_id: int, task_id: str, mix: dict[str, object]) -> Task:
+        """A new layout for a running mixed recording: its worker uses it from the next
+        frame on (it reads the task every reconcile tick)."""
+        task = self.get(app_id, task_id)
+        spec = MixSpec.from_json(mix)
+        users = tuple(sorted({i.user_id for i in spec.inputs})) if spec.template_id is None else ()
+        new = replace(task.spec, mix=mix, user_ids=users)
+        with self._uow() as uow:
+            uow.tasks.update(task_id, spec_json=json.dumps(new.to_json()))
+            uow.tasks.add_event(task_id, "layout_updated", self._clock())
+            uow.commit()
+        return self.get(app_id, task_id)
+
     def supervise(self, finalise: FileFinaliser) -> list[str]:
         """Fail tasks whose worker died (or went silent); keep what they recorded.
 
@@ -274,6 +290,11 @@ class TaskControl:
             if task is None:
                 raise CloudrecError.not_found(f"task {self.task_id} does not exist")
             return task, uow.rooms.live(task.app_id, room_id)
+
+    def room(self, app_id: int, room_id: str) -> list[LiveStream]:
+        """Live streams of another room (cross-room mixing)."""
+        with self._uow() as uow:
+            return uow.rooms.live(app_id, room_id)
 
     def set_state(
         self,

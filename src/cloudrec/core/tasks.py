@@ -127,6 +127,8 @@ class RecordingSpec:
     output_prefix: tuple[str, ...] = ()
     callback_url: str | None = None
     dialect: str = "cloudrec"
+    # The mixed picture and sound (``MixSpec.to_json()``) when ``mode`` is mixed.
+    mix: dict[str, Any] | None = None
     # Dialect-specific values kept verbatim for the dialect's own answers (never secrets).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -143,6 +145,7 @@ class RecordingSpec:
             "output_prefix": list(self.output_prefix),
             "callback_url": self.callback_url,
             "dialect": self.dialect,
+            "mix": self.mix,
             "extra": self.extra,
         }
 
@@ -160,6 +163,7 @@ class RecordingSpec:
             output_prefix=tuple(data["output_prefix"]),
             callback_url=data.get("callback_url"),
             dialect=data.get("dialect", "cloudrec"),
+            mix=data.get("mix"),
             extra=dict(data.get("extra") or {}),
         )
 

@@ -20,7 +20,9 @@ from limits.strategies import RateLimiter
 
 from cloudrec.api.auth import parse_basic
 from cloudrec.api.jocloud import codes
-from cloudrec.api.jocloud.schemas import get_int, parse_start, parse_stop
+from cloudrec.api.jocloud.fields import get_int, require
+from cloudrec.api.jocloud.mixconfig import parse_mixconfig
+from cloudrec.api.jocloud.schemas import parse_start, parse_stop
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import RecordMode, Task, TaskState
@@ -133,7 +135,9 @@ async def updatemixrecord(request: Request, c: Container, app_id: int, rest: str
             f"recording {record_id!r} records source streams, not a mixed stream",
             reason="not_mixed",
         )
-    raise CloudrecError.invalid_argument("mixed recording is not available", reason="unsupported")
+    mix = parse_mixconfig(require(body, "mixconfig"), room_id)
+    c.tasks.update_mix(app_id, record_id, mix.to_json())
+    return {"recordid": record_id}
 
 
 async def queryrecord(request: Request, c: Container, app_id: int, rest: str) -> dict[str, Any]:

@@ -10,9 +10,11 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from cloudrec.api.jocloud.fields import bad, get_int, get_str, require
+from cloudrec.api.jocloud.mixconfig import parse_mixconfig
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.rooms import check_id
-from cloudrec.core.tasks import FileFormat, Media, RecordingSpec, StorageTarget
+from cloudrec.core.tasks import FileFormat, Media, RecordingSpec, RecordMode, StorageTarget
 
 VENDORS = {0: "aliyun-oss", 1: "tencent-cos", 2: "qiniu-kodo"}
 RECORD_TYPES = {0: Media.AUDIO_VIDEO, 1: Media.VIDEO, 2: Media.AUDIO}
@@ -20,53 +22,6 @@ STREAM_MIXED, STREAM_SOURCE = 1, 2
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9]+$")
 MAX_PREFIX_CHARS = 128
 MAX_URL_CHARS = 1024
-
-
-def bad(message: str, reason: str | None = None) -> CloudrecError:
-    return CloudrecError.invalid_argument(message, reason)
-
-
-def require(body: dict[str, Any], name: str, where: str = "") -> Any:
-    if name not in body or body[name] is None:
-        raise bad(f"missing required parameter {where}{name} (parameters are case-sensitive)")
-    return body[name]
-
-
-def get_int(
-    body: dict[str, Any],
-    name: str,
-    where: str = "",
-    *,
-    required: bool = True,
-    default: int | None = None,
-    allowed: range | set[int] | None = None,
-) -> int | None:
-    if not required and body.get(name) is None:
-        return default
-    value = require(body, name, where)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad(f"{where}{name} must be an integer, not {value!r}")
-    if allowed is not None and value not in allowed:
-        shown = (
-            f"{allowed.start}..{allowed.stop - 1}"
-            if isinstance(allowed, range)
-            else ", ".join(map(str, sorted(allowed)))
-        )
-        raise bad(f"{where}{name} must be one of {shown}, not {value}")
-    return value
-
-
-def get_str(
-    body: dict[str, Any], name: str, where: str = "", *, required: bool = True, max_len: int = 256
-) -> str | None:
-    if not required and body.get(name) is None:
-        return None
-    value = require(body, name, where)
-    if not isinstance(value, str) or not value:
-        raise bad(f"{where}{name} must be a non-empty string, not {value!r}")
-    if len(value) > max_len:
-        raise bad(f"{where}{name} is longer than {max_len} characters")
-    return value
 
 
 def parse_storage(raw: Any) -> tuple[StorageTarget, tuple[str, ...]]:
@@ -140,11 +95,28 @@ def parse_start(body: dict[str, Any], app_id: int) -> tuple[str, RecordingSpec, 
     assert record_type is not None
     media = RECORD_TYPES[record_type]
     if stream_type == STREAM_MIXED:
-        require(body, "mixconfig")
-        raise CloudrecError.invalid_argument(
-            "mixed stream recording (streamtype 1) is not available in this version of "
-            "cloudrec; record source streams (streamtype 2)",
-            reason="unsupported",
+        mix = parse_mixconfig(require(body, "mixconfig"), room_id)
+        formats = tuple(f for f in parse_formats(body, mix.media) if f is not FileFormat.HLS)
+        if not formats:
+            raise CloudrecError.invalid_argument(
+                "fileformat hls is not available for mixed recordings", reason="unsupported"
+            )
+        users = tuple(sorted({i.user_id for i in mix.inputs})) if mix.template_id is None else ()
+        return (
+            resid,
+            RecordingSpec(
+                room_id=room_id,
+                mode=RecordMode.MIXED,
+                media=mix.media,
+                formats=formats,
+                user_ids=users,
+                output_prefix=prefix,
+                callback_url=callback_url,
+                dialect="jocloud",
+                mix=mix.to_json(),
+                extra={"recordtype": record_type, "streamtype": stream_type},
+            ),
+            storage,
         )
     uid = check_id("uid", str(get_str(body, "uid", max_len=128)))
     segment = get_int(body, "hlssegment", required=False, default=15, allowed=range(1, 61))

@@ -14,8 +14,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cloudrec.config import Settings
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.mixing import MixSpec
 from cloudrec.core.recording import TaskControl
 from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import (
@@ -25,13 +28,18 @@ from cloudrec.core.tasks import (
     Desired,
     FileFormat,
     FileStatus,
+    Media,
     RecordedFile,
+    RecordMode,
     Task,
     TaskState,
     TrackType,
     file_stamp,
 )
+from cloudrec.media.compositor.overlay import decode_image
+from cloudrec.media.recorder.mixer import Mixer, MixOutput
 from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder
+from cloudrec.outbound import OutboundPolicy, fetch
 
 log = logging.getLogger("cloudrec.worker")
 
@@ -61,6 +69,8 @@ class TaskWorker:
         self.settings = settings
         self.sessions: dict[tuple[str, str], _Session] = {}  # (stream id, started) -> session
         self.recording_started = False
+        self.mixer: Mixer | None = None
+        self.mixed_files: list[int] = []
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
@@ -89,12 +99,19 @@ class TaskWorker:
                 break
             self._reap()
             live = [s for s in room if spec.wants(s.user_id)]
-            for stream in live:
-                key = (stream.stream_id, stream.started_at.isoformat())
-                if key not in self.sessions:
-                    self._start_recorder(task, stream, key)
+            if spec.mode is RecordMode.MIXED:
+                live = self._mix(task, room)
+            else:
+                for stream in live:
+                    key = (stream.stream_id, stream.started_at.isoformat())
+                    if key not in self.sessions:
+                        self._start_recorder(task, stream, key)
             self._mark_recording()
-            busy = any(s.recorder.is_alive() for s in self.sessions.values()) or live
+            busy = (
+                any(s.recorder.is_alive() for s in self.sessions.values())
+                or bool(live)
+                or (self.mixer is not None and self.mixer.busy())
+            )
             if busy:
                 idle_since = None
             else:
@@ -157,10 +174,95 @@ class TaskWorker:
         self.sessions[key] = _Session(recorder, stream)
         self.control.event("stream_recording", f"{stream.user_id}/{stream.stream_id}")
 
+    def _mix(self, task: Task, room: list[LiveStream]) -> list[LiveStream]:
+        """Mixed mode: keep the mixer's inputs and layout in step with the task; return the
+        wanted streams that are live."""
+        assert task.spec.mix is not None
+        mix = MixSpec.from_json(task.spec.mix)
+        if mix.template_id is not None:
+            wanted = [s for s in room if task.spec.wants(s.user_id)]
+        else:
+            users = {(i.room_id, i.user_id) for i in mix.inputs}
+            rooms = {r for r, _ in users} - {task.spec.room_id}
+            others = [s for r in sorted(rooms) for s in self.control.room(task.app_id, r)]
+            wanted = [s for s in [*room, *others] if (s.room_id, s.user_id) in users]
+        urls = {f"{s.room_id}/{s.user_id}": s.pull_url for s in wanted}
+        if self.mixer is None:
+            if not wanted:
+                return wanted
+            self.mixer = self._start_mixer(task, mix)
+        self.mixer.update(mix, urls)
+        return wanted
+
+    def _start_mixer(self, task: Task, mix: MixSpec) -> Mixer:
+        spec = task.spec
+        prefix = "/".join(spec.output_prefix)
+        track = (
+            TrackType.AUDIO_VIDEO
+            if mix.media is Media.AUDIO_VIDEO
+            else TrackType.VIDEO
+            if mix.media is Media.VIDEO
+            else TrackType.AUDIO
+        )
+        stamp = file_stamp(datetime.now(UTC))
+        outputs = []
+        for fmt in spec.formats:
+            if fmt is FileFormat.HLS:
+                continue  # not for mixed recordings yet (docs/mixing.md)
+            t = TrackType.AUDIO if fmt is FileFormat.AAC else track
+            name = f"{task.task_id}_{spec.room_id}_mix_{_type_code(t)}_{stamp}.{fmt.extension}"
+            outputs.append(MixOutput(self.spool(task).joinpath(*spec.output_prefix, name), fmt, t))
+
+        def on_open(out: MixOutput, begin_ms: int) -> int:
+            file_id = self.control.file_opened(
+                RecordedFile(
+                    task_id=task.task_id,
+                    name=f"{prefix}/{out.path.name}" if prefix else out.path.name,
+                    path=str(out.path),
+                    format=out.format,
+                    status=FileStatus.RECORDING,
+                    stream_id="mix",
+                    user_id="mix",
+                    track_type=out.track,
+                    begin_ms=begin_ms,
+                    width=mix.width if out.track is not TrackType.AUDIO else None,
+                    height=mix.height if out.track is not TrackType.AUDIO else None,
+                )
+            )
+            self.mixed_files.append(file_id)
+            return file_id
+
+        def on_close(file_id: int, fields: dict[str, object]) -> None:
+            self.control.file_closed(file_id, str(file_id), **fields)
+
+        mixer = Mixer(mix, outputs, self._fetch_images(mix), on_open, on_close)
+        mixer.start()
+        self.control.event("mix_started", f"{mix.width}x{mix.height}@{mix.fps}")
+        return mixer
+
+    def _fetch_images(self, mix: MixSpec) -> dict[str, Any]:
+        """Background, watermark and patch pictures; one that fails is reported and skipped:
+        the recording goes on without it."""
+        urls = {i.url for i in mix.images}
+        if mix.background_image is not None:
+            urls.add(mix.background_image.url)
+        if mix.patch_url:
+            urls.add(mix.patch_url)
+        policy = OutboundPolicy(allow_private=self.settings.allow_private_targets)
+        images: dict[str, Any] = {}
+        for url in sorted(urls):
+            try:
+                images[url] = decode_image(fetch(url, policy, max_bytes=8 * 1024 * 1024))
+            except (CloudrecError, ValueError, OSError) as exc:
+                message = exc.message if isinstance(exc, CloudrecError) else str(exc)
+                self.control.event("image_failed", f"{url}: {message}")
+        return images
+
     def _mark_recording(self) -> None:
         if self.recording_started:
             return
-        if any(s.recorder.wrote_media.is_set() for s in self.sessions.values()):
+        mixing = self.mixer is not None and self.mixer.wrote_media.is_set()
+        if mixing or any(s.recorder.wrote_media.is_set() for s in self.sessions.values()):
             self.recording_started = True
             self.control.set_state(
                 TaskState.RECORDING,
@@ -181,17 +283,22 @@ class TaskWorker:
 
     def _finish(self, reason: str, stop_at: float) -> TaskState:
         self.control.set_state(TaskState.STOPPING, "stopping", reason)
+        if self.mixer is not None:
+            self.mixer.stop(stop_at)
+            self.mixer.join(STOP_GRACE_S + max(0.0, stop_at - time.time()) + 5)
         for s in self.sessions.values():
             s.recorder.stop(stop_at)
         deadline = time.time() + STOP_GRACE_S + max(0.0, stop_at - time.time())
         for s in self.sessions.values():
             s.recorder.join(max(0.1, deadline - time.time()))
         errors = [s.recorder.error for s in self.sessions.values() if s.recorder.error]
+        if self.mixer is not None and self.mixer.error:
+            errors.append(self.mixer.error)
         self._reap()
         # With a bucket to deliver to, the service's uploader completes the task once every
         # file is delivered; without one the files stay in the spool and the task is done.
-        uploading = self.control.storage() is not None and any(
-            s.recorder.files for s in self.sessions.values()
+        uploading = self.control.storage() is not None and (
+            any(s.recorder.files for s in self.sessions.values()) or bool(self.mixed_files)
         )
         state = TaskState.UPLOADING if uploading else TaskState.COMPLETED
         self.control.set_state(

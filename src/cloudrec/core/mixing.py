@@ -1,0 +1,149 @@
+"""Mixed recording, in cloudrec's own words: what goes where in the picture, what the output
+is, and what is drawn on top.  A dialect validates its request into a :class:`MixSpec`; the
+worker composes frames from it and picks up a new one (``version``) without restarting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cloudrec.core.tasks import Media
+
+MAX_SIDE = 1920
+MAX_LAYERS = 16
+
+
+@dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+@dataclass(frozen=True)
+class MixInput:
+    """One user's stream in the picture.  ``crop`` is "fit" (whole picture, black sides) or
+    "fill" (cover the box, centred crop); ``source`` cuts a region out of the source first."""
+
+    user_id: str
+    room_id: str
+    media: Media = Media.AUDIO_VIDEO
+    z: int = 0
+    box: Box | None = None  # None: audio only
+    crop: str = "fit"
+    source: Box | None = None
+    alpha: float = 1.0
+
+
+@dataclass(frozen=True)
+class TextMark:
+    x: int
+    y: int
+    content: str  # for a timestamp mark: a strftime format
+    size: int
+    color: str = "FFFFFF"
+    background: str | None = "000000"
+    alpha: float = 1.0
+
+
+@dataclass(frozen=True)
+class ImageMark:
+    x: int
+    y: int
+    w: int
+    h: int
+    url: str
+    scale: int = 0  # 0 zoom and crop proportionally, 1 stretch
+    alpha: float = 1.0
+
+
+@dataclass(frozen=True)
+class MixSpec:
+    """The whole mixed picture and sound.  ``template_id`` (1-5) lays out every stream of the
+    room; otherwise ``inputs`` say where each one goes."""
+
+    width: int = 640
+    height: int = 360
+    fps: int = 15
+    gop: int = 30
+    bitrate_kbps: int = 800
+    media: Media = Media.AUDIO_VIDEO
+    template_id: int | None = None
+    inputs: tuple[MixInput, ...] = ()
+    patch: int = 0  # 0 nothing, 1 black, 2 last frame, 3 the picture at patch_url
+    patch_url: str | None = None
+    timestamp: TextMark | None = None
+    texts: tuple[TextMark, ...] = ()
+    images: tuple[ImageMark, ...] = ()
+    background_color: str = "000000"
+    background_image: ImageMark | None = None
+    sei: bytes | None = None
+    audio_bitrate_kbps: int = 128
+    audio_rate: int = 48000
+    audio_channels: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["media"] = self.media.value
+        data["sei"] = self.sei.hex() if self.sei is not None else None
+        for i in data["inputs"]:
+            i["media"] = i["media"].value if isinstance(i["media"], Media) else i["media"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MixSpec:
+        def box(d: dict[str, Any] | None) -> Box | None:
+            return None if d is None else Box(**d)
+
+        def mark(d: dict[str, Any] | None) -> TextMark | None:
+            return None if d is None else TextMark(**d)
+
+        def image(d: dict[str, Any] | None) -> ImageMark | None:
+            return None if d is None else ImageMark(**d)
+
+        return cls(
+            **{
+                k: v
+                for k, v in data.items()
+                if k
+                not in (
+                    "media",
+                    "inputs",
+                    "timestamp",
+                    "texts",
+                    "images",
+                    "background_image",
+                    "sei",
+                )
+            },
+            media=Media(data["media"]),
+            inputs=tuple(
+                MixInput(
+                    **{
+                        **i,
+                        "media": Media(i["media"]),
+                        "box": box(i["box"]),
+                        "source": box(i["source"]),
+                    }
+                )
+                for i in data["inputs"]
+            ),
+            timestamp=mark(data.get("timestamp")),
+            texts=tuple(TextMark(**t) for t in data.get("texts", ())),
+            images=tuple(ImageMark(**i) for i in data.get("images", ())),
+            background_image=image(data.get("background_image")),
+            sei=bytes.fromhex(data["sei"]) if data.get("sei") else None,
+        )
+
+
+def round4(value: int) -> int:
+    """JoCloud: width and height are rounded to the nearest multiple of 4."""
+    return max(4, (value + 2) // 4 * 4)  # halves round up: 18 -> 20
+
+
+def round_gop(gop: int, fps: int) -> int:
+    """JoCloud: ``videogop`` is rounded up to a whole multiple of the frame rate."""
+    return max(fps, -(-gop // fps) * fps)

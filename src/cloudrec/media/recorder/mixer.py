@@ -1,0 +1,374 @@
+"""Mixed recording: decode every input, compose one picture per output frame, mix the sound,
+encode H.264 + AAC, write one file.
+
+Threads: one :class:`InputReader` per input stream (PyAV decode, GIL released) keeps the
+input's latest picture and a queue of its sound at 48 kHz stereo; the :class:`Mixer` thread
+produces output frames on a wall-clock schedule (``fps``), composing from whatever each input
+has at that moment, so an input that stalls or leaves never stalls the output.  The layout
+and the inputs can change at any time (``update``): the next frame uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from cloudrec.core.mixing import MixSpec
+from cloudrec.core.tasks import FileFormat, TrackType
+from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, patch_frame
+from cloudrec.media.compositor.layout import CustomInput, Placement, custom_layout, template_layout
+from cloudrec.media.compositor.overlay import (
+    ImageWatermark,
+    TextWatermark,
+    TimestampWatermark,
+    Watermarks,
+    parse_color,
+)
+from cloudrec.media.recorder.remux import MP4_FLAGS
+
+log = logging.getLogger("cloudrec.mixer")
+
+RATE = 48000
+CHANNELS = 2
+AUDIO_QUEUE_S = 1.0  # sound kept per input beyond what the output has taken
+READ_TIMEOUT_S = 5.0
+PATCH_MODES: dict[int, PatchMode] = {0: "none", 1: "black", 2: "last", 3: "image"}
+
+
+class InputReader(threading.Thread):
+    """Pulls one input; keeps its latest decoded picture and its sound (s16 stereo 48 kHz)."""
+
+    def __init__(self, key: str, url: str) -> None:
+        super().__init__(name=f"mixin-{key}", daemon=True)
+        self.key = key
+        self.url = url
+        self.latest: av.VideoFrame | None = None
+        self.last_picture: av.VideoFrame | None = None
+        self._audio = np.zeros((0, CHANNELS), dtype=np.int16)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.ended = threading.Event()
+        self.error: str | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def take_audio(self, samples: int) -> np.ndarray:
+        """``samples`` frames of sound (silence where the input had none)."""
+        with self._lock:
+            have = self._audio[:samples]
+            self._audio = self._audio[samples:]
+        if len(have) < samples:
+            have = np.concatenate([have, np.zeros((samples - len(have), CHANNELS), np.int16)])
+        return have
+
+    def run(self) -> None:
+        try:
+            options = {"rw_timeout": str(int(READ_TIMEOUT_S * 1e6))}
+            with av.open(self.url, options=options) as inp:
+                streams: list[Any] = [*inp.streams.video[:1], *inp.streams.audio[:1]]
+                for s in streams:
+                    s.thread_type = "AUTO"  # SLICE is single-threaded for x264 streams
+                resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE)
+                for packet in inp.demux(streams):
+                    if self._stop.is_set():
+                        return
+                    if packet.size == 0:
+                        continue
+                    frame: Any
+                    for frame in packet.decode():
+                        if isinstance(frame, av.VideoFrame):
+                            self.latest = frame
+                            self.last_picture = frame
+                        else:
+                            for out in resampler.resample(frame):
+                                self._queue_audio(out.to_ndarray().reshape(-1, CHANNELS))
+        except (av.FFmpegError, OSError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.latest = None
+            self.ended.set()
+
+    def _queue_audio(self, pcm: np.ndarray) -> None:
+        with self._lock:
+            self._audio = np.concatenate([self._audio, pcm])[-int(AUDIO_QUEUE_S * RATE) :]
+
+
+@dataclass
+class MixOutput:
+    path: Path
+    format: FileFormat
+    track: TrackType
+
+
+FileOpened = Callable[[MixOutput, int], int]  # (output, begin_ms) -> file id
+FileClosed = Callable[[int, dict[str, object]], None]
+
+
+class Mixer(threading.Thread):
+    """Produces the mixed file from ``start_at`` until ``stop(at)``."""
+
+    def __init__(
+        self,
+        spec: MixSpec,
+        outputs: list[MixOutput],
+        images: dict[str, Any],
+        on_open: FileOpened,
+        on_close: FileClosed,
+    ) -> None:
+        super().__init__(name="mixer", daemon=True)
+        self.spec = spec
+        self.outputs = outputs
+        self.images = images  # url -> RGBA/RGB ndarray, fetched by the caller
+        self._on_open = on_open
+        self._on_close = on_close
+        self.inputs: dict[str, InputReader] = {}
+        self.order: list[str] = []  # keys in the order they joined (templates place by it)
+        self._lock = threading.Lock()
+        self._stop_at: float | None = None
+        self.error: str | None = None
+        self.wrote_media = threading.Event()
+        self.frames = 0
+
+    # -- control (any thread) ---------------------------------------------------------
+    def update(self, spec: MixSpec, urls: dict[str, str]) -> None:
+        """New layout and/or inputs, used from the next output frame on."""
+        with self._lock:
+            self.spec = spec
+            for key in [k for k in self.inputs if k not in urls]:
+                self.inputs.pop(key).stop()
+                self.order.remove(key)
+            for key, url in urls.items():
+                reader = self.inputs.get(key)
+                if reader is None or (reader.ended.is_set() and reader.url == url):
+                    reader = InputReader(key, url)
+                    reader.start()
+                    self.inputs[key] = reader
+                    if key not in self.order:
+                        self.order.append(key)
+
+    def stop(self, at: float) -> None:
+        with self._lock:
+            self._stop_at = at
+
+    def busy(self) -> bool:
+        with self._lock:
+            return any(not r.ended.is_set() for r in self.inputs.values())
+
+    # -- the output loop --------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._run()
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("mixer.error", extra={"fields": {"error": self.error}})
+        finally:
+            with self._lock:
+                for r in self.inputs.values():
+                    r.stop()
+
+    def _run(self) -> None:
+        spec = self.spec
+        fps = spec.fps
+        containers = []
+        begin = time.time()
+        for out in self.outputs:
+            c = _open(out, spec)
+            file_id = self._on_open(out, int(begin * 1000))
+            containers.append((out, c, file_id))
+        canvas_key: tuple[Any, ...] = ()
+        canvas: Canvas | None = None
+        marks: Watermarks | None = None
+        audio_sent = 0
+        n = 0
+        t0 = time.monotonic()
+        while True:
+            with self._lock:
+                spec, stop_at = self.spec, self._stop_at
+                readers = [self.inputs[k] for k in self.order if k in self.inputs]
+            if stop_at is not None and begin + n / fps >= stop_at:
+                break
+            wait = t0 + n / fps - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            key = (spec.width, spec.height, spec.background_color, spec.background_image)
+            if key != canvas_key:
+                canvas, marks, canvas_key = self._canvas(spec), self._marks(spec), key
+            assert canvas is not None
+            assert marks is not None
+            when = datetime.fromtimestamp(begin + n / fps, UTC)
+            video = None
+            if spec.media.has_video:
+                rgb = compose(canvas, self._layers(spec, readers))
+                marks.paint_onto(rgb, when)
+                video = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+                video.pts = n
+                video.time_base = Fraction(1, fps)
+            want = (n + 1) * RATE // fps - audio_sent
+            mixed = np.zeros((want, CHANNELS), dtype=np.int32)
+            for r in readers:
+                mixed += r.take_audio(want)
+            pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
+            for out, c, _ in containers:
+                self._encode(out, c, video, pcm, audio_sent, spec)
+            audio_sent += want
+            n += 1
+            self.frames = n
+            self.wrote_media.set()
+        for out, c, file_id in containers:
+            self._flush(out, c)
+            c["container"].close()
+            size = out.path.stat().st_size if out.path.exists() else 0
+            self._on_close(file_id, {"size": size, "duration_ms": int(n * 1000 / fps)})
+
+    def _layers(self, spec: MixSpec, readers: list[InputReader]) -> list[tuple[Placement, Any]]:
+        by_key = {r.key: r for r in readers}
+        patch = PATCH_MODES.get(spec.patch, "none")
+        image = self.images.get(spec.patch_url or "")
+        if spec.template_id is not None:
+            keys = [r.key for r in readers]
+            placements = (
+                template_layout(spec.template_id, keys, spec.width, spec.height) if keys else []
+            )
+        else:
+            customs = [
+                CustomInput(
+                    key=f"{i.room_id}/{i.user_id}",
+                    layout_x=i.box.x,
+                    layout_y=i.box.y,
+                    layout_w=i.box.w,
+                    layout_h=i.box.h,
+                    z_order=i.z,
+                    crop=1 if i.crop == "fill" else 0,
+                    crop_x=i.source.x if i.source else None,
+                    crop_y=i.source.y if i.source else None,
+                    crop_w=i.source.w if i.source else None,
+                    crop_h=i.source.h if i.source else None,
+                    alpha=i.alpha,
+                )
+                for i in spec.inputs
+                if i.box is not None and i.media.has_video
+            ]
+            placements = custom_layout(customs)
+        layers = []
+        for p in placements:
+            r = by_key.get(p.key)
+            picture: Any = r.latest if r is not None else None
+            if picture is None:
+                last = r.last_picture if r is not None else None
+                picture = patch_frame(patch, last, image, p.rect.w, p.rect.h)
+            layers.append((p, picture))
+        return layers
+
+    def _canvas(self, spec: MixSpec) -> Canvas:
+        bg = spec.background_image
+        image = self.images.get(bg.url) if bg is not None else None
+        return Canvas(
+            spec.width,
+            spec.height,
+            parse_color(spec.background_color),
+            image,
+            "stretch" if bg is not None and bg.scale == 1 else "fill",
+        )
+
+    def _marks(self, spec: MixSpec) -> Watermarks:
+        def color(c: str | None) -> tuple[int, int, int] | None:
+            return None if c is None else parse_color(c)
+
+        ts = spec.timestamp
+        return Watermarks(
+            timestamp=None
+            if ts is None
+            else TimestampWatermark(
+                ts.x,
+                ts.y,
+                ts.content,
+                ts.size,
+                parse_color(ts.color),
+                color(ts.background),
+                ts.alpha,
+            ),
+            texts=tuple(
+                TextWatermark(
+                    t.x, t.y, t.content, t.size, parse_color(t.color), color(t.background), t.alpha
+                )
+                for t in spec.texts
+            ),
+            images=tuple(
+                ImageWatermark(i.x, i.y, i.w, i.h, self.images[i.url], i.scale == 1, i.alpha)
+                for i in spec.images
+                if i.url in self.images
+            ),
+        )
+
+    def _encode(
+        self,
+        out: MixOutput,
+        c: dict[str, Any],
+        video: Any,
+        pcm: np.ndarray,
+        audio_pts: int,
+        spec: MixSpec,
+    ) -> None:
+        container = c["container"]
+        if video is not None and "video" in c:
+            for packet in c["video"].encode(video):
+                container.mux(packet)
+        if "audio" in c and len(pcm):
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="stereo")
+            frame.sample_rate = RATE
+            frame.pts = audio_pts
+            frame.time_base = Fraction(1, RATE)
+            c["fifo"].write(frame)
+            while (chunk := c["fifo"].read(1024)) is not None:
+                for packet in c["audio"].encode(chunk):
+                    container.mux(packet)
+
+    def _flush(self, out: MixOutput, c: dict[str, Any]) -> None:
+        for name in ("video", "audio"):
+            if name in c:
+                for packet in c[name].encode(None):
+                    c["container"].mux(packet)
+
+
+def _open(out: MixOutput, spec: MixSpec) -> dict[str, Any]:
+    out.path.parent.mkdir(parents=True, exist_ok=True)
+    if out.format is FileFormat.MP4:
+        container = av.open(str(out.path), "w", format="mp4", options={"movflags": MP4_FLAGS})
+    elif out.format is FileFormat.FLV:
+        container = av.open(str(out.path), "w", format="flv")
+    else:
+        container = av.open(str(out.path), "w", format="adts")
+    c: dict[str, Any] = {"container": container}
+    if out.track is not TrackType.AUDIO:
+        v = container.add_stream("libx264", rate=spec.fps)
+        v.width, v.height, v.pix_fmt = spec.width, spec.height, "yuv420p"
+        kbps = spec.bitrate_kbps
+        v.bit_rate = kbps * 1000
+        v.codec_context.gop_size = spec.gop
+        v.options = {
+            "preset": "veryfast",
+            "tune": "zerolatency",
+            "maxrate": f"{kbps}k",
+            "bufsize": f"{2 * kbps}k",
+            "keyint_min": str(spec.gop),
+            "sc_threshold": "0",
+        }
+        c["video"] = v
+    if out.track is not TrackType.VIDEO:
+        a = container.add_stream("aac", rate=RATE)
+        a.layout = "stereo"
+        a.bit_rate = 128_000
+        c["audio"] = a
+        c["fifo"] = av.AudioFifo()
+    return c

@@ -1,0 +1,210 @@
+"""Mixed recording end to end through the JoCloud API: two publishers whose pictures and
+tones tell them apart, mixed into one file that lands in the bucket; checked by pixels,
+picture size, frame rate, GOP and sound."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests.e2e.test_record_single import fetched, storage_service, wait_task
+from tests.jocloud import JoCloud
+from tests.s3server import FaultyS3
+
+APP = 10034
+ROOM = "mixroom"
+
+
+def colour_publish(url: str, colour: str, freq: int, seconds: int = 120) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            f"color=c={colour}:size=320x240:rate=25:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={freq}:sample_rate=48000:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    s3 = FaultyS3().start()
+    s3.client().create_bucket(Bucket="recbucket")
+    svc = storage_service(tmp_path_factory.mktemp("mix"), s3)
+    pubs = [
+        colour_publish(svc.publish_url(APP, ROOM, "cam-red", "--uid", "red"), "red", 440),
+        colour_publish(svc.publish_url(APP, ROOM, "cam-blue", "--uid", "blue"), "blue", 1000),
+    ]
+    assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
+    yield svc, JoCloud(svc.http, APP, svc.app["server_secret"])
+    for p in pubs:
+        p.kill()
+        p.wait()
+    assert svc.stop() == 0
+    s3.stop()
+
+
+def output(width=640, height=360, fps=20, gop=40, **over):
+    o = {
+        "streamtype": 0,
+        "videowidth": width,
+        "videoheight": height,
+        "videobitrate": 600,
+        "videofps": fps,
+        "videogop": gop,
+        "videoencode": 100,
+        "audiobitrate": 128,
+        "audiosample": 48000,
+        "audiochannel": 2,
+        "audioformat": 2,
+    }
+    o.update(over)
+    return o
+
+
+def record_mix(svc, jo, mixconfig, seconds=4.0) -> tuple[dict, dict, Path]:
+    resid = jo.apply()
+    body = jo.start_body(resid, ROOM, "", streamtype=1, mixconfig=mixconfig)
+    body.pop("uid")
+    answer = jo.call("POST", "startrecord", body)
+    assert answer["code"] == 0, answer
+    time.sleep(seconds)
+    assert jo.stop(resid, ROOM, answer["recordid"])["code"] == 0
+    task = wait_task(svc, answer["recordid"], {"completed", "failed"}, timeout_s=30)
+    assert task["state"] == "completed", task
+    [f] = task["files"]
+    return task, f, fetched(svc, task, f)
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def colour_at(rgb: np.ndarray, x: int, y: int) -> str:
+    r, g, b = (int(v) for v in rgb[y, x])
+    if r > 180 and g < 60 and b < 60:
+        return "red"
+    if b > 180 and r < 60 and g < 60:
+        return "blue"
+    if max(r, g, b) < 40:
+        return "black"
+    return f"({r},{g},{b})"
+
+
+def test_a_template_mix_puts_each_user_in_its_half_at_the_size_fps_and_gop_asked(world):
+    svc, jo = world
+    _, f, path = record_mix(svc, jo, {"templateid": 1, "output": output()})
+    assert (f["width"], f["height"], f["track_type"]) == (640, 360, 3)
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.width, v.codec_context.height) == (640, 360)
+        assert v.codec_context.framerate == 20
+        assert (a.codec_context.sample_rate, a.codec_context.channels) == (48000, 2)
+        packets = [p for p in c.demux(v) if p.size]
+    keyframes = [i for i, p in enumerate(packets) if p.is_keyframe]
+    assert keyframes[:2] == [0, 40]  # GOP 40 frames: 2 s at 20 fps
+    assert all(b - a == 40 for a, b in itertools.pairwise(keyframes))
+    frames = frames_of(path)
+    assert len(frames) >= 3.5 * 20
+    last = frames[-1]
+    # Template 1 (horizontal): the first user to join on the left, the other on the right.
+    assert {colour_at(last, 160, 180), colour_at(last, 480, 180)} == {"red", "blue"}
+
+
+def test_a_custom_layout_places_crops_and_stacks_inputs_by_z_order(world):
+    svc, jo = world
+    mix = {
+        "input": [
+            {
+                "uid": "red",
+                "roomid": ROOM,
+                "streamtype": 0,
+                "zOrder": 0,
+                "layoutX": 0,
+                "layoutY": 0,
+                "layoutW": 400,
+                "layoutH": 360,
+                "crop": 1,
+            },
+            {
+                "uid": "blue",
+                "roomid": ROOM,
+                "streamtype": 0,
+                "zOrder": 1,
+                "layoutX": 300,
+                "layoutY": 60,
+                "layoutW": 200,
+                "layoutH": 150,
+                "crop": 0,
+            },
+        ],
+        "output": output(background={"color": "00FF00"}),
+    }
+    _, _, path = record_mix(svc, jo, mix)
+    last = frames_of(path)[-1]
+    assert colour_at(last, 100, 180) == "red"
+    assert colour_at(last, 350, 130) == "blue"  # blue is above red where they overlap
+    g = last[300, 600]
+    assert g[1] > 180 and g[0] < 60 and g[2] < 60  # the background colour where no input is
+
+
+def test_the_mix_holds_both_tones(world):
+    svc, jo = world
+    _, _, path = record_mix(svc, jo, {"templateid": 3, "output": output()})
+    with av.open(str(path)) as c:
+        pcm = np.concatenate([fr.to_ndarray().reshape(-1) for fr in c.decode(audio=0)])
+    mono = pcm.astype(np.float64)[-48000:]
+    spectrum = np.abs(np.fft.rfft(mono))
+    freqs = np.fft.rfftfreq(len(mono), 1 / 48000)
+    peak = {f: spectrum[(freqs > f - 20) & (freqs < f + 20)].max() for f in (440, 1000)}
+    floor = np.median(spectrum)
+    assert peak[440] > 50 * floor and peak[1000] > 50 * floor
+
+
+def test_a_mixed_recording_refuses_out_of_range_output(world):
+    _, jo = world
+    for bad in (
+        output(width=2000),
+        output(fps=0),
+        output(videoencode=101),
+        output(audiosample=44100),
+    ):
+        body = jo.start_body(
+            jo.apply(), ROOM, "", streamtype=1, mixconfig={"templateid": 1, "output": bad}
+        )
+        body.pop("uid")
+        r = jo.call("POST", "startrecord", body)
+        assert r["code"] in (2101, 4004), r
+        assert "mixconfig.output." in r["message"]
