@@ -74,7 +74,12 @@ class InputReader(threading.Thread):
 
     def run(self) -> None:
         try:
-            options = {"rw_timeout": str(int(READ_TIMEOUT_S * 1e6))}
+            options = {
+                "rw_timeout": str(int(READ_TIMEOUT_S * 1e6)),
+                # onMetaData and the sequence headers come first: little to probe.
+                "analyzeduration": "500000",
+                "probesize": "262144",
+            }
             with av.open(self.url, options=options) as inp:
                 streams: list[Any] = [*inp.streams.video[:1], *inp.streams.audio[:1]]
                 for s in streams:
