@@ -4,6 +4,7 @@ picture size, frame rate, GOP and sound."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import subprocess
 import time
@@ -13,6 +14,7 @@ import av
 import numpy as np
 import pytest
 
+from cloudrec.media.recorder.sei import find_sei_payloads
 from tests.e2e.test_record_single import fetched, storage_service, wait_task
 from tests.jocloud import JoCloud
 from tests.s3server import FaultyS3
@@ -123,9 +125,11 @@ def colour_at(rgb: np.ndarray, x: int, y: int) -> str:
     return f"({r},{g},{b})"
 
 
-def test_a_template_mix_puts_each_user_in_its_half_at_the_size_fps_and_gop_asked(world):
+def test_a_template_mix_puts_each_user_in_its_half_with_the_size_fps_gop_and_sei_asked(world):
     svc, jo = world
-    _, f, path = record_mix(svc, jo, {"templateid": 1, "output": output()})
+    sei = "cloudrec SEI 测试 ".encode() * 20
+    mix = {"templateid": 1, "output": output(base64seidata=base64.b64encode(sei).decode())}
+    _, f, path = record_mix(svc, jo, mix)
     assert (f["width"], f["height"], f["track_type"]) == (640, 360, 3)
     with av.open(str(path)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
@@ -133,6 +137,8 @@ def test_a_template_mix_puts_each_user_in_its_half_at_the_size_fps_and_gop_asked
         assert v.codec_context.framerate == 20
         assert (a.codec_context.sample_rate, a.codec_context.channels) == (48000, 2)
         packets = [p for p in c.demux(v) if p.size]
+    # The SEI payload rides in every video frame.
+    assert all(find_sei_payloads(bytes(p)) == [sei] for p in packets)
     keyframes = [i for i, p in enumerate(packets) if p.is_keyframe]
     assert keyframes[:2] == [0, 40]  # GOP 40 frames: 2 s at 20 fps
     assert all(b - a == 40 for a, b in itertools.pairwise(keyframes))

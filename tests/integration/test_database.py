@@ -101,3 +101,70 @@ def test_times_round_trip_as_utc(container):
     assert created is not None
     assert created.created_at.tzinfo is not None
     assert abs((datetime.now(UTC) - created.created_at).total_seconds()) < 60
+
+
+class _NoWorker:
+    def start(self, task_id: str) -> str:
+        return "none:0"
+
+    def alive(self, handle: str) -> bool | None:
+        return True
+
+    def exit_detail(self, handle: str) -> str:
+        return ""
+
+
+def test_tasks_files_attempts_and_callbacks_round_trip(database_url, data_dir):
+    from cloudrec.core.delivery import enqueue_callback
+    from cloudrec.core.tasks import (
+        FileFormat,
+        FileStatus,
+        RecordedFile,
+        RecordingSpec,
+        StorageTarget,
+        TrackType,
+        UploadAttempt,
+    )
+
+    settings = load_settings({"data_dir": data_dir, "database_url": database_url}, env={})
+    c = bootstrap(settings, executor=_NoWorker())
+    try:
+        c.apps.create(9)
+        t = c.rooms.understand(9, "room1", "s1")
+        c.rooms.published(t, StreamMeta(), "rtmp://x/9/room1/s1", "embedded", "127.0.0.1")
+        spec = RecordingSpec(
+            room_id="room1", callback_url="http://cb.example/x", mix={"width": 640}
+        )
+        storage = StorageTarget("s3", "e", "bucket", "AK-SECRET", "SK-SECRET")
+        task = c.tasks.start(9, spec, storage)
+        assert c.tasks.get(9, task.task_id).spec == spec
+        with c.uow() as uow:
+            assert uow.tasks.storage(task.task_id) == storage
+            file_id = uow.tasks.add_file(
+                RecordedFile(
+                    task.task_id,
+                    "a/b.mp4",
+                    "/spool/b.mp4",
+                    FileFormat.MP4,
+                    FileStatus.RECORDED,
+                    "s1",
+                    "u1",
+                    TrackType.AUDIO_VIDEO,
+                    1_700_000_000_000,
+                )
+            )
+            uow.delivery.add_upload_attempt(
+                UploadAttempt(file_id, "bucket", c.clock(), False, "timeout", "slow", 1000)
+            )
+            enqueue_callback(uow, c.clock(), task, "task_started", [])
+            uow.commit()
+        due = c.delivery.files_due()
+        assert [f.id for f in due] == [file_id]
+        assert c.delivery.upload_attempts(file_id)[0].error_kind == "timeout"
+        [cb] = c.delivery.callbacks_due()
+        assert cb.event == "task_started" and "SECRET" not in cb.body
+        with c.engine.connect() as conn:
+            stored = " ".join(str(v) for v in conn.execute(text("SELECT * FROM tasks")).one())
+        assert "AK-SECRET" not in stored and "SK-SECRET" not in stored
+    finally:
+        c.engine.dispose()

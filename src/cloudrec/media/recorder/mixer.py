@@ -35,6 +35,7 @@ from cloudrec.media.compositor.overlay import (
     parse_color,
 )
 from cloudrec.media.recorder.remux import MP4_FLAGS
+from cloudrec.media.recorder.sei import avcc_prefixed, sei_nal
 
 log = logging.getLogger("cloudrec.mixer")
 
@@ -328,7 +329,7 @@ class Mixer(threading.Thread):
         container = c["container"]
         if video is not None and "video" in c:
             for packet in c["video"].encode(video):
-                container.mux(packet)
+                container.mux(with_sei(packet, spec.sei) if spec.sei else packet)
         if "audio" in c and len(pcm):
             frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="stereo")
             frame.sample_rate = RATE
@@ -344,6 +345,21 @@ class Mixer(threading.Thread):
             if name in c:
                 for packet in c[name].encode(None):
                     c["container"].mux(packet)
+
+
+def with_sei(packet: Any, payload: bytes) -> Any:
+    """The packet with a user-data-unregistered SEI carrying ``payload`` in front of its
+    picture (Annex B or length-prefixed, as the encoder wrote it)."""
+    data = bytes(packet)
+    nal = sei_nal(payload)
+    annex_b = data.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01"))
+    prefix = b"\x00\x00\x00\x01" + nal if annex_b else avcc_prefixed(nal)
+    out = av.Packet(prefix + data)
+    out.pts, out.dts, out.duration = packet.pts, packet.dts, packet.duration
+    out.time_base = packet.time_base
+    out.is_keyframe = packet.is_keyframe
+    out.stream = packet.stream
+    return out
 
 
 def _open(out: MixOutput, spec: MixSpec) -> dict[str, Any]:

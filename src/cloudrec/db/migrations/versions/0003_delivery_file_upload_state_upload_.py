@@ -71,7 +71,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("task_files", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("complete", sa.Boolean(), server_default=sa.text("1"), nullable=False)
+            sa.Column("complete", sa.Boolean(), server_default=sa.true(), nullable=False)
         )
         batch_op.add_column(sa.Column("backup_path", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("url", sa.Text(), nullable=True))
