@@ -379,6 +379,17 @@ def mixconfig(case: Case) -> dict[str, Any]:
     }
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """utime + stime per thread of ``pid``, keyed by ``tid:name``."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            out[f"{task.name}:{name}"] = proc_cpu_s(f"{pid}/task/{task.name}")
+    return out
+
+
 def window(
     pid: int, poll: Any, progress: Progress, warmup_s: float, window_s: float
 ) -> dict[str, Any]:
@@ -389,6 +400,7 @@ def window(
         progress.add(time.time(), poll())
         time.sleep(POLL_S)
     busy0, total0 = machine_busy_s()
+    threads0 = thread_cpu_s(pid)
     cpu0, t0, wall0 = proc_cpu_s(pid), time.monotonic(), time.time()
     while time.monotonic() < t0 + window_s:
         progress.add(time.time(), poll())
@@ -396,6 +408,10 @@ def window(
             raise RuntimeError(f"process {pid} exited during the window")
         time.sleep(POLL_S)
     cpu1, elapsed, wall1 = proc_cpu_s(pid), time.monotonic() - t0, time.time()
+    threads1 = thread_cpu_s(pid)
+    busiest = sorted(
+        ((threads1[k] - threads0.get(k, 0.0), k.split(":", 1)[1]) for k in threads1), reverse=True
+    )[:3]
     busy1, total1 = machine_busy_s()
     progress.add(time.time(), poll())
     fps, frames, span = progress.rate(wall0, wall1 + 3 * POLL_S)
@@ -408,6 +424,7 @@ def window(
         "rss_mb": rss_mb(pid),
         "machine_busy_pct": 100 * (busy1 - busy0) / (total1 - total0),
         "wall": (wall0, wall1),
+        "threads": [(name, cpu / elapsed) for cpu, name in busiest],
     }
 
 
@@ -533,6 +550,7 @@ def describe(name: str, r: dict[str, Any]) -> str:
         f"{r['lag_s'][1]:+.2f} s, RSS {r['rss_mb']:.0f} MB, machine busy "
         f"{r['machine_busy_pct']:.0f}%"
     )
+    s += "; busiest threads " + ", ".join(f"{n} {100 * c:.0f}%" for n, c in r["threads"])
     if "file_frames" in r:
         s += (
             f"; file {r['size'][0]}x{r['size'][1]} {r['file_frames']} frames vs "
