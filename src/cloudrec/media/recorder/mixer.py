@@ -41,8 +41,9 @@ log = logging.getLogger("cloudrec.mixer")
 
 RATE = 48000
 CHANNELS = 2
-AUDIO_QUEUE_S = 1.0  # sound kept per input beyond what the output has taken
+AUDIO_QUEUE_S = 3.0  # sound kept per input beyond what the output has taken
 READ_TIMEOUT_S = 5.0
+SYNC_TOLERANCE_S = 0.03
 PATCH_MODES: dict[int, PatchMode] = {0: "none", 1: "black", 2: "last", 3: "image"}
 
 
@@ -56,6 +57,10 @@ class InputReader(threading.Thread):
         self.latest: av.VideoFrame | None = None
         self.last_picture: av.VideoFrame | None = None
         self._audio = np.zeros((0, CHANNELS), dtype=np.int16)
+        # Source time (s) of the first queued sample, and of the latest picture: the sound
+        # taken for an output frame starts where the picture shown in it was taken.
+        self._head_ts: float | None = None
+        self._video_ts: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.ended = threading.Event()
@@ -65,13 +70,27 @@ class InputReader(threading.Thread):
         self._stop.set()
 
     def take_audio(self, samples: int) -> np.ndarray:
-        """``samples`` frames of sound (silence where the input had none)."""
+        """``samples`` frames of sound, in step with the picture shown (silence where the
+        input had none).  Sound older than the picture is dropped; sound newer than it waits
+        (silence first), each when they are more than ``SYNC_TOLERANCE_S`` apart."""
+        silence = 0
         with self._lock:
-            have = self._audio[:samples]
-            self._audio = self._audio[samples:]
-        if len(have) < samples:
-            have = np.concatenate([have, np.zeros((samples - len(have), CHANNELS), np.int16)])
-        return have
+            if self._head_ts is not None and self._video_ts is not None and len(self._audio):
+                lead = self._video_ts - self._head_ts
+                if lead > SYNC_TOLERANCE_S:
+                    drop = min(len(self._audio), int(lead * RATE))
+                    self._audio = self._audio[drop:]
+                    self._head_ts += drop / RATE
+                elif lead < -SYNC_TOLERANCE_S:
+                    silence = min(samples, int(-lead * RATE))
+            have = self._audio[: samples - silence]
+            self._audio = self._audio[len(have) :]
+            if self._head_ts is not None:
+                self._head_ts += len(have) / RATE
+        parts = [np.zeros((silence, CHANNELS), np.int16), have]
+        if silence + len(have) < samples:
+            parts.append(np.zeros((samples - silence - len(have), CHANNELS), np.int16))
+        return np.concatenate(parts)
 
     def run(self) -> None:
         try:
@@ -96,18 +115,30 @@ class InputReader(threading.Thread):
                         if isinstance(frame, av.VideoFrame):
                             self.latest = frame
                             self.last_picture = frame
+                            if frame.time is not None:
+                                with self._lock:
+                                    self._video_ts = float(frame.time)
                         else:
+                            start = float(frame.time) if frame.time is not None else None
                             for out in resampler.resample(frame):
-                                self._queue_audio(out.to_ndarray().reshape(-1, CHANNELS))
+                                pcm = out.to_ndarray().reshape(-1, CHANNELS)
+                                self._queue_audio(pcm, start)
+                                start = None  # later chunks follow on
         except (av.FFmpegError, OSError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             self.latest = None
             self.ended.set()
 
-    def _queue_audio(self, pcm: np.ndarray) -> None:
+    def _queue_audio(self, pcm: np.ndarray, start_ts: float | None) -> None:
         with self._lock:
-            self._audio = np.concatenate([self._audio, pcm])[-int(AUDIO_QUEUE_S * RATE) :]
+            if not len(self._audio) and start_ts is not None:
+                self._head_ts = start_ts
+            queued = np.concatenate([self._audio, pcm])
+            keep = int(AUDIO_QUEUE_S * RATE)
+            if len(queued) > keep and self._head_ts is not None:
+                self._head_ts += (len(queued) - keep) / RATE
+            self._audio = queued[-keep:]
 
 
 @dataclass
