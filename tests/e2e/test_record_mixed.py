@@ -276,3 +276,83 @@ def test_updatemixrecord_changes_the_layout_live_without_a_new_file(world):
     # The change shows within a second of the request (the worker reads its task 4x/s).
     switch_s = f["begin_ms"] / 1000 + first_swapped / 20
     assert abs(switch_s - changed_at) < 1.0
+
+
+def test_inputs_that_join_and_leave_are_placed_and_removed_as_the_template_says(world):
+    svc, jo = world
+    resid = jo.apply()
+    body = jo.start_body(
+        resid, ROOM, "", streamtype=1, mixconfig={"templateid": 1, "output": output()}
+    )
+    body.pop("uid")
+    record_id = jo.call("POST", "startrecord", body)["recordid"]
+    wait_task(svc, record_id, {"recording"})
+    time.sleep(3)
+    green = colour_publish(svc.publish_url(APP, ROOM, "cam-green", "--uid", "green"), "lime", 700)
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 3)) == 3
+        time.sleep(4)
+    finally:
+        green.kill()
+        green.wait()
+    assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
+    time.sleep(3)
+    assert jo.stop(resid, ROOM, record_id)["code"] == 0
+    task = wait_task(svc, record_id, {"completed", "failed"}, timeout_s=30)
+    [f] = task["files"]
+    frames = frames_of(fetched(svc, task, f))
+
+    def columns(rgb: np.ndarray) -> int:
+        """How many side-by-side tiles the picture holds (template 1: equal columns)."""
+        for n in (3, 2):
+            xs = [int((i + 0.5) * 640 / n) for i in range(n)]
+            if len({tuple(rgb[180, x] // 64) for x in xs}) == n and all(
+                colour_at(rgb, x, 180) != "black" for x in xs
+            ):
+                return n
+        return 1
+
+    counts = [columns(fr) for fr in frames]
+    first3 = counts.index(3)
+    last3 = len(counts) - 1 - counts[::-1].index(3)
+    assert 2 in counts[:first3]  # two tiles before green joined
+    assert counts[last3 + 1 :] and set(counts[last3 + 21 :]) == {2}  # two again after it left
+
+
+def test_the_output_bitrate_is_roughly_the_one_asked(world):
+    svc, jo = world
+    from tests.service import ffmpeg_publish
+
+    pubs = [
+        ffmpeg_publish(
+            svc.publish_url(APP, "busy", f"s{i}", "--uid", f"b{i}"), 60, size="640x360", rate=25
+        )
+        for i in range(2)
+    ]
+    try:
+        assert len(svc.wait_streams(svc.app, "busy", 2)) == 2
+        resid = jo.apply()
+        body = jo.start_body(
+            resid,
+            "busy",
+            "",
+            streamtype=1,
+            mixconfig={"templateid": 1, "output": output(width=1280, height=720, videobitrate=800)},
+        )
+        body.pop("uid")
+        record_id = jo.call("POST", "startrecord", body)["recordid"]
+        time.sleep(8)
+        assert jo.stop(resid, "busy", record_id)["code"] == 0
+        task = wait_task(svc, record_id, {"completed", "failed"}, timeout_s=30)
+    finally:
+        for p in pubs:
+            p.kill()
+            p.wait()
+    [f] = task["files"]
+    with av.open(str(fetched(svc, task, f))) as c:
+        v = c.streams.video[0]
+        packets = [p for p in c.demux(v) if p.size]
+    seconds = len(packets) / 20
+    # Skip the first GOP (the inputs connect during it); busy testsrc2 pictures fill the rate.
+    kbps = sum(p.size for p in packets[40:]) * 8 / 1000 / (seconds - 2)
+    assert 0.6 * 800 <= kbps <= 1.25 * 800, kbps
