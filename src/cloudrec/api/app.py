@@ -12,6 +12,7 @@ from cloudrec import __version__
 from cloudrec.api import hooks, rooms, tasks
 from cloudrec.api.errors import handle_cloudrec_error
 from cloudrec.api.jocloud import routes as jocloud_routes
+from cloudrec.api.zego import routes as zego_routes
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
 
@@ -31,6 +32,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(hooks.router)
     app.include_router(tasks.router)
     app.include_router(jocloud_routes.router)
+    app.include_router(zego_routes.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
     def healthz() -> dict[str, Any]:

@@ -137,6 +137,17 @@ class TaskRepository(Protocol):
 
     def in_state(self, state: TaskState) -> list[Task]: ...
 
+    def page(
+        self,
+        app_id: int,
+        room_id: str | None,
+        active: bool,
+        since: datetime,
+        until: datetime,
+        offset: int,
+        limit: int,
+    ) -> tuple[int, list[Task]]: ...
+
     def add_event(self, task_id: str, kind: str, at: datetime, detail: str = "") -> None: ...
 
     def events(self, task_id: str) -> list[tuple[str, datetime, str]]: ...

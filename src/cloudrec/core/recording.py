@@ -115,11 +115,16 @@ class TaskService:
         spec: RecordingSpec,
         storage: StorageTarget | None,
         resource_id: str | None = None,
+        task_id: str | None = None,
+        require_live: bool = True,
     ) -> Task:
-        """Create a task and start its worker.  Refuses when no wanted stream is live."""
+        """Create a task and start its worker.  Refuses when no wanted stream is live.
+        ``task_id``: the dialect's own id format (default: 35 hex characters).
+        ``require_live=False`` starts it on an empty room (ZEGO waits for streams, up to the
+        idle timeout)."""
         now = self._clock()
         task = Task(
-            task_id=new_task_id(),
+            task_id=task_id or new_task_id(),
             app_id=app_id,
             spec=spec,
             state=TaskState.INITIALISING,
@@ -130,8 +135,12 @@ class TaskService:
         with self._uow() as uow:
             if resource_id is not None:
                 self._claim_resource(uow, app_id, resource_id, task.task_id)
-            live = [s for s in uow.rooms.live(app_id, spec.room_id) if spec.wants(s.user_id)]
-            if not live:
+            live = [
+                s
+                for s in uow.rooms.live(app_id, spec.room_id)
+                if spec.wants(s.user_id, s.stream_id)
+            ]
+            if not live and require_live:
                 who = f"user {', '.join(spec.user_ids)}" if spec.user_ids else "any user"
                 raise CloudrecError.failed_precondition(
                     f"room {spec.room_id!r} has no live stream of {who}",
@@ -193,6 +202,20 @@ class TaskService:
             uow.commit()
         log.info("task.stop_requested", extra={"fields": {"task_id": task_id}})
         return self.get(app_id, task_id)
+
+    def page(
+        self,
+        app_id: int,
+        room_id: str | None,
+        active: bool,
+        since: datetime,
+        until: datetime,
+        offset: int,
+        limit: int,
+    ) -> tuple[int, list[Task]]:
+        """Tasks created in [since, until), newest first: (total, one page)."""
+        with self._uow() as uow:
+            return uow.tasks.page(app_id, room_id, active, since, until, offset, limit)
 
     def update_mix(self, app_id: int, task_id: str, mix: dict[str, object]) -> Task:
         """A new layout for a running mixed recording: its worker uses it from the next

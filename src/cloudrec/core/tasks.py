@@ -121,6 +121,7 @@ class RecordingSpec:
     media: Media = Media.AUDIO_VIDEO
     formats: tuple[FileFormat, ...] = (FileFormat.MP4,)
     user_ids: tuple[str, ...] = ()
+    stream_ids: tuple[str, ...] = ()  # empty: every stream (of the wanted users)
     hls_segment_s: int = 15
     idle_timeout_s: float | None = None  # None: the service's setting
     max_duration_s: float | None = None  # None: the service's setting
@@ -139,6 +140,7 @@ class RecordingSpec:
             "media": self.media.value,
             "formats": [f.value for f in self.formats],
             "user_ids": list(self.user_ids),
+            "stream_ids": list(self.stream_ids),
             "hls_segment_s": self.hls_segment_s,
             "idle_timeout_s": self.idle_timeout_s,
             "max_duration_s": self.max_duration_s,
@@ -157,6 +159,7 @@ class RecordingSpec:
             media=Media(data["media"]),
             formats=tuple(FileFormat(f) for f in data["formats"]),
             user_ids=tuple(data["user_ids"]),
+            stream_ids=tuple(data.get("stream_ids", ())),
             hls_segment_s=int(data["hls_segment_s"]),
             idle_timeout_s=data.get("idle_timeout_s"),
             max_duration_s=data.get("max_duration_s"),
@@ -167,8 +170,11 @@ class RecordingSpec:
             extra=dict(data.get("extra") or {}),
         )
 
-    def wants(self, user_id: str) -> bool:
-        return not self.user_ids or user_id in self.user_ids
+    def wants(self, user_id: str, stream_id: str = "") -> bool:
+        """Whether a live stream is one this task records."""
+        if self.user_ids and user_id not in self.user_ids:
+            return False
+        return not self.stream_ids or stream_id in self.stream_ids
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,28 @@ class SqlTaskRepository:
         )
         return [_to_file(r) for r in self._s.scalars(q)]
 
+    def page(
+        self,
+        app_id: int,
+        room_id: str | None,
+        active: bool,
+        since: datetime,
+        until: datetime,
+        offset: int,
+        limit: int,
+    ) -> tuple[int, list[Task]]:
+        q = select(TaskRow).where(
+            TaskRow.app_id == app_id,
+            TaskRow.created_at >= since,
+            TaskRow.created_at < until,
+            TaskRow.state.not_in(_TERMINAL) if active else TaskRow.state.in_(_TERMINAL),
+        )
+        if room_id:
+            q = q.where(TaskRow.room_id == room_id)
+        total = int(self._s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+        rows = self._s.scalars(q.order_by(TaskRow.created_at.desc()).offset(offset).limit(limit))
+        return total, [_to_task(r) for r in rows]
+
     def in_state(self, state: TaskState) -> list[Task]:
         rows = self._s.scalars(select(TaskRow).where(TaskRow.state == state.value))
         return [_to_task(r) for r in rows]

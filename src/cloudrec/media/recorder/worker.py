@@ -98,7 +98,7 @@ class TaskWorker:
                 reason, stop_at = END_MAX_DURATION, task.created_at.timestamp() + max_duration
                 break
             self._reap()
-            live = [s for s in room if spec.wants(s.user_id)]
+            live = [s for s in room if spec.wants(s.user_id, s.stream_id)]
             if spec.mode is RecordMode.MIXED:
                 live = self._mix(task, room)
             else:
@@ -180,7 +180,7 @@ class TaskWorker:
         assert task.spec.mix is not None
         mix = MixSpec.from_json(task.spec.mix)
         if mix.template_id is not None:
-            wanted = [s for s in room if task.spec.wants(s.user_id)]
+            wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
         else:
             users = {(i.room_id, i.user_id) for i in mix.inputs}
             rooms = {r for r, _ in users} - {task.spec.room_id}

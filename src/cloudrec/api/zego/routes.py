@@ -1,0 +1,280 @@
+"""The ZEGO Cloud Recording dialect: ``GET|POST /?Action=...`` with the common parameters in
+the query and the body as JSON whatever the Content-Type says.
+
+Every answer is HTTP 200 with ``{Code, Message, RequestId, Data?}``.  Unknown query parameters
+and unknown body fields are ignored (some clients send ``IsTest=true`` or a ``RoomId`` in
+StopRecord).  Rate limits per AppId: StartRecord and StopRecord 50/s, the rest 10/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from limits import RateLimitItemPerSecond
+
+from cloudrec.api.zego import codes
+from cloudrec.api.zego.auth import verify
+from cloudrec.api.zego.schemas import parse_start
+from cloudrec.bootstrap import Container
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.tasks import FileStatus, RecordMode, Task, TaskState
+from cloudrec.storage.s3 import resolve_endpoint
+
+router = APIRouter(tags=["zego"])
+log = logging.getLogger("cloudrec.api.zego")
+
+FAST = RateLimitItemPerSecond(50)
+SLOW = RateLimitItemPerSecond(10)
+QUERY_WINDOW = timedelta(days=3)
+Handler = Callable[[Container, int, dict[str, Any], dict[str, str]], Awaitable[dict[str, Any]]]
+
+
+def new_task_id() -> str:
+    """16 characters, the shape of ZEGO's TaskId (``X3CgNeE4I1qAAABN``)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(12)).decode()
+
+
+def _status(task: Task) -> int:
+    """DescribeRecordStatus Status: 1 initialising, 2 recording, 3 ended, 4 ended abnormally,
+    5 paused."""
+    if task.state is TaskState.FAILED:
+        return 4
+    if task.state in (TaskState.COMPLETED, TaskState.UPLOADING) or task.ended_at:
+        return 3
+    if task.state is TaskState.PAUSED:
+        return 5
+    return 1 if task.state is TaskState.INITIALISING else 2
+
+
+def _ms(at: datetime | None) -> int:
+    return int(at.timestamp() * 1000) if at else 0
+
+
+def _task_id(body: dict[str, Any]) -> str:
+    task_id = body.get("TaskId")
+    if not isinstance(task_id, str) or not task_id:
+        raise CloudrecError.invalid_argument("missing TaskId (a string)")
+    return task_id
+
+
+def _zego_task(c: Container, app_id: int, task_id: str) -> Task:
+    task = c.tasks.get(app_id, task_id)
+    if c.clock() - task.created_at > QUERY_WINDOW:
+        raise CloudrecError.not_found(
+            f"task {task_id!r} is older than 3 days", reason="task_unknown"
+        )
+    return task
+
+
+async def start_record(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    spec, storage = parse_start(body)
+    if spec.callback_url:
+        await asyncio.to_thread(c.check_target, "CallbackUrl", spec.callback_url)
+    if not c.settings.storage_endpoint_override and storage.endpoint:
+        await asyncio.to_thread(
+            c.check_target, "StorageParams.EndPoint", resolve_endpoint(storage).url
+        )
+    task = await asyncio.to_thread(c.tasks.start, app_id, spec, storage, None, new_task_id(), False)
+    return {"Data": {"TaskId": task.task_id}}
+
+
+async def stop_record(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    task_id = _task_id(body)
+    task = _zego_task(c, app_id, task_id)
+    if task.state.terminal or task.state is TaskState.UPLOADING:
+        raise CloudrecError.failed_precondition(
+            f"task {task_id!r} has stopped", reason="task_ended"
+        )
+    c.tasks.stop(app_id, task_id)
+    return {}
+
+
+async def describe_record_status(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    task = _zego_task(c, app_id, _task_id(body))
+    files = []
+    for f in c.tasks.files(task.task_id):
+        name = f.name.rsplit("/", 1)[-1]
+        entry: dict[str, Any] = {
+            "UserId": f.user_id or "",
+            "UserName": f.user_id or "",
+            "StreamId": f.stream_id or "",
+            "FileId": name,
+            "VideoId": "",
+            "OutputFileFormat": "hls" if f.format.value == "hls" else f.format.value,
+            "FileSize": f.size,
+            "Duration": f.duration_ms,
+            "ResolutionWidth": f.width or 0,
+            "ResolutionHeight": f.height or 0,
+            "MediaTrackType": int(f.track_type),
+            "BeginTimestamp": f.begin_ms,
+            "CustomBeginTimestamp": 0,
+            "Status": f.status.zego_code,
+        }
+        if f.status is FileStatus.UPLOADED and f.url:
+            entry["FileUrl"] = f.url
+        files.append(entry)
+    data: dict[str, Any] = {
+        "RoomId": task.spec.room_id,
+        "RecordMode": 2 if task.spec.mode is RecordMode.MIXED else 1,
+        "StreamType": int(task.spec.extra.get("StreamType", 3)),
+        "RecordBeginTimestamp": _ms(task.started_at or task.created_at),
+        "RecordEndTimestamp": _ms(task.ended_at),
+        "Status": _status(task),
+    }
+    if files:
+        data["RecordFiles"] = files
+    return {"Data": data}
+
+
+async def describe_tasks(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    status = body.get("Status")
+    if status not in (2, 3):
+        raise CloudrecError.invalid_argument("Status must be 2 (recording) or 3 (ended)")
+    try:
+        start, end = int(body["StartTime"]), int(body["EndTime"])
+    except (KeyError, TypeError, ValueError):
+        raise CloudrecError.invalid_argument(
+            "StartTime and EndTime (Unix ms) are required"
+        ) from None
+    now_ms = _ms(c.clock())
+    if start < now_ms - QUERY_WINDOW.total_seconds() * 1000 - 60_000:
+        raise CloudrecError.invalid_argument("StartTime is more than 3 days ago")
+    if end <= start or end - start > QUERY_WINDOW.total_seconds() * 1000:
+        raise CloudrecError.invalid_argument(
+            "EndTime must be after StartTime and at most 3 days later"
+        )
+    offset = int(body.get("PageOffset") or 1)
+    size = int(body.get("PageSize") or 50)
+    if offset < 1 or not 1 <= size <= 50:
+        raise CloudrecError.invalid_argument("PageOffset must be >= 1 and PageSize in [1, 50]")
+    room = body.get("RoomId") or None
+    total, tasks = c.tasks.page(
+        app_id,
+        room,
+        status == 2,
+        datetime.fromtimestamp(start / 1000, UTC),
+        datetime.fromtimestamp(end / 1000, UTC),
+        (offset - 1) * size,
+        size,
+    )
+    return {
+        "Data": {
+            "PageOffset": offset,
+            "PageSize": size,
+            "TotalCount": total,
+            "TaskidList": [
+                {
+                    "TaskId": t.task_id,
+                    "RoomId": t.spec.room_id,
+                    "RecordBeginTimestamp": _ms(t.started_at or t.created_at),
+                    "Status": 2 if status == 2 else 3,
+                }
+                for t in tasks
+            ],
+        }
+    }
+
+
+async def not_here(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    raise CloudrecError.invalid_argument(
+        f"{query.get('Action')} is not available in this cloudrec release"
+    )
+
+
+async def whiteboard(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    raise CloudrecError.invalid_argument(
+        "UpdateWhiteboard needs ZEGO's whiteboard service, which cloudrec does not have"
+    )
+
+
+ACTIONS: dict[str, tuple[Handler, Any]] = {
+    "StartRecord": (start_record, FAST),
+    "StopRecord": (stop_record, FAST),
+    "DescribeRecordStatus": (describe_record_status, SLOW),
+    "DescribeTasks": (describe_tasks, SLOW),
+    "UpdateLayout": (not_here, SLOW),
+    "PauseRecord": (not_here, SLOW),
+    "ResumeRecord": (not_here, SLOW),
+    "TakeSnapshot": (not_here, SLOW),
+    "UpdateWhiteboard": (whiteboard, SLOW),
+}
+
+
+def _answer(code: int, message: str, request_id: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"Code": code, "Message": message, "RequestId": request_id, **extra})
+
+
+@router.api_route(
+    "/",
+    methods=["GET", "POST"],
+    summary="ZEGO Cloud Recording: StartRecord, StopRecord, DescribeRecordStatus, "
+    "DescribeTasks (?Action=...)",
+)
+async def zego(request: Request) -> JSONResponse:
+    request_id = secrets.token_hex(8)
+    query = dict(request.query_params)
+    action = query.get("Action", "")
+    c: Container = request.app.state.container
+    try:
+        if action not in ACTIONS:
+            raise CloudrecError.invalid_argument(f"unknown Action {action!r}")
+        handler, limit = ACTIONS[action]
+        app_id = await asyncio.to_thread(
+            verify, query, _secret_lookup(c), time.time(), request.app.state.limiter
+        )
+        if not request.app.state.limiter.hit(limit, "zego", str(app_id), action):
+            raise CloudrecError.resource_exhausted(
+                f"more than {limit.amount} {action} requests per second", reason="rate_limited"
+            )
+        raw = await request.body()
+        body: Any = {}
+        if raw.strip():
+            try:  # JSON whatever the Content-Type says
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CloudrecError.invalid_argument(f"the body is not JSON: {exc}") from exc
+        if request.method == "GET":
+            body = {**query, **(body if isinstance(body, dict) else {})}
+        if not isinstance(body, dict):
+            raise CloudrecError.invalid_argument("the body must be a JSON object")
+        extra = await handler(c, app_id, body, query)
+    except CloudrecError as exc:
+        code = codes.code_for(exc)
+        log.info(
+            "zego.refused",
+            extra={"fields": {"action": action, "code": code, "message": exc.message}},
+        )
+        return _answer(code, exc.message, request_id)
+    return _answer(codes.OK, "succeed", request_id, **extra)
+
+
+def _secret_lookup(c: Container) -> Callable[[int], str | None]:
+    def lookup(app_id: int) -> str | None:
+        try:
+            return c.apps.get(app_id).server_secret
+        except CloudrecError:
+            return None
+
+    return lookup
