@@ -248,7 +248,7 @@ class DeliveryService:
                 files = uow.tasks.files(task.task_id)
                 if not all(f.status.delivered for f in files):
                     continue
-                uow.tasks.update(task.task_id, state=TaskState.COMPLETED, ended_at=self._clock())
+                uow.tasks.update(task.task_id, state=TaskState.COMPLETED)
                 uow.tasks.add_event(task.task_id, "completed", self._clock(), task.end_reason or "")
                 self._enqueue(uow, task, "task_completed", files)
                 uow.commit()

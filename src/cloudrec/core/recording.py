@@ -213,7 +213,8 @@ class TaskService:
         offset: int,
         limit: int,
     ) -> tuple[int, list[Task]]:
-        """Tasks created in [since, until), newest first: (total, one page)."""
+        """Tasks created in [since, until), newest first: (total, one page).  ``active``:
+        still recording; otherwise ended (uploading, completed or failed)."""
         with self._uow() as uow:
             return uow.tasks.page(app_id, room_id, active, since, until, offset, limit)
 

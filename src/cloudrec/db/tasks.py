@@ -23,6 +23,8 @@ from cloudrec.core.tasks import (
 from cloudrec.db.models import ResourceRow, TaskEventRow, TaskFileRow, TaskRow, utc
 
 _TERMINAL = [TaskState.COMPLETED.value, TaskState.FAILED.value]
+# Recording is over (files may still be uploading).
+_ENDED = [*_TERMINAL, TaskState.UPLOADING.value]
 
 
 def _opt(value: datetime | None) -> datetime | None:
@@ -190,7 +192,7 @@ class SqlTaskRepository:
             TaskRow.app_id == app_id,
             TaskRow.created_at >= since,
             TaskRow.created_at < until,
-            TaskRow.state.not_in(_TERMINAL) if active else TaskRow.state.in_(_TERMINAL),
+            TaskRow.state.not_in(_ENDED) if active else TaskRow.state.in_(_ENDED),
         )
         if room_id:
             q = q.where(TaskRow.room_id == room_id)

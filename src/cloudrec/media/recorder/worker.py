@@ -306,7 +306,7 @@ class TaskWorker:
             "stopped",
             reason,
             callback="task_stopped",
-            ended_at=None if uploading else datetime.now(UTC),
+            ended_at=datetime.now(UTC),  # recording ended; uploads may go on
             end_reason=reason,
             error="; ".join(errors) or None,
         )

@@ -1,0 +1,217 @@
+"""The ZEGO Cloud Recording dialect over HTTP, as a ZEGO client would drive it: signed
+requests, StartRecord/DescribeRecordStatus/StopRecord with the files probed, DescribeTasks
+paging, replays, skew, rate limits, and what this release refuses with a clear message."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import av
+import pytest
+import yaml
+
+from tests.e2e.test_record_single import storage_service
+from tests.s3server import FaultyS3
+from tests.service import ffmpeg_publish
+from tests.zego import Zego
+
+APP = 1234567890
+SPEC_DIR = next(
+    p / "spec" / "zego"
+    for p in (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared"))
+    if (p / "spec").is_dir()
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    s3 = FaultyS3().start()
+    s3.client().create_bucket(Bucket="zegobucket")
+    svc = storage_service(tmp_path_factory.mktemp("zego"), s3)
+    svc.app = svc.create_app(APP)
+    pubs = [
+        ffmpeg_publish(
+            svc.publish_url(APP, "zroom", f"stream{i}", "--uid", f"user{i}"),
+            180,
+            size="320x240",
+            freq=400 + 300 * i,
+        )
+        for i in (1, 2)
+    ]
+    assert len(svc.wait_streams(svc.app, "zroom", 2)) == 2
+    yield svc, s3, Zego(svc.http, APP, svc.app["server_secret"])
+    for p in pubs:
+        p.kill()
+        p.wait()
+    assert svc.stop() == 0
+    s3.stop()
+
+
+def storage() -> dict:
+    return {
+        "Vendor": 10,
+        "Region": "us-east-1",
+        "Bucket": "zegobucket",
+        "AccessKeyId": "ZAK-SECRET",
+        "AccessKeySecret": "ZSK-SECRET",
+        "EndPoint": "s3.example.invalid",
+        "S3ForcePathStyle": True,
+    }
+
+
+def start_body(**inp) -> dict:
+    return {
+        "RoomId": "zroom",
+        "RecordInputParams": {"RecordMode": 1, "StreamType": 3, **inp},
+        "RecordOutputParams": {"OutputFileFormat": "mp4", "OutputFolder": "record/"},
+        "StorageParams": storage(),
+    }
+
+
+def wait_status(zego: Zego, task_id: str, status: int, timeout_s: float = 40) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = zego.call("DescribeRecordStatus", {"TaskId": task_id})
+        data = answer.get("Data", {})
+        files = data.get("RecordFiles", [])
+        delivered = all(f["Status"] in (3, 4, 5) for f in files)
+        if data.get("Status") == status and (status != 3 or delivered):
+            return data
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.3)
+
+
+def test_a_single_stream_recording_as_a_zego_client_runs_it(world, tmp_path):
+    _svc, s3, zego = world
+    answer = zego.call("StartRecord", start_body(RecordStreamList=[{"StreamId": "stream1"}]))
+    assert answer["Code"] == 0, answer
+    task_id = answer["Data"]["TaskId"]
+    assert len(task_id) == 16 and answer["RequestId"]
+    wait_status(zego, task_id, 2, timeout_s=15)
+    time.sleep(4)
+    # Some clients send RoomId in StopRecord too: unknown fields are ignored.
+    stop = zego.call("StopRecord", {"TaskId": task_id, "RoomId": "zroom"})
+    assert stop["Code"] == 0, stop
+    data = wait_status(zego, task_id, 3)
+    assert (data["RoomId"], data["RecordMode"], data["StreamType"]) == ("zroom", 1, 3)
+    assert data["RecordEndTimestamp"] > data["RecordBeginTimestamp"] > 0
+    [f] = data["RecordFiles"]  # stream2 was not in RecordStreamList
+    assert (f["StreamId"], f["UserId"], f["Status"], f["MediaTrackType"]) == (
+        "stream1",
+        "user1",
+        3,
+        3,
+    )
+    assert f["FileId"].startswith(f"{task_id}_zroom_user1_stream1_VA_")
+    assert (f["ResolutionWidth"], f["ResolutionHeight"]) == (320, 240)
+    assert f["FileUrl"].endswith("/zegobucket/record/" + f["FileId"])
+    body = s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"]
+    path = tmp_path / f["FileId"]
+    path.write_bytes(body.read())
+    assert path.stat().st_size == f["FileSize"]
+    with av.open(str(path)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    assert abs(frames / 25 - f["Duration"] / 1000) < 0.2 and f["Duration"] > 3000
+    again = zego.call("StopRecord", {"TaskId": task_id})
+    assert again["Code"] == 300001001
+
+
+def test_a_grid_mix_makes_one_file_of_the_size_asked(world):
+    _svc, _s3, zego = world
+    body = start_body(
+        MixConfig={
+            "MixMode": 2,
+            "MixOutputStreamId": "mixout",
+            "MixOutputVideoConfig": {"Width": 640, "Height": 360, "Fps": 15, "Bitrate": 500_000},
+        }
+    )
+    body["RecordInputParams"]["RecordMode"] = 2
+    answer = zego.call("StartRecord", body)
+    assert answer["Code"] == 0, answer
+    task_id = answer["Data"]["TaskId"]
+    wait_status(zego, task_id, 2, timeout_s=15)
+    time.sleep(3)
+    assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    data = wait_status(zego, task_id, 3)
+    assert data["RecordMode"] == 2
+    [f] = data["RecordFiles"]
+    assert (f["ResolutionWidth"], f["ResolutionHeight"], f["Status"]) == (640, 360, 3)
+
+
+def test_describe_tasks_pages_through_a_time_range(world):
+    _, _, zego = world
+    now = int(time.time() * 1000)
+    rng = {"StartTime": now - 3_600_000, "EndTime": now + 60_000}
+    ended = zego.call("DescribeTasks", {"Status": 3, **rng, "PageSize": 1})
+    assert ended["Code"] == 0, ended
+    data = ended["Data"]
+    assert data["TotalCount"] >= 2 and len(data["TaskidList"]) == 1
+    second = zego.call("DescribeTasks", {"Status": 3, **rng, "PageSize": 1, "PageOffset": 2})
+    assert second["Data"]["TaskidList"][0]["TaskId"] != data["TaskidList"][0]["TaskId"]
+    too_wide = zego.call(
+        "DescribeTasks", {"Status": 3, "StartTime": now - 5 * 86_400_000, "EndTime": now}
+    )
+    assert too_wide["Code"] == 300000004
+
+
+def test_signatures_replays_skew_and_unknown_parameters(world):
+    _svc, _, zego = world
+    params = zego.signed("DescribeTasks", IsTest="true")  # unknown parameters are ignored
+    body = {
+        "Status": 2,
+        "StartTime": int(time.time() * 1000) - 1000,
+        "EndTime": int(time.time() * 1000) + 1000,
+    }
+    assert zego.call("DescribeTasks", body, params=params, content_type=None)["Code"] == 0
+    assert zego.call("DescribeTasks", body, params=params)["Code"] == 100000005  # replay
+    old = zego.signed("DescribeTasks", ts=int(time.time()) - 700)
+    assert zego.call("DescribeTasks", body, params=old)["Code"] == 100000004
+    forged = {**zego.signed("DescribeTasks"), "Signature": "0" * 32}
+    assert zego.call("DescribeTasks", body, params=forged)["Code"] == 100000005
+
+
+def test_more_than_ten_queries_a_second_is_300000003(world):
+    _, _, zego = world
+    codes = [zego.call("DescribeRecordStatus", {"TaskId": "nope"})["Code"] for _ in range(14)]
+    assert 300000003 in codes and codes.count(300001000) <= 10
+
+
+def test_what_this_release_lacks_is_refused_with_a_clear_message(world):
+    _, _, zego = world
+    cases = [
+        ("UpdateWhiteboard", {"TaskId": "x"}, "whiteboard"),
+        ("StartRecord", {**start_body(HasWhiteboard=True)}, "whiteboard"),
+        ("StartRecord", start_body(StreamType=4), "StreamType 4"),
+        ("PauseRecord", {"TaskId": "x"}, "not available"),
+    ]
+    for action, body, words in cases:
+        answer = zego.call(action, body)
+        assert answer["Code"] == 300000004 and words in answer["Message"], answer
+        time.sleep(0.11)
+
+
+def _examples(name: str) -> list[dict]:
+    doc = yaml.safe_load((SPEC_DIR / name).read_text())
+    body = doc["paths"]["/"]["post"].get("requestBody", {})
+    media = body.get("content", {}).get("application/json", {})
+    found = [e["value"] for e in media.get("examples", {}).values()]
+    if "example" in media:
+        found.append(media["example"])
+    return found
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in SPEC_DIR.glob("*.yaml") if p.name != "shared-components.yaml")
+)
+def test_every_example_request_of_the_openapi_files_gets_a_documented_answer(world, name):
+    _, _, zego = world
+    doc = yaml.safe_load((SPEC_DIR / name).read_text())
+    action = doc["paths"]["/"]["post"]["summary"]
+    documented = {0, 300000004, 300001000, 300001001, 300001004}
+    for body in _examples(name) or [{}]:
+        answer = zego.call(action, body)
+        time.sleep(0.11)
+        assert set(answer) >= {"Code", "Message", "RequestId"}, answer
+        assert isinstance(answer["Code"], int) and answer["Code"] in documented, answer
+        assert isinstance(answer["Message"], str) and answer["Message"]
