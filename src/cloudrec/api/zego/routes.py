@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,9 +25,10 @@ from limits import RateLimitItemPerSecond
 
 from cloudrec.api.zego import codes
 from cloudrec.api.zego.auth import verify
-from cloudrec.api.zego.schemas import parse_start
+from cloudrec.api.zego.schemas import MIX_TEMPLATES, parse_start
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
+from cloudrec.core.mixing import MixSpec
 from cloudrec.core.tasks import FileStatus, RecordMode, Task, TaskState
 from cloudrec.storage.s3 import resolve_endpoint
 
@@ -193,6 +195,32 @@ async def describe_tasks(
     }
 
 
+async def update_layout(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    task_id = _task_id(body)
+    task = _zego_task(c, app_id, task_id)
+    if task.state.terminal or task.state is TaskState.UPLOADING:
+        raise CloudrecError.failed_precondition(
+            f"task {task_id!r} has stopped", reason="task_ended"
+        )
+    if task.spec.mode is not RecordMode.MIXED or task.spec.mix is None:
+        raise CloudrecError.invalid_argument(
+            f"task {task_id!r} records single streams (RecordMode 1): it has no layout"
+        )
+    mode = body.get("MixMode", 2)
+    if mode == 1:
+        raise CloudrecError.invalid_argument(
+            "MixMode 1 (a custom MixInputList layout) is not available in this cloudrec release"
+        )
+    if mode not in MIX_TEMPLATES:
+        raise CloudrecError.invalid_argument(f"MixMode must be 1 to 5, not {mode!r}")
+    mix = MixSpec.from_json(task.spec.mix)
+    new = replace(mix, template_id=MIX_TEMPLATES[mode], extra={**mix.extra, "MixMode": mode})
+    await asyncio.to_thread(c.tasks.update_mix, app_id, task_id, new.to_json())
+    return {}
+
+
 async def not_here(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
@@ -214,7 +242,7 @@ ACTIONS: dict[str, tuple[Handler, Any]] = {
     "StopRecord": (stop_record, FAST),
     "DescribeRecordStatus": (describe_record_status, SLOW),
     "DescribeTasks": (describe_tasks, SLOW),
-    "UpdateLayout": (not_here, SLOW),
+    "UpdateLayout": (update_layout, SLOW),
     "PauseRecord": (not_here, SLOW),
     "ResumeRecord": (not_here, SLOW),
     "TakeSnapshot": (not_here, SLOW),
