@@ -82,6 +82,11 @@ def main() -> None:
         f"offset beep-flash ms: median {statistics.median(ms):.1f}, min {min(ms):.1f}, "
         f"max {max(ms):.1f}; drift (last minute - first minute) {last - first:+.1f}"
     )
+    frame_ms = 1000 / FPS
+    print(f"within one frame: {sum(1 for m in ms if abs(m) <= frame_ms)} of {len(ms)}")
+    for fl, m in zip(flashes, ms, strict=True):
+        if abs(m) > frame_ms:
+            print(f"  outside: flash at {fl:.2f} s in the file, offset {m:.1f} ms")
 
 
 if __name__ == "__main__":
