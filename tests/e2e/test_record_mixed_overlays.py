@@ -301,7 +301,11 @@ def test_the_timestamp_changes_every_second_and_only_then(overlays):
         if 1 / FPS < t % 1 < 1 - 1 / FPS:
             seconds.setdefault(math.floor(t), []).append(n)
     assert len(seconds) >= 4
-    for ns in seconds.values():  # within a second: the same picture (codec noise aside)
+    # Within a second: the same picture. Not checked in the file's first second, where the
+    # encoder refines its first, coarse keyframe over the next frames (up to ~20 pixels flip).
+    steady = [ns for ns in seconds.values() if ns[0] >= FPS]
+    assert len(steady) >= 3
+    for ns in steady:
         changed = [int((boxes[n] != boxes[ns[0]]).sum()) for n in ns]
         assert max(changed) <= 8, (ns, changed)
     # A second later: another picture. Consecutive seconds differ in 59 pixels or more in a

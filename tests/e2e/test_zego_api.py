@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
+from cloudrec.core.delivery import zego_callback_signature
 from tests.e2e.test_record_single import storage_service
+from tests.receiver import Receiver
 from tests.s3server import FaultyS3
 from tests.service import ffmpeg_publish
 from tests.zego import Zego
@@ -29,7 +31,7 @@ SPEC_DIR = next(
 def world(tmp_path_factory):
     s3 = FaultyS3().start()
     s3.client().create_bucket(Bucket="zegobucket")
-    svc = storage_service(tmp_path_factory.mktemp("zego"), s3)
+    svc = storage_service(tmp_path_factory.mktemp("zego"), s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1")
     svc.app = svc.create_app(APP)
     pubs = [
         ffmpeg_publish(
@@ -84,8 +86,11 @@ def wait_status(zego: Zego, task_id: str, status: int, timeout_s: float = 40) ->
 
 
 def test_a_single_stream_recording_as_a_zego_client_runs_it(world, tmp_path):
-    _svc, s3, zego = world
-    answer = zego.call("StartRecord", start_body(RecordStreamList=[{"StreamId": "stream1"}]))
+    svc, s3, zego = world
+    receiver = Receiver()
+    body = start_body(RecordStreamList=[{"StreamId": "stream1"}])
+    body["RecordOutputParams"]["CallbackUrl"] = receiver.url
+    answer = zego.call("StartRecord", body)
     assert answer["Code"] == 0, answer
     task_id = answer["Data"]["TaskId"]
     assert len(task_id) == 16 and answer["RequestId"]
@@ -116,6 +121,22 @@ def test_a_single_stream_recording_as_a_zego_client_runs_it(world, tmp_path):
     assert abs(frames / 25 - f["Duration"] / 1000) < 0.2 and f["Duration"] > 3000
     again = zego.call("StopRecord", {"TaskId": task_id})
     assert again["Code"] == 300001001
+    # ZEGO v2 callbacks: 5 (recording completed), then 1 (upload status with the file).
+    deadline = time.monotonic() + 20
+    while len(receiver.received) < 2:
+        assert time.monotonic() < deadline, receiver.received
+        time.sleep(0.2)
+    bodies = sorted(receiver.bodies(), key=lambda b: b["sequence"])
+    receiver.stop()
+    assert [b["event_type"] for b in bodies] == [5, 1]
+    assert [b["sequence"] for b in bodies] == [0, 1]
+    for b in bodies:
+        assert (b["app_id"], b["task_id"], b["room_id"]) == (APP, task_id, "zroom")
+        expected = zego_callback_signature(svc.app["callback_secret"], b["timestamp"], b["nonce"])
+        assert b["signature"] == expected
+    [info] = bodies[1]["detail"]["file_info"]
+    assert bodies[1]["detail"]["upload_status"] == 1
+    assert (info["file_id"], info["status"], info["file_url"]) == (f["FileId"], 3, f["FileUrl"])
 
 
 def test_a_grid_mix_makes_one_file_of_the_size_asked(world):

@@ -24,6 +24,9 @@ from typing import Any, Protocol
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.tasks import (
+    END_IDLE,
+    END_MAX_DURATION,
+    END_WORKER_DIED,
     Callback,
     CallbackAttempt,
     FileStatus,
@@ -359,15 +362,87 @@ def jocloud_body(
     }
 
 
+# ZEGO v2 callback events (recording-status-callback.mdx) for cloudrec's events; quit_reason
+# 3 idle, 4 maximum time, 6 the recording service went away.
+ZEGO_EVENTS = {"task_stopped": 5, "task_failed": 2, "task_completed": 1}
+ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6}
+
+
+def zego_body(
+    task: Task,
+    event: str,
+    files: list[RecordedFile],
+    now: datetime,
+    callback_secret: str,
+    sequence: int,
+) -> dict[str, Any] | None:
+    """ZEGO's callback for ``event``, signed; None when ZEGO has no such event."""
+    kind = ZEGO_EVENTS.get(event)
+    if kind is None:
+        return None
+    if kind == 5 and task.end_reason in ZEGO_QUIT:
+        kind = 2  # stopped by itself: an abnormal end in ZEGO's words
+    detail: dict[str, Any] = {}
+    if kind == 2:
+        detail = {"quit_reason": ZEGO_QUIT.get(task.end_reason or "", 1001)}
+    elif kind == 1:
+        detail = {
+            "upload_status": 1 if all(f.status is FileStatus.UPLOADED for f in files) else 2,
+            "file_info": [
+                {
+                    "user_id": f.user_id or "",
+                    "user_name": f.user_id or "",
+                    "stream_id": f.stream_id or "",
+                    "file_id": f.name.rsplit("/", 1)[-1],
+                    "video_id": "",
+                    "file_url": f.url or "",
+                    "output_file_format": f.format.value,
+                    "file_size": f.size,
+                    "duration": f.duration_ms,
+                    "resolution_width": f.width or 0,
+                    "resolution_height": f.height or 0,
+                    "media_track_type": int(f.track_type),
+                    "begin_timestamp": f.begin_ms,
+                    "custom_begin_timestamp": 0,
+                    "status": f.status.zego_code,
+                }
+                for f in files
+            ],
+        }
+    nonce = str(secrets.randbelow(10**9))
+    timestamp = str(int(now.timestamp()))
+    return {
+        "app_id": task.app_id,
+        "task_id": task.task_id,
+        "room_id": task.spec.room_id,
+        "event_type": kind,
+        "message": task.end_reason or "",
+        "nonce": nonce,
+        "timestamp": timestamp,
+        "signature": zego_callback_signature(callback_secret, timestamp, nonce),
+        "sequence": sequence,
+        "detail": detail,
+    }
+
+
 def enqueue_callback(
     uow: UnitOfWork, now: datetime, task: Task, event: str, files: list[RecordedFile]
 ) -> None:
-    """Store a callback for ``event`` if the task has a callback URL (never any secret)."""
+    """Store a callback for ``event``, in the task's dialect, if the task has a callback URL
+    (never any secret in it)."""
     url = task.spec.callback_url
     if not url:
         return
     message_id = secrets.token_hex(16)
-    body = jocloud_body(task, event, files, now, message_id)
+    body: dict[str, Any] | None
+    if task.spec.dialect == "zego":
+        app = uow.apps.get(task.app_id)
+        sequence = len(uow.delivery.callbacks(task.task_id))
+        body = zego_body(task, event, files, now, app.callback_secret if app else "", sequence)
+        if body is None:
+            return
+    else:
+        body = jocloud_body(task, event, files, now, message_id)
     uow.delivery.add_callback(
         Callback(
             id=None,
