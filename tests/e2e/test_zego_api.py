@@ -277,3 +277,16 @@ def test_update_layout_switches_a_running_mix_from_grid_to_vertical(world, tmp_p
     assert gap(late, 0) < 0.7 * gap(late, 1)
     stopped = zego.call("UpdateLayout", {"TaskId": task_id, "MixMode": 2})
     assert stopped["Code"] == 300001001
+
+
+def test_the_same_client_task_id_returns_the_same_task(world):
+    _, _, zego = world
+    body = start_body(ClientTaskId="order-42", MaxIdleTime=5)
+    first = zego.call("StartRecord", body)
+    second = zego.call("StartRecord", body)
+    assert first["Code"] == second["Code"] == 0, (first, second)
+    assert first["Data"]["TaskId"] == second["Data"]["TaskId"]
+    other = zego.call("StartRecord", start_body(ClientTaskId="order-43", MaxIdleTime=5))
+    assert other["Data"]["TaskId"] != first["Data"]["TaskId"]
+    for answer in (first, other):
+        assert zego.call("StopRecord", {"TaskId": answer["Data"]["TaskId"]})["Code"] == 0

@@ -137,6 +137,8 @@ class TaskRepository(Protocol):
 
     def in_state(self, state: TaskState) -> list[Task]: ...
 
+    def by_resource(self, app_id: int, resource_id: str) -> Task | None: ...
+
     def page(
         self,
         app_id: int,

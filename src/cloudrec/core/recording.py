@@ -117,11 +117,13 @@ class TaskService:
         resource_id: str | None = None,
         task_id: str | None = None,
         require_live: bool = True,
+        client_ref: str | None = None,
     ) -> Task:
         """Create a task and start its worker.  Refuses when no wanted stream is live.
         ``task_id``: the dialect's own id format (default: 35 hex characters).
         ``require_live=False`` starts it on an empty room (ZEGO waits for streams, up to the
-        idle timeout)."""
+        idle timeout).  ``client_ref``: the caller's own id for the task (ZEGO ClientTaskId),
+        found again by :meth:`by_client_ref`."""
         now = self._clock()
         task = Task(
             task_id=task_id or new_task_id(),
@@ -130,7 +132,7 @@ class TaskService:
             state=TaskState.INITIALISING,
             desired=Desired.RUNNING,
             created_at=now,
-            resource_id=resource_id,
+            resource_id=resource_id or client_ref,
         )
         with self._uow() as uow:
             if resource_id is not None:
@@ -202,6 +204,11 @@ class TaskService:
             uow.commit()
         log.info("task.stop_requested", extra={"fields": {"task_id": task_id}})
         return self.get(app_id, task_id)
+
+    def by_client_ref(self, app_id: int, client_ref: str) -> Task | None:
+        """The newest task started with this ``client_ref``."""
+        with self._uow() as uow:
+            return uow.tasks.by_resource(app_id, client_ref)
 
     def page(
         self,

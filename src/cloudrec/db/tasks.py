@@ -200,6 +200,14 @@ class SqlTaskRepository:
         rows = self._s.scalars(q.order_by(TaskRow.created_at.desc()).offset(offset).limit(limit))
         return total, [_to_task(r) for r in rows]
 
+    def by_resource(self, app_id: int, resource_id: str) -> Task | None:
+        row = self._s.scalars(
+            select(TaskRow)
+            .where(TaskRow.app_id == app_id, TaskRow.resource_id == resource_id)
+            .order_by(TaskRow.created_at.desc())
+        ).first()
+        return None if row is None else _to_task(row)
+
     def in_state(self, state: TaskState) -> list[Task]:
         rows = self._s.scalars(select(TaskRow).where(TaskRow.state == state.value))
         return [_to_task(r) for r in rows]

@@ -88,7 +88,15 @@ async def start_record(
         await asyncio.to_thread(
             c.check_target, "StorageParams.EndPoint", resolve_endpoint(storage).url
         )
-    task = await asyncio.to_thread(c.tasks.start, app_id, spec, storage, None, new_task_id(), False)
+    client = spec.extra.get("ClientTaskId")
+    ref = f"zego-client:{client}" if client else None
+    if ref is not None:
+        earlier = await asyncio.to_thread(c.tasks.by_client_ref, app_id, ref)
+        if earlier is not None and c.clock() - earlier.created_at <= QUERY_WINDOW:
+            return {"Data": {"TaskId": earlier.task_id}}  # the same ClientTaskId, the same task
+    task = await asyncio.to_thread(
+        c.tasks.start, app_id, spec, storage, None, new_task_id(), False, ref
+    )
     return {"Data": {"TaskId": task.task_id}}
 
 

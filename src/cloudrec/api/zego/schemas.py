@@ -156,6 +156,9 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         )
         for s in streams
     )
+    client = _str(inp, "ClientTaskId", w, required=False)
+    if len(client) > 64:
+        raise _bad(f"{w}ClientTaskId is longer than 64 characters")
     idle = _int(inp, "MaxIdleTime", w, default=30, lo=5, hi=86400)
     longest = _int(inp, "MaxRecordTime", w, default=86400, lo=300, hi=86400)
     out = _obj(body.get("RecordOutputParams") or {}, "RecordOutputParams")
@@ -195,5 +198,9 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         callback_url=callback,
         dialect="zego",
         mix=mix,
-        extra={"RecordMode": mode, "StreamType": stream_type},
+        extra={
+            "RecordMode": mode,
+            "StreamType": stream_type,
+            **({"ClientTaskId": client} if client else {}),
+        },
     ), storage
