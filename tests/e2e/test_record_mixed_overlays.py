@@ -433,13 +433,9 @@ def test_patch_1_shows_black_for_an_input_without_a_picture(patched):
     assert any(near(box_colours(fr)["yellow"], YELLOW, 40) for fr in frames)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: Mixer.update (mixer.py:186) drops the reader of an input that left the "
-    "room, and its last_picture with it, so _layers (mixer.py:305) passes last=None and "
-    "patch_frame paints black instead of the last frame",
-)
 def test_patch_2_keeps_the_last_frame_of_an_input_that_left(patched):
+    """Regression: Mixer.update dropped the reader of an input that left the room, and its
+    last picture with it, so patch mode 2 painted black instead of the last frame."""
     f, frames, left_at = patched[2]
     assert any(near(box_colours(fr)["yellow"], YELLOW, 40) for fr in frames)
     for fr in after_leaving(f, frames, left_at):

@@ -325,6 +325,8 @@ def hmac_sha256(secret: str, body: bytes) -> str:
 
 # JoCloud message types (the public document names the envelope, not the messages).
 JOCLOUD_MSGTYPE = {
+    "task_paused": 1,
+    "task_resumed": 1,
     "task_started": 1,
     "task_stopped": 1,
     "task_failed": 1,
@@ -364,7 +366,13 @@ def jocloud_body(
 
 # ZEGO v2 callback events (recording-status-callback.mdx) for cloudrec's events; quit_reason
 # 3 idle, 4 maximum time, 6 the recording service went away.
-ZEGO_EVENTS = {"task_stopped": 5, "task_failed": 2, "task_completed": 1}
+ZEGO_EVENTS = {
+    "task_stopped": 5,
+    "task_failed": 2,
+    "task_completed": 1,
+    "task_paused": 201,
+    "task_resumed": 202,
+}
 ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6}
 
 

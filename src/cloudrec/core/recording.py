@@ -205,6 +205,32 @@ class TaskService:
         log.info("task.stop_requested", extra={"fields": {"task_id": task_id}})
         return self.get(app_id, task_id)
 
+    def pause(self, app_id: int, task_id: str) -> Task:
+        """Leave what follows out of the recording until :meth:`resume`."""
+        return self._set_desired(app_id, task_id, Desired.PAUSED)
+
+    def resume(self, app_id: int, task_id: str) -> Task:
+        task = self.get(app_id, task_id)
+        if task.desired is not Desired.PAUSED:
+            raise CloudrecError.failed_precondition(
+                f"recording {task_id!r} is not paused", reason="not_paused"
+            )
+        return self._set_desired(app_id, task_id, Desired.RUNNING)
+
+    def _set_desired(self, app_id: int, task_id: str, desired: Desired) -> Task:
+        task = self.get(app_id, task_id)
+        if task.state.terminal or task.desired is Desired.STOPPED:
+            raise CloudrecError.failed_precondition(
+                f"recording {task_id!r} has already stopped", reason="task_ended"
+            )
+        if desired is Desired.PAUSED and task.desired is Desired.PAUSED:
+            raise CloudrecError.invalid_argument(f"recording {task_id!r} is already paused")
+        with self._uow() as uow:
+            uow.tasks.update(task_id, desired=desired)
+            uow.tasks.add_event(task_id, f"{desired.value}_requested", self._clock())
+            uow.commit()
+        return self.get(app_id, task_id)
+
     def by_client_ref(self, app_id: int, client_ref: str) -> Task | None:
         """The newest task started with this ``client_ref``."""
         with self._uow() as uow:

@@ -229,6 +229,32 @@ async def update_layout(
     return {}
 
 
+async def pause_record(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    task_id = _task_id(body)
+    task = _zego_task(c, app_id, task_id)
+    if task.state is TaskState.UPLOADING:
+        raise CloudrecError.failed_precondition(
+            f"task {task_id!r} has stopped", reason="task_ended"
+        )
+    c.tasks.pause(app_id, task_id)
+    return {}
+
+
+async def resume_record(
+    c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    task_id = _task_id(body)
+    task = _zego_task(c, app_id, task_id)
+    if task.state is TaskState.UPLOADING:
+        raise CloudrecError.failed_precondition(
+            f"task {task_id!r} has stopped", reason="task_ended"
+        )
+    c.tasks.resume(app_id, task_id)
+    return {}
+
+
 async def not_here(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
@@ -251,8 +277,8 @@ ACTIONS: dict[str, tuple[Handler, Any]] = {
     "DescribeRecordStatus": (describe_record_status, SLOW),
     "DescribeTasks": (describe_tasks, SLOW),
     "UpdateLayout": (update_layout, SLOW),
-    "PauseRecord": (not_here, SLOW),
-    "ResumeRecord": (not_here, SLOW),
+    "PauseRecord": (pause_record, SLOW),
+    "ResumeRecord": (resume_record, SLOW),
     "TakeSnapshot": (not_here, SLOW),
     "UpdateWhiteboard": (whiteboard, SLOW),
 }

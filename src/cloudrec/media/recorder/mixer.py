@@ -171,8 +171,11 @@ class Mixer(threading.Thread):
         self._on_close = on_close
         self.inputs: dict[str, InputReader] = {}
         self.order: list[str] = []  # keys in the order they joined (templates place by it)
+        self.last_pictures: dict[str, Any] = {}  # of inputs that left
         self._lock = threading.Lock()
         self._stop_at: float | None = None
+        self._paused_since: float | None = None
+        self._paused_total = 0.0
         self.error: str | None = None
         self.wrote_media = threading.Event()
         self.frames = 0
@@ -183,8 +186,11 @@ class Mixer(threading.Thread):
         with self._lock:
             self.spec = spec
             for key in [k for k in self.inputs if k not in urls]:
-                self.inputs.pop(key).stop()
+                gone = self.inputs.pop(key)
+                gone.stop()
                 self.order.remove(key)
+                if gone.last_picture is not None:  # patch mode 2 shows it from now on
+                    self.last_pictures[key] = gone.last_picture
             for key, url in urls.items():
                 reader = self.inputs.get(key)
                 if reader is None or (reader.ended.is_set() and reader.url == url):
@@ -197,6 +203,18 @@ class Mixer(threading.Thread):
     def stop(self, at: float) -> None:
         with self._lock:
             self._stop_at = at
+
+    def pause(self) -> None:
+        """Stop producing frames; the file goes on after ``resume`` with no gap."""
+        with self._lock:
+            if self._paused_since is None:
+                self._paused_since = time.monotonic()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._paused_since is not None:
+                self._paused_total += time.monotonic() - self._paused_since
+                self._paused_since = None
 
     def busy(self) -> bool:
         with self._lock:
@@ -233,9 +251,13 @@ class Mixer(threading.Thread):
             with self._lock:
                 spec, stop_at = self.spec, self._stop_at
                 readers = [self.inputs[k] for k in self.order if k in self.inputs]
-            if stop_at is not None and begin + n / fps >= stop_at:
+                paused, shift = self._paused_since is not None, self._paused_total
+            if stop_at is not None and begin + shift + n / fps >= stop_at:
                 break
-            wait = t0 + n / fps - time.monotonic()
+            if paused:
+                time.sleep(0.02)
+                continue
+            wait = t0 + shift + n / fps - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             key = (spec.width, spec.height, spec.background_color, spec.background_image)
@@ -243,7 +265,7 @@ class Mixer(threading.Thread):
                 canvas, marks, canvas_key = self._canvas(spec), self._marks(spec), key
             assert canvas is not None
             assert marks is not None
-            when = datetime.fromtimestamp(begin + n / fps, UTC)
+            when = datetime.fromtimestamp(begin + shift + n / fps, UTC)
             video = None
             if spec.media.has_video:
                 rgb = compose(canvas, self._layers(spec, readers))
@@ -302,7 +324,7 @@ class Mixer(threading.Thread):
             r = by_key.get(p.key)
             picture: Any = r.latest if r is not None else None
             if picture is None:
-                last = r.last_picture if r is not None else None
+                last = r.last_picture if r is not None else self.last_pictures.get(p.key)
                 picture = patch_frame(patch, last, image, p.rect.w, p.rect.h)
             layers.append((p, picture))
         return layers

@@ -100,10 +100,33 @@ class StreamRecorder(threading.Thread):
         self._on_close = on_close
         self._stop_at: float | None = None
         self._stop_lock = threading.Lock()
+        # Pauses as wall-clock spans [start, end); end None while paused.  What falls in them
+        # is left out of the file, which goes on from the next keyframe without a gap.
+        self._pauses: list[list[float | None]] = []
+        self._skipped = 0.0  # source seconds left out so far
+        self._gap = False  # a pause ended: resume at the next keyframe
+        self._resume_ts: float | None = None
+        self._last_end_ts: float | None = None
         self.error: str | None = None
         self.ended_by: str = ""
         self.files: list[OutputFile] = []
         self.wrote_media = threading.Event()
+
+    def pause(self, at: float) -> None:
+        with self._stop_lock:
+            if not self._pauses or self._pauses[-1][1] is not None:
+                self._pauses.append([at, None])
+
+    def resume(self, at: float) -> None:
+        with self._stop_lock:
+            if self._pauses and self._pauses[-1][1] is None:
+                self._pauses[-1][1] = at
+
+    def _paused_at(self, wall: float) -> bool:
+        with self._stop_lock:
+            return any(
+                s is not None and s <= wall and (e is None or wall < e) for s, e in self._pauses
+            )
 
     def stop(self, at: float) -> None:
         """Stop at Unix time ``at``: packets published after it are not written."""
@@ -173,7 +196,7 @@ class StreamRecorder(threading.Thread):
                     stop_at = self.stop_at
                     limit = now - HOLD_S if stop_at is None else min(stop_at, now - HOLD_S)
                     while held and held[0][1] + offset <= limit:
-                        self._write(*held.popleft())
+                        self._emit(*held.popleft(), offset, anchor)
                     if stop_at is not None and held and held[-1][1] + offset > stop_at:
                         self.ended_by = "stopped"
                         return
@@ -183,7 +206,7 @@ class StreamRecorder(threading.Thread):
                 while held and offset is not None:
                     p, p_ts = held.popleft()
                     if stop_at is None or p_ts + offset <= stop_at:
-                        self._write(p, p_ts)
+                        self._emit(p, p_ts, offset, anchor)
 
     def _start(
         self, pending: list[tuple[Any, float]], offset: float, anchor: Any, wanted: list[Any]
@@ -234,6 +257,26 @@ class StreamRecorder(threading.Thread):
             f.file_id = self._on_open(fmt, path, track, begin_ms, size)
             self.files.append(f)
 
+    def _emit(self, packet: Any, ts: float, offset: float, anchor: Any) -> None:
+        """Write a packet unless a pause covers it; after a pause, go on from the next
+        keyframe of the anchor track, the file's timeline closing over the paused span."""
+        if self._paused_at(ts + offset):
+            self._gap = True
+            return
+        if self._gap:
+            key = packet.stream.index == anchor.index and (
+                packet.is_keyframe or anchor.type == "audio"
+            )
+            if not key:
+                return
+            self._gap = False
+            self._resume_ts = ts
+            if self._last_end_ts is not None:
+                self._skipped += max(0.0, ts - self._last_end_ts)
+        if self._resume_ts is not None and ts < self._resume_ts:
+            return  # from before the resume point: would run backwards in its track
+        self._write(packet, ts)
+
     def _write(self, packet: Any, ts: float) -> None:
         targets = [
             (f, f.streams[packet.stream.index])
@@ -244,7 +287,7 @@ class StreamRecorder(threading.Thread):
         end = ts + float((duration or 0) * packet.time_base)
         for i, (f, out) in enumerate(targets):
             assert f.first_ts is not None
-            shift = round(f.first_ts / packet.time_base)
+            shift = round((f.first_ts + self._skipped) / packet.time_base)
             # The muxer takes the packet's data: the last file gets the packet itself, the
             # others a copy (no copy at all in the common one-format case).
             p = packet if i == len(targets) - 1 else _copy(packet)
@@ -253,6 +296,7 @@ class StreamRecorder(threading.Thread):
             p.stream = out
             f.container.mux(p)
             f.last_end_ts = max(f.last_end_ts, end)
+        self._last_end_ts = max(self._last_end_ts or end, end)
         self.wrote_media.set()
 
     def _close_all(self) -> None:
@@ -263,7 +307,7 @@ class StreamRecorder(threading.Thread):
                 self.error = self.error or f"closing {f.path.name}: {exc}"
             duration_ms = 0
             if f.first_ts is not None:
-                duration_ms = max(0, round((f.last_end_ts - f.first_ts) * 1000))
+                duration_ms = max(0, round((f.last_end_ts - f.first_ts - self._skipped) * 1000))
             self._on_close(f.file_id, {"size": f.size(), "duration_ms": duration_ms})
 
 

@@ -70,6 +70,7 @@ class TaskWorker:
         self.sessions: dict[tuple[str, str], _Session] = {}  # (stream id, started) -> session
         self.recording_started = False
         self.mixer: Mixer | None = None
+        self.paused = False
         self.mixed_files: list[int] = []
 
     def spool(self, task: Task) -> Path:
@@ -94,6 +95,8 @@ class TaskWorker:
             if task.desired is Desired.STOPPED:
                 stop_at = task.stop_requested_at.timestamp() if task.stop_requested_at else now
                 break
+            if (task.desired is Desired.PAUSED) != self.paused:
+                self._set_paused(task.desired is Desired.PAUSED)
             if now - task.created_at.timestamp() >= max_duration:
                 reason, stop_at = END_MAX_DURATION, task.created_at.timestamp() + max_duration
                 break
@@ -170,9 +173,28 @@ class TaskWorker:
             hls_segment_s=spec.hls_segment_s,
         )
         recorder = StreamRecorder(plan, on_open, on_close, name=f"rec-{stream.stream_id}")
+        if self.paused:
+            recorder.pause(time.time())
         recorder.start()
         self.sessions[key] = _Session(recorder, stream)
         self.control.event("stream_recording", f"{stream.user_id}/{stream.stream_id}")
+
+    def _set_paused(self, paused: bool) -> None:
+        """Pause or resume every recorder (and the mixer): one file each, the paused span
+        left out."""
+        self.paused = paused
+        now = time.time()
+        for session in self.sessions.values():
+            if paused:
+                session.recorder.pause(now)
+            else:
+                session.recorder.resume(now)
+        if self.mixer is not None:
+            self.mixer.pause() if paused else self.mixer.resume()
+        if paused:
+            self.control.set_state(TaskState.PAUSED, "paused", callback="task_paused")
+        else:
+            self.control.set_state(TaskState.RECORDING, "resumed", callback="task_resumed")
 
     def _mix(self, task: Task, room: list[LiveStream]) -> list[LiveStream]:
         """Mixed mode: keep the mixer's inputs and layout in step with the task; return the
