@@ -4,6 +4,7 @@ paging, replays, skew, rate limits, and what this release refuses with a clear m
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -205,7 +206,7 @@ def test_what_this_release_lacks_is_refused_with_a_clear_message(world):
         ("UpdateWhiteboard", {"TaskId": "x"}, "whiteboard"),
         ("StartRecord", {**start_body(HasWhiteboard=True)}, "whiteboard"),
         ("StartRecord", start_body(StreamType=4), "StreamType 4"),
-        ("PauseRecord", {"TaskId": "x"}, "not available"),
+        ("TakeSnapshot", {"TaskId": "x"}, "not available"),
     ]
     for action, body, words in cases:
         answer = zego.call(action, body)
@@ -290,3 +291,38 @@ def test_the_same_client_task_id_returns_the_same_task(world):
     assert other["Data"]["TaskId"] != first["Data"]["TaskId"]
     for answer in (first, other):
         assert zego.call("StopRecord", {"TaskId": answer["Data"]["TaskId"]})["Code"] == 0
+
+
+def test_pause_and_resume_leave_the_paused_span_out_of_one_file(world, tmp_path):
+    _, s3, zego = world
+    body = start_body(RecordStreamList=[{"StreamId": "stream2"}])
+    task_id = zego.call("StartRecord", body)["Data"]["TaskId"]
+    wait_status(zego, task_id, 2, timeout_s=15)
+    assert zego.call("ResumeRecord", {"TaskId": task_id})["Code"] == 300001004  # not paused
+    time.sleep(3)
+    t_pause = time.time()
+    assert zego.call("PauseRecord", {"TaskId": task_id})["Code"] == 0
+    wait_status(zego, task_id, 5, timeout_s=5)  # a paused task shows Status 5
+    time.sleep(4)
+    t_resume = time.time()
+    assert zego.call("ResumeRecord", {"TaskId": task_id})["Code"] == 0
+    wait_status(zego, task_id, 2, timeout_s=5)
+    time.sleep(3)
+    t_stop = time.time()
+    assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    [f] = wait_status(zego, task_id, 3)["RecordFiles"]
+    path = tmp_path / f["FileId"]
+    path.write_bytes(
+        s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"].read()
+    )
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        times = [float(p.pts * p.time_base) for p in c.demux(v) if p.size]
+    with av.open(str(path)) as c:
+        frames = sum(1 for _ in c.decode(video=0))
+    times.sort()
+    recorded = (t_stop - t_resume) + (t_pause - (f["BeginTimestamp"] / 1000))
+    # One file, the paused span (4 s) left out: about 6 s of picture, no hole in it.
+    assert abs(f["Duration"] / 1000 - recorded) < 1.0, (f["Duration"], recorded)
+    assert max(b - a for a, b in itertools.pairwise(times)) < 0.2
+    assert abs(frames / 25 - f["Duration"] / 1000) < 0.3
