@@ -110,6 +110,7 @@ def bootstrap(
                 backup_retention=timedelta(seconds=settings.backup_retention_s),
                 callback_attempts=settings.callback_attempts,
                 callback_backoff_s=settings.callback_backoff_s,
+                callback_backoff_max_s=settings.callback_backoff_max_s,
             ),
         ),
         executor=executor,

@@ -68,6 +68,7 @@ class Settings:
     # Callbacks: tries per event (the first and ZEGO's two retries), first wait (doubles).
     callback_attempts: int = 3
     callback_backoff_s: float = 5.0
+    callback_backoff_max_s: float = 300.0
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
     log_level: str = "INFO"

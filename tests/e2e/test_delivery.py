@@ -50,7 +50,8 @@ def make_world(tmp_path, **env):
             "CLOUDREC_BACKUP_RETRY_S": "1",
             "CLOUDREC_STORAGE_TIMEOUT_S": "1",
             "CLOUDREC_CALLBACK_BACKOFF_S": "0.5",
-            "CLOUDREC_CALLBACK_ATTEMPTS": "8",
+            "CLOUDREC_CALLBACK_ATTEMPTS": "30",
+            "CLOUDREC_CALLBACK_BACKOFF_MAX_S": "2",
             **env,
         },
     )

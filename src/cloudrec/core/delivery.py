@@ -73,6 +73,7 @@ class DeliveryPolicy:
     backup_retention: timedelta = timedelta(days=3)
     callback_attempts: int = 3  # the first try and ZEGO's 2 retries
     callback_backoff_s: float = 5.0  # ZEGO: 5 s apart; doubles after that
+    callback_backoff_max_s: float = 300.0
 
 
 def _ms(at: datetime) -> int:
@@ -299,7 +300,10 @@ class DeliveryService:
             elif attempts >= self.policy.callback_attempts:
                 uow.delivery.update_callback(cb.id, status="failed", attempts=attempts)
             else:
-                delay = self.policy.callback_backoff_s * 2 ** max(0, attempts - 1)
+                delay = min(
+                    self.policy.callback_backoff_max_s,
+                    self.policy.callback_backoff_s * 2 ** max(0, attempts - 1),
+                )
                 uow.delivery.update_callback(
                     cb.id, attempts=attempts, next_at=now + timedelta(seconds=delay)
                 )
