@@ -356,3 +356,30 @@ def test_the_output_bitrate_is_roughly_the_one_asked(world):
     # Skip the first GOP (the inputs connect during it); busy testsrc2 pictures fill the rate.
     kbps = sum(p.size for p in packets[40:]) * 8 / 1000 / (seconds - 2)
     assert 0.6 * 800 <= kbps <= 1.25 * 800, kbps
+
+
+def test_a_mix_can_be_written_as_hls_segments(world):
+    svc, jo = world
+    resid = jo.apply()
+    body = jo.start_body(
+        resid,
+        ROOM,
+        "",
+        streamtype=1,
+        fileformat="hls",
+        hlssegment=2,
+        mixconfig={"templateid": 1, "output": output(gop=40)},
+    )
+    body.pop("uid")
+    record_id = jo.call("POST", "startrecord", body)["recordid"]
+    wait_task(svc, record_id, {"recording"})
+    time.sleep(5)
+    assert jo.stop(resid, ROOM, record_id)["code"] == 0
+    task = wait_task(svc, record_id, {"completed", "failed"}, timeout_s=30)
+    [f] = task["files"]
+    assert f["name"].endswith(".m3u8") and f["status"] == "uploaded"
+    playlist = fetched(svc, task, f)
+    segments = sorted(playlist.parent.glob(playlist.stem + "_*.ts"))
+    assert len(segments) >= 2 and "#EXT-X-ENDLIST" in playlist.read_text()
+    last = frames_of(playlist)[-1]
+    assert {colour_at(last, 160, 180), colour_at(last, 480, 180)} == {"red", "blue"}

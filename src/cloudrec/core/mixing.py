@@ -80,6 +80,7 @@ class MixSpec:
     background_color: str = "000000"
     background_image: ImageMark | None = None
     sei: bytes | None = None
+    hls_segment_s: int = 15
     audio_bitrate_kbps: int = 128
     audio_rate: int = 48000
     audio_channels: int = 2

@@ -94,13 +94,10 @@ def parse_start(body: dict[str, Any], app_id: int) -> tuple[str, RecordingSpec, 
     callback_url = parse_callback_url(body.get("callbackurl"))
     assert record_type is not None
     media = RECORD_TYPES[record_type]
+    segment = get_int(body, "hlssegment", required=False, default=15, allowed=range(1, 61))
     if stream_type == STREAM_MIXED:
         mix = parse_mixconfig(require(body, "mixconfig"), room_id)
-        formats = tuple(f for f in parse_formats(body, mix.media) if f is not FileFormat.HLS)
-        if not formats:
-            raise CloudrecError.invalid_argument(
-                "fileformat hls is not available for mixed recordings", reason="unsupported"
-            )
+        formats = parse_formats(body, mix.media)
         users = tuple(sorted({i.user_id for i in mix.inputs})) if mix.template_id is None else ()
         return (
             resid,
@@ -110,6 +107,7 @@ def parse_start(body: dict[str, Any], app_id: int) -> tuple[str, RecordingSpec, 
                 media=mix.media,
                 formats=formats,
                 user_ids=users,
+                hls_segment_s=segment or 15,
                 output_prefix=prefix,
                 callback_url=callback_url,
                 dialect="jocloud",
@@ -119,7 +117,6 @@ def parse_start(body: dict[str, Any], app_id: int) -> tuple[str, RecordingSpec, 
             storage,
         )
     uid = check_id("uid", str(get_str(body, "uid", max_len=128)))
-    segment = get_int(body, "hlssegment", required=False, default=15, allowed=range(1, 61))
     spec = RecordingSpec(
         room_id=room_id,
         media=media,

@@ -182,8 +182,6 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     storage = parse_storage(body.get("StorageParams"))
     mix = None
     if mode == 2:
-        if fmt is FileFormat.HLS:
-            raise _not_yet(f"{ow}OutputFileFormat hls for a mixed recording")
         mix = parse_mix(inp.get("MixConfig"), media).to_json()
     return RecordingSpec(
         room_id=room_id,

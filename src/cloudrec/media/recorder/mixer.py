@@ -34,8 +34,9 @@ from cloudrec.media.compositor.overlay import (
     Watermarks,
     parse_color,
 )
-from cloudrec.media.recorder.remux import MP4_FLAGS
+from cloudrec.media.recorder.remux import open_output
 from cloudrec.media.recorder.sei import avcc_prefixed, sei_nal
+from cloudrec.storage.backup import hls_segments
 
 log = logging.getLogger("cloudrec.mixer")
 
@@ -287,7 +288,7 @@ class Mixer(threading.Thread):
         for out, c, file_id in containers:
             self._flush(out, c)
             c["container"].close()
-            size = out.path.stat().st_size if out.path.exists() else 0
+            size = sum(p.stat().st_size for p in [out.path, *hls_segments(out.path)] if p.exists())
             self._on_close(file_id, {"size": size, "duration_ms": int(n * 1000 / fps)})
 
     def _layers(self, spec: MixSpec, readers: list[InputReader]) -> list[tuple[Placement, Any]]:
@@ -417,12 +418,7 @@ def with_sei(packet: Any, payload: bytes) -> Any:
 
 def _open(out: MixOutput, spec: MixSpec) -> dict[str, Any]:
     out.path.parent.mkdir(parents=True, exist_ok=True)
-    if out.format is FileFormat.MP4:
-        container = av.open(str(out.path), "w", format="mp4", options={"movflags": MP4_FLAGS})
-    elif out.format is FileFormat.FLV:
-        container = av.open(str(out.path), "w", format="flv")
-    else:
-        container = av.open(str(out.path), "w", format="adts")
+    container = open_output(out.format, out.path, spec.hls_segment_s)
     c: dict[str, Any] = {"container": container}
     if out.track is not TrackType.AUDIO:
         v = container.add_stream("libx264", rate=spec.fps)

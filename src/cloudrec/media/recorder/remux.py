@@ -249,7 +249,7 @@ class StreamRecorder(threading.Thread):
                 track = TrackType.AUDIO_VIDEO
             path = plan.directory / plan.name(fmt, track, begin_ms)
             path.parent.mkdir(parents=True, exist_ok=True)
-            container = _open_output(fmt, path, plan.hls_segment_s)
+            container = open_output(fmt, path, plan.hls_segment_s)
             out = {s.index: container.add_stream_from_template(s) for s in streams}
             v = next((s for s in streams if s.type == "video"), None)
             size = (v.codec_context.width, v.codec_context.height) if v is not None else None
@@ -319,7 +319,7 @@ def _copy(packet: Any) -> Any:
     return clone
 
 
-def _open_output(fmt: FileFormat, path: Path, hls_segment_s: int) -> Any:
+def open_output(fmt: FileFormat, path: Path, hls_segment_s: int) -> Any:
     if fmt is FileFormat.MP4:
         return av.open(str(path), "w", format="mp4", options={"movflags": MP4_FLAGS})
     if fmt is FileFormat.FLV:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -229,8 +229,6 @@ class TaskWorker:
         stamp = file_stamp(datetime.now(UTC))
         outputs = []
         for fmt in spec.formats:
-            if fmt is FileFormat.HLS:
-                continue  # not for mixed recordings yet (docs/mixing.md)
             t = TrackType.AUDIO if fmt is FileFormat.AAC else track
             name = f"{task.task_id}_{spec.room_id}_mix_{_type_code(t)}_{stamp}.{fmt.extension}"
             outputs.append(MixOutput(self.spool(task).joinpath(*spec.output_prefix, name), fmt, t))
@@ -257,7 +255,13 @@ class TaskWorker:
         def on_close(file_id: int, fields: dict[str, object]) -> None:
             self.control.file_closed(file_id, str(file_id), **fields)
 
-        mixer = Mixer(mix, outputs, self._fetch_images(mix), on_open, on_close)
+        mixer = Mixer(
+            replace(mix, hls_segment_s=spec.hls_segment_s),
+            outputs,
+            self._fetch_images(mix),
+            on_open,
+            on_close,
+        )
         mixer.start()
         self.control.event("mix_started", f"{mix.width}x{mix.height}@{mix.fps}")
         return mixer
