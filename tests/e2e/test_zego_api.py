@@ -159,6 +159,9 @@ def test_a_grid_mix_makes_one_file_of_the_size_asked(world):
     data = wait_status(zego, task_id, 3)
     assert data["RecordMode"] == 2
     [f] = data["RecordFiles"]
+    # OutputFileRule 1 for a mix: TaskId_RoomId_MixOutputStreamId_Type_UTC.
+    assert f["FileId"].startswith(f"{task_id}_zroom_mixout_VA_")
+    assert f["StreamId"] == f["UserId"] == "mixout"
     assert (f["ResolutionWidth"], f["ResolutionHeight"], f["Status"]) == (640, 360, 3)
 
 

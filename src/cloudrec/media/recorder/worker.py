@@ -227,10 +227,12 @@ class TaskWorker:
             else TrackType.AUDIO
         )
         stamp = file_stamp(datetime.now(UTC))
+        # ZEGO OutputFileRule 1 names a mix by its MixOutputStreamId; JoCloud has none.
+        mix_id = str(mix.extra.get("MixOutputStreamId") or "mix")
         outputs = []
         for fmt in spec.formats:
             t = TrackType.AUDIO if fmt is FileFormat.AAC else track
-            name = f"{task.task_id}_{spec.room_id}_mix_{_type_code(t)}_{stamp}.{fmt.extension}"
+            name = f"{task.task_id}_{spec.room_id}_{mix_id}_{_type_code(t)}_{stamp}.{fmt.extension}"
             outputs.append(MixOutput(self.spool(task).joinpath(*spec.output_prefix, name), fmt, t))
 
         def on_open(out: MixOutput, begin_ms: int) -> int:
