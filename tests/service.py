@@ -138,6 +138,40 @@ class Service:
         return events
 
 
+def lavfi_publish(
+    url: str,
+    video: str | None,
+    audio: str | None,
+    *,
+    gop: int = 25,
+    audio_args: tuple[str, ...] = (),
+) -> subprocess.Popen[bytes]:
+    """Debian's ffmpeg publishing generated media (lavfi sources ``video`` and ``audio``)
+    in real time, as H.264 (ultrafast, fixed GOP) and AAC."""
+    args = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re"]
+    for source in (video, audio):
+        if source is not None:
+            args += ["-f", "lavfi", "-i", source]
+    if video is not None:
+        args += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            str(gop),
+            "-pix_fmt",
+            "yuv420p",
+        ]
+    if audio is not None:
+        args += [*audio_args, "-c:a", "aac", "-b:a", "96k"]
+    return subprocess.Popen(
+        [*args, "-f", "flv", url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
 def ffmpeg_publish(
     url: str,
     seconds: float,
@@ -149,44 +183,12 @@ def ffmpeg_publish(
     channels: int = 2,
     gop: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Debian's ffmpeg publishing a generated H.264/AAC stream (testsrc2 + sine) in real time."""
+    """A testsrc2 picture and a sine tone: both tell publishers apart by size and pitch."""
     layout = "stereo" if channels == 2 else "mono"
-    return subprocess.Popen(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={size}:rate={rate}:duration={seconds}",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency={freq}:sample_rate={sample_rate}:duration={seconds}",
-            "-af",
-            f"aformat=channel_layouts={layout}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            str(gop or rate),
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "96k",
-            "-f",
-            "flv",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    return lavfi_publish(
+        url,
+        f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+        f"sine=frequency={freq}:sample_rate={sample_rate}:duration={seconds}",
+        gop=gop or rate,
+        audio_args=("-af", f"aformat=channel_layouts={layout}"),
     )

@@ -14,6 +14,7 @@ import pytest
 from tests.e2e.test_record_single import fetched, storage_service, wait_task
 from tests.jocloud import JoCloud
 from tests.s3server import FaultyS3
+from tests.service import lavfi_publish
 
 APP = 10034
 ROOM = "syncroom"
@@ -21,42 +22,14 @@ FPS = 25
 
 
 def flash_and_beep(url: str, seconds: int = 90) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            f"color=c=black:s=320x240:r={FPS}:d={seconds},"
-            "geq=lum='if(lt(mod(T\\,1)\\,0.04)\\,235\\,16)':cb=128:cr=128",
-            "-f",
-            "lavfi",
-            "-i",
-            f"aevalsrc=exprs='if(lt(mod(t\\,1)\\,0.1)\\,0.8*sin(2*PI*1000*t)\\,0)'"
-            f":s=48000:d={seconds}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            str(FPS),
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "96k",
-            "-f",
-            "flv",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    """A white frame and a 1 kHz beep at the start of every second, black and silent
+    otherwise."""
+    return lavfi_publish(
+        url,
+        f"color=c=black:s=320x240:r={FPS}:d={seconds},"
+        "geq=lum='if(lt(mod(T\\,1)\\,0.04)\\,235\\,16)':cb=128:cr=128",
+        f"aevalsrc=exprs='if(lt(mod(t\\,1)\\,0.1)\\,0.8*sin(2*PI*1000*t)\\,0)':s=48000:d={seconds}",
+        gop=FPS,
     )
 
 

@@ -18,44 +18,18 @@ from cloudrec.media.recorder.sei import find_sei_payloads
 from tests.e2e.test_record_single import fetched, storage_service, wait_task
 from tests.jocloud import JoCloud
 from tests.s3server import FaultyS3
+from tests.service import lavfi_publish
 
 APP = 10034
 ROOM = "mixroom"
 
 
 def colour_publish(url: str, colour: str, freq: int, seconds: int = 120) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            f"color=c={colour}:size=320x240:rate=25:duration={seconds}",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency={freq}:sample_rate=48000:duration={seconds}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-f",
-            "flv",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    """A solid colour and a tone: placed by pixels, found by pitch."""
+    return lavfi_publish(
+        url,
+        f"color=c={colour}:size=320x240:rate=25:duration={seconds}",
+        f"sine=frequency={freq}:sample_rate=48000:duration={seconds}",
     )
 
 

@@ -78,6 +78,17 @@ def _zego_task(c: Container, app_id: int, task_id: str) -> Task:
     return task
 
 
+def _running(c: Container, app_id: int, body: dict[str, Any]) -> Task:
+    """The task named by the body's TaskId, refused (300001001) once it has stopped."""
+    task_id = _task_id(body)
+    task = _zego_task(c, app_id, task_id)
+    if task.state.terminal or task.state is TaskState.UPLOADING:
+        raise CloudrecError.failed_precondition(
+            f"task {task_id!r} has stopped", reason="task_ended"
+        )
+    return task
+
+
 async def start_record(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
@@ -103,13 +114,8 @@ async def start_record(
 async def stop_record(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
-    task_id = _task_id(body)
-    task = _zego_task(c, app_id, task_id)
-    if task.state.terminal or task.state is TaskState.UPLOADING:
-        raise CloudrecError.failed_precondition(
-            f"task {task_id!r} has stopped", reason="task_ended"
-        )
-    c.tasks.stop(app_id, task_id)
+    task = _running(c, app_id, body)
+    c.tasks.stop(app_id, task.task_id)
     return {}
 
 
@@ -206,12 +212,8 @@ async def describe_tasks(
 async def update_layout(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
-    task_id = _task_id(body)
-    task = _zego_task(c, app_id, task_id)
-    if task.state.terminal or task.state is TaskState.UPLOADING:
-        raise CloudrecError.failed_precondition(
-            f"task {task_id!r} has stopped", reason="task_ended"
-        )
+    task = _running(c, app_id, body)
+    task_id = task.task_id
     if task.spec.mode is not RecordMode.MIXED or task.spec.mix is None:
         raise CloudrecError.invalid_argument(
             f"task {task_id!r} records single streams (RecordMode 1): it has no layout"
@@ -232,26 +234,16 @@ async def update_layout(
 async def pause_record(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
-    task_id = _task_id(body)
-    task = _zego_task(c, app_id, task_id)
-    if task.state is TaskState.UPLOADING:
-        raise CloudrecError.failed_precondition(
-            f"task {task_id!r} has stopped", reason="task_ended"
-        )
-    c.tasks.pause(app_id, task_id)
+    task = _running(c, app_id, body)
+    c.tasks.pause(app_id, task.task_id)
     return {}
 
 
 async def resume_record(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
-    task_id = _task_id(body)
-    task = _zego_task(c, app_id, task_id)
-    if task.state is TaskState.UPLOADING:
-        raise CloudrecError.failed_precondition(
-            f"task {task_id!r} has stopped", reason="task_ended"
-        )
-    c.tasks.resume(app_id, task_id)
+    task = _running(c, app_id, body)
+    c.tasks.resume(app_id, task.task_id)
     return {}
 
 
