@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 import yaml
 
 from cloudrec.core.delivery import zego_callback_signature
+from tests.e2e.test_record_mixed import colour_at, colour_publish, frames_of
 from tests.e2e.test_record_single import storage_service
 from tests.receiver import Receiver
 from tests.s3server import FaultyS3
@@ -243,42 +243,49 @@ def test_every_example_request_of_the_openapi_files_gets_a_documented_answer(wor
         assert isinstance(answer["Message"], str) and answer["Message"]
 
 
-def test_update_layout_switches_a_running_mix_from_grid_to_vertical(world, tmp_path):
-    _svc, s3, zego = world
-    body = start_body(
-        MixConfig={
-            "MixMode": 3,
-            "MixOutputStreamId": "mixout",
-            "MixOutputVideoConfig": {"Width": 640, "Height": 360, "Fps": 15, "Bitrate": 500_000},
-        }
-    )
-    body["RecordInputParams"]["RecordMode"] = 2
-    task_id = zego.call("StartRecord", body)["Data"]["TaskId"]
-    wait_status(zego, task_id, 2, timeout_s=15)
-    time.sleep(3)
-    answer = zego.call("UpdateLayout", {"TaskId": task_id, "MixMode": 4})
-    assert answer["Code"] == 0, answer
-    time.sleep(3)
-    assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+def test_update_layout_switches_a_running_mix_from_horizontal_to_vertical(world, tmp_path):
+    svc, s3, zego = world
+    pubs = [
+        colour_publish(svc.publish_url(APP, "zcolour", f"c-{c}", "--uid", c), c, 500)
+        for c in ("red", "blue")
+    ]
+    try:
+        assert len(svc.wait_streams(svc.app, "zcolour", 2)) == 2
+        body = start_body(
+            MixConfig={
+                "MixMode": 3,
+                "MixOutputStreamId": "mixout",
+                "MixOutputVideoConfig": {
+                    "Width": 640,
+                    "Height": 360,
+                    "Fps": 15,
+                    "Bitrate": 500_000,
+                },
+            }
+        )
+        body["RoomId"] = "zcolour"
+        body["RecordInputParams"]["RecordMode"] = 2
+        task_id = zego.call("StartRecord", body)["Data"]["TaskId"]
+        wait_status(zego, task_id, 2, timeout_s=15)
+        time.sleep(3)
+        answer = zego.call("UpdateLayout", {"TaskId": task_id, "MixMode": 4})
+        assert answer["Code"] == 0, answer
+        time.sleep(3)
+        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    finally:
+        for p in pubs:
+            p.kill()
+            p.wait()
     [f] = wait_status(zego, task_id, 3)["RecordFiles"]
     path = tmp_path / f["FileId"]
     path.write_bytes(
         s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"].read()
     )
-    with av.open(str(path)) as c:
-        frames = [fr.to_ndarray(format="gray") for fr in c.decode(video=0)]
-
-    def gap(frame: np.ndarray, axis: int) -> float:
-        """Mean difference of the two halves of a frame.  Both publishers send testsrc2, so
-        the two tiles of a two-tile layout look alike: left/right (axis 1) when side by side,
-        top/bottom (axis 0) when stacked; the other split cuts pictures apart."""
-        a, b = np.array_split(frame.astype(float), 2, axis=axis)
-        return float(np.abs(a - b).mean())
-
-    # MixMode 3 horizontal: side by side; after UpdateLayout MixMode 4 vertical: stacked.
+    frames = frames_of(path)
+    # MixMode 3 horizontal: red and blue side by side; MixMode 4 vertical: one above the other.
     early, late = frames[int(len(frames) * 0.4)], frames[-5]
-    assert gap(early, 1) < 0.7 * gap(early, 0)
-    assert gap(late, 0) < 0.7 * gap(late, 1)
+    assert {colour_at(early, 160, 180), colour_at(early, 480, 180)} == {"red", "blue"}
+    assert {colour_at(late, 320, 90), colour_at(late, 320, 270)} == {"red", "blue"}
     stopped = zego.call("UpdateLayout", {"TaskId": task_id, "MixMode": 2})
     assert stopped["Code"] == 300001001
 
