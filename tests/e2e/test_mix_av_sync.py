@@ -93,12 +93,14 @@ def test_flash_and_beep_stay_within_one_frame_in_the_mix(world):
     body = jo.start_body(resid, ROOM, "", streamtype=1, mixconfig={"templateid": 1, "output": out})
     body.pop("uid")
     record_id = jo.call("POST", "startrecord", body)["recordid"]
-    time.sleep(12)
+    time.sleep(15)
     assert jo.stop(resid, ROOM, record_id)["code"] == 0
     task = wait_task(svc, record_id, {"completed", "failed"}, timeout_s=30)
     [f] = task["files"]
     flashes, beeps = measure(fetched(svc, task, f))
-    assert len(flashes) >= 8 and len(beeps) >= 8, (flashes, beeps)
+    # The picture shows once the input is connected and decoding (1-2 s here, up to 6 s seen
+    # on a busy machine): at least 6 flashes in 15 s.
+    assert len(flashes) >= 6 and len(beeps) >= 6, (flashes, beeps)
     offsets = [min(beeps, key=lambda b, fl=fl: abs(b - fl)) - fl for fl in flashes]
     frame = 1 / FPS
     print("A/V offsets (s):", [round(o, 3) for o in offsets])
