@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import av
+import jsonschema
 import pytest
 import yaml
 
@@ -101,6 +102,11 @@ def test_a_single_stream_recording_as_a_zego_client_runs_it(world, tmp_path):
     stop = zego.call("StopRecord", {"TaskId": task_id, "RoomId": "zroom"})
     assert stop["Code"] == 0, stop
     data = wait_status(zego, task_id, 3)
+    check_response(
+        "DescribeRecordStatus", {"Code": 0, "Message": "succeed", "RequestId": "r", "Data": data}
+    )
+    check_response("StartRecord", answer)
+    check_response("StopRecord", stop)
     assert (data["RoomId"], data["RecordMode"], data["StreamType"]) == ("zroom", 1, 3)
     assert data["RecordEndTimestamp"] > data["RecordBeginTimestamp"] > 0
     [f] = data["RecordFiles"]  # stream2 was not in RecordStreamList
@@ -171,6 +177,7 @@ def test_describe_tasks_pages_through_a_time_range(world):
     rng = {"StartTime": now - 3_600_000, "EndTime": now + 60_000}
     ended = zego.call("DescribeTasks", {"Status": 3, **rng, "PageSize": 1})
     assert ended["Code"] == 0, ended
+    check_response("DescribeTasks", ended)
     data = ended["Data"]
     assert data["TotalCount"] >= 2 and len(data["TaskidList"]) == 1
     second = zego.call("DescribeTasks", {"Status": 3, **rng, "PageSize": 1, "PageOffset": 2})
@@ -217,6 +224,37 @@ def test_what_this_release_lacks_is_refused_with_a_clear_message(world):
         time.sleep(0.11)
 
 
+def response_schema(action: str) -> dict:
+    """The 200 response schema of ``action`` in ZEGO's OpenAPI file, local $refs resolved."""
+    for path in SPEC_DIR.glob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        post = doc.get("paths", {}).get("/", {}).get("post", {})
+        if post.get("summary") != action:
+            continue
+        schemas = doc["components"]["schemas"]
+
+        def resolve(node: object, schemas: dict = schemas) -> object:
+            if isinstance(node, dict):
+                if "$ref" in node and node["$ref"].startswith("#/components/schemas/"):
+                    return resolve(schemas[node["$ref"].rsplit("/", 1)[1]])
+                return {k: resolve(v) for k, v in node.items() if k != "example"}
+            if isinstance(node, list):
+                return [resolve(v) for v in node]
+            return node
+
+        ref = post["responses"]["200"]["content"]["application/json"]["schema"]
+        resolved = resolve(ref)
+        assert isinstance(resolved, dict)
+        return resolved
+    raise AssertionError(f"no OpenAPI file for {action}")
+
+
+def check_response(action: str, answer: dict) -> None:
+    """An answer validates against the action's response schema, and a success carries the
+    documented Data fields with the documented types."""
+    jsonschema.validate(answer, response_schema(action))
+
+
 def _examples(name: str) -> list[dict]:
     doc = yaml.safe_load((SPEC_DIR / name).read_text())
     body = doc["paths"]["/"]["post"].get("requestBody", {})
@@ -239,6 +277,7 @@ def test_every_example_request_of_the_openapi_files_gets_a_documented_answer(wor
         answer = zego.call(action, body)
         time.sleep(0.11)
         assert set(answer) >= {"Code", "Message", "RequestId"}, answer
+        check_response(action, answer)
         assert isinstance(answer["Code"], int) and answer["Code"] in documented, answer
         assert isinstance(answer["Message"], str) and answer["Message"]
 
