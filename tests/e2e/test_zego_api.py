@@ -215,7 +215,7 @@ def test_what_this_release_lacks_is_refused_with_a_clear_message(world):
     cases = [
         ("UpdateWhiteboard", {"TaskId": "x"}, "whiteboard"),
         ("StartRecord", {**start_body(HasWhiteboard=True)}, "whiteboard"),
-        ("StartRecord", start_body(StreamType=4), "StreamType 4"),
+        ("StartRecord", {**start_body(), "RecordOutputParams": {"OutputFileFormat": "jpg"}}, "jpg"),
         ("TakeSnapshot", {"TaskId": "x"}, "not available"),
     ]
     for action, body, words in cases:
@@ -375,3 +375,26 @@ def test_pause_and_resume_leave_the_paused_span_out_of_one_file(world, tmp_path)
     assert abs(f["Duration"] / 1000 - recorded) < 1.0, (f["Duration"], recorded)
     assert max(b - a for a, b in itertools.pairwise(times)) < 0.2
     assert abs(frames / 25 - f["Duration"] / 1000) < 0.3
+
+
+def test_stream_type_4_writes_separate_video_and_audio_files(world, tmp_path):
+    _, s3, zego = world
+    body = start_body(StreamType=4, RecordStreamList=[{"StreamId": "stream1"}])
+    task_id = zego.call("StartRecord", body)["Data"]["TaskId"]
+    wait_status(zego, task_id, 2, timeout_s=15)
+    time.sleep(3)
+    assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    data = wait_status(zego, task_id, 3)
+    assert data["StreamType"] == 4
+    files = {f["MediaTrackType"]: f for f in data["RecordFiles"]}
+    assert set(files) == {1, 2}  # audio only, video only
+    assert "_V_" in files[2]["FileId"] and "_A_" in files[1]["FileId"]
+    for track, kinds in ((1, {"audio"}), (2, {"video"})):
+        f = files[track]
+        path = tmp_path / f["FileId"]
+        path.write_bytes(
+            s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"].read()
+        )
+        with av.open(str(path)) as c:
+            assert {st.type for st in c.streams} == kinds
+        assert f["Duration"] > 2000

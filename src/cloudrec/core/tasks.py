@@ -44,6 +44,7 @@ class Media(enum.StrEnum):
     AUDIO_VIDEO = "av"
     VIDEO = "video"
     AUDIO = "audio"
+    SEPARATE = "separate"  # audio and video, each in a file of its own (ZEGO StreamType 4)
 
     @property
     def has_video(self) -> bool:

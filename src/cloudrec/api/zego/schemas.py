@@ -14,7 +14,7 @@ from cloudrec.core.mixing import MixSpec, round4
 from cloudrec.core.rooms import check_id
 from cloudrec.core.tasks import FileFormat, Media, RecordingSpec, RecordMode, StorageTarget
 
-STREAM_TYPES = {1: Media.AUDIO, 2: Media.VIDEO, 3: Media.AUDIO_VIDEO}
+STREAM_TYPES = {1: Media.AUDIO, 2: Media.VIDEO, 3: Media.AUDIO_VIDEO, 4: Media.SEPARATE}
 FORMATS = {
     "mp4": FileFormat.MP4,
     "flv": FileFormat.FLV,
@@ -144,8 +144,6 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         )
     mode = _int(inp, "RecordMode", w, lo=1, hi=2)
     stream_type = _int(inp, "StreamType", w, default=3, lo=1, hi=4)
-    if stream_type == 4:
-        raise _not_yet(f"{w}StreamType 4 (separate audio and video files)")
     media = STREAM_TYPES[stream_type]
     streams = inp.get("RecordStreamList") or []
     if not isinstance(streams, list):

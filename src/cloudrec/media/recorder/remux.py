@@ -237,16 +237,7 @@ class StreamRecorder(threading.Thread):
         plan = self.plan
         has_v = any(s.type == "video" for s in wanted)
         has_a = any(s.type == "audio" for s in wanted)
-        for fmt in plan.formats:
-            streams = [s for s in wanted if fmt is not FileFormat.AAC or s.type == "audio"]
-            if not streams:
-                continue
-            if fmt is FileFormat.AAC or not has_v:
-                track = TrackType.AUDIO
-            elif not has_a:
-                track = TrackType.VIDEO
-            else:
-                track = TrackType.AUDIO_VIDEO
+        for fmt, streams, track in self._layout(wanted, has_v, has_a):
             path = plan.directory / plan.name(fmt, track, begin_ms)
             path.parent.mkdir(parents=True, exist_ok=True)
             container = open_output(fmt, path, plan.hls_segment_s)
@@ -256,6 +247,28 @@ class StreamRecorder(threading.Thread):
             f = OutputFile(fmt, path, container, out)
             f.file_id = self._on_open(fmt, path, track, begin_ms, size)
             self.files.append(f)
+
+    def _layout(
+        self, wanted: list[Any], has_v: bool, has_a: bool
+    ) -> list[tuple[FileFormat, list[Any], TrackType]]:
+        """Which files to write: per format one file with the wanted tracks, or (separate
+        media) a video file and an audio file; AAC holds audio only."""
+        files = []
+        video = [s for s in wanted if s.type == "video"]
+        audio = [s for s in wanted if s.type == "audio"]
+        for fmt in self.plan.formats:
+            if fmt is FileFormat.AAC:
+                parts = [(audio, TrackType.AUDIO)]
+            elif self.plan.media is Media.SEPARATE:
+                parts = [(video, TrackType.VIDEO), (audio, TrackType.AUDIO)]
+            elif not has_v:
+                parts = [(audio, TrackType.AUDIO)]
+            elif not has_a:
+                parts = [(video, TrackType.VIDEO)]
+            else:
+                parts = [(wanted, TrackType.AUDIO_VIDEO)]
+            files += [(fmt, streams, track) for streams, track in parts if streams]
+        return files
 
     def _emit(self, packet: Any, ts: float, offset: float, anchor: Any) -> None:
         """Write a packet unless a pause covers it; after a pause, go on from the next

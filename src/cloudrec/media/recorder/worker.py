@@ -219,21 +219,24 @@ class TaskWorker:
     def _start_mixer(self, task: Task, mix: MixSpec) -> Mixer:
         spec = task.spec
         prefix = "/".join(spec.output_prefix)
-        track = (
-            TrackType.AUDIO_VIDEO
-            if mix.media is Media.AUDIO_VIDEO
-            else TrackType.VIDEO
-            if mix.media is Media.VIDEO
-            else TrackType.AUDIO
-        )
+        tracks = {
+            Media.AUDIO_VIDEO: [TrackType.AUDIO_VIDEO],
+            Media.VIDEO: [TrackType.VIDEO],
+            Media.AUDIO: [TrackType.AUDIO],
+            Media.SEPARATE: [TrackType.VIDEO, TrackType.AUDIO],
+        }[mix.media]
         stamp = file_stamp(datetime.now(UTC))
         # ZEGO OutputFileRule 1 names a mix by its MixOutputStreamId; JoCloud has none.
         mix_id = str(mix.extra.get("MixOutputStreamId") or "mix")
         outputs = []
         for fmt in spec.formats:
-            t = TrackType.AUDIO if fmt is FileFormat.AAC else track
-            name = f"{task.task_id}_{spec.room_id}_{mix_id}_{_type_code(t)}_{stamp}.{fmt.extension}"
-            outputs.append(MixOutput(self.spool(task).joinpath(*spec.output_prefix, name), fmt, t))
+            for t in [TrackType.AUDIO] if fmt is FileFormat.AAC else tracks:
+                name = (
+                    f"{task.task_id}_{spec.room_id}_{mix_id}_{_type_code(t)}_{stamp}"
+                    f".{fmt.extension}"
+                )
+                path = self.spool(task).joinpath(*spec.output_prefix, name)
+                outputs.append(MixOutput(path, fmt, t))
 
         def on_open(out: MixOutput, begin_ms: int) -> int:
             file_id = self.control.file_opened(
