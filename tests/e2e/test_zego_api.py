@@ -398,3 +398,63 @@ def test_stream_type_4_writes_separate_video_and_audio_files(world, tmp_path):
         with av.open(str(path)) as c:
             assert {st.type for st in c.streams} == kinds
         assert f["Duration"] > 2000
+
+
+def test_a_custom_mix_layout_places_views_by_stream_and_layer(world, tmp_path):
+    svc, s3, zego = world
+    pubs = [
+        colour_publish(svc.publish_url(APP, "zcustom", f"c-{c}", "--uid", c), c, 500)
+        for c in ("red", "blue")
+    ]
+    try:
+        assert len(svc.wait_streams(svc.app, "zcustom", 2)) == 2
+        views = [
+            {
+                "StreamId": "c-red",
+                "Top": 0,
+                "Left": 0,
+                "Bottom": 360,
+                "Right": 400,
+                "Layer": 1,
+                "FillMode": 1,
+            },
+            # No StreamId: the next stream to join (blue) fills it; Layer 5 puts it on top.
+            {"Top": 40, "Left": 300, "Bottom": 200, "Right": 560, "Layer": 5, "FillMode": 1},
+        ]
+        body = start_body(
+            MixConfig={
+                "MixMode": 1,
+                "MixInputList": views,
+                "MixOutputStreamId": "custom",
+                "MixOutputBackgroundColor": 0x00FF0000,
+                "MixOutputVideoConfig": {
+                    "Width": 640,
+                    "Height": 360,
+                    "Fps": 15,
+                    "Bitrate": 500_000,
+                },
+            }
+        )
+        body["RoomId"] = "zcustom"
+        body["RecordInputParams"]["RecordMode"] = 2
+        answer = zego.call("StartRecord", body)
+        assert answer["Code"] == 0, answer
+        task_id = answer["Data"]["TaskId"]
+        wait_status(zego, task_id, 2, timeout_s=15)
+        time.sleep(4)
+        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    finally:
+        for p in pubs:
+            p.kill()
+            p.wait()
+    [f] = wait_status(zego, task_id, 3)["RecordFiles"]
+    path = tmp_path / f["FileId"]
+    path.write_bytes(
+        s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"].read()
+    )
+    frames = frames_of(path)
+    last = frames[len(frames) // 2]
+    assert colour_at(last, 100, 300) == "red"
+    assert colour_at(last, 350, 100) == "blue"  # over red where they overlap: the higher layer
+    g = last[300, 600]
+    assert g[1] > 180 and g[0] < 60 and g[2] < 60  # MixOutputBackgroundColor 0x00FF0000

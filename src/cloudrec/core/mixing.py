@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import Media
 
 MAX_SIDE = 1920
@@ -27,7 +28,7 @@ class MixInput:
     """One user's stream in the picture.  ``crop`` is "fit" (whole picture, black sides) or
     "fill" (cover the box, centred crop); ``source`` cuts a region out of the source first."""
 
-    user_id: str
+    user_id: str  # empty, with no stream_id: the next stream to join fills this view
     room_id: str
     media: Media = Media.AUDIO_VIDEO
     z: int = 0
@@ -35,6 +36,46 @@ class MixInput:
     crop: str = "fit"
     source: Box | None = None
     alpha: float = 1.0
+    stream_id: str | None = None  # ZEGO names views by stream, JoCloud by user
+
+    @property
+    def key(self) -> str:
+        if self.stream_id:
+            return f"{self.room_id}/s:{self.stream_id}"
+        if self.user_id:
+            return f"{self.room_id}/{self.user_id}"
+        box = self.box or Box(0, 0, 0, 0)
+        return f"{self.room_id}/view:{box.x},{box.y},{box.w},{box.h}"
+
+
+def assign_views(inputs: tuple[MixInput, ...], streams: list[LiveStream]) -> dict[str, LiveStream]:
+    """Which live stream each custom view shows: the one it names (by stream id, else by user
+    id, in its room); views naming neither take the other streams of their room in the order
+    they joined."""
+    shown: dict[str, LiveStream] = {}
+    taken: set[tuple[str, str]] = set()
+    for i in inputs:
+        for s in streams:
+            named = s.stream_id == i.stream_id if i.stream_id else s.user_id == i.user_id
+            if s.room_id == i.room_id and (i.stream_id or i.user_id) and named:
+                shown[i.key] = s
+                taken.add((s.room_id, s.stream_id))
+                break
+    for i in inputs:
+        if i.stream_id or i.user_id:
+            continue
+        rest = sorted(
+            (
+                s
+                for s in streams
+                if s.room_id == i.room_id and (s.room_id, s.stream_id) not in taken
+            ),
+            key=lambda s: s.started_at,
+        )
+        if rest:
+            shown[i.key] = rest[0]
+            taken.add((rest[0].room_id, rest[0].stream_id))
+    return shown
 
 
 @dataclass(frozen=True)

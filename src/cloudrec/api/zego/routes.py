@@ -25,7 +25,7 @@ from limits import RateLimitItemPerSecond
 
 from cloudrec.api.zego import codes
 from cloudrec.api.zego.auth import verify
-from cloudrec.api.zego.schemas import MIX_TEMPLATES, parse_start
+from cloudrec.api.zego.schemas import MIX_TEMPLATES, parse_start, parse_views
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
@@ -219,14 +219,16 @@ async def update_layout(
             f"task {task_id!r} records single streams (RecordMode 1): it has no layout"
         )
     mode = body.get("MixMode", 2)
-    if mode == 1:
-        raise CloudrecError.invalid_argument(
-            "MixMode 1 (a custom MixInputList layout) is not available in this cloudrec release"
-        )
-    if mode not in MIX_TEMPLATES:
-        raise CloudrecError.invalid_argument(f"MixMode must be 1 to 5, not {mode!r}")
     mix = MixSpec.from_json(task.spec.mix)
-    new = replace(mix, template_id=MIX_TEMPLATES[mode], extra={**mix.extra, "MixMode": mode})
+    if mode == 1:
+        views = parse_views(body.get("MixInputList"), task.spec.room_id, mix.width, mix.height)
+        new = replace(mix, template_id=None, inputs=views, extra={**mix.extra, "MixMode": 1})
+    elif mode in MIX_TEMPLATES:
+        new = replace(
+            mix, template_id=MIX_TEMPLATES[mode], inputs=(), extra={**mix.extra, "MixMode": mode}
+        )
+    else:
+        raise CloudrecError.invalid_argument(f"MixMode must be 1 to 5, not {mode!r}")
     await asyncio.to_thread(c.tasks.update_mix, app_id, task_id, new.to_json())
     return {}
 

@@ -7,10 +7,11 @@ pretended: whiteboards (no whiteboard service here), StreamType 4, custom mix la
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.mixing import MixSpec, round4
+from cloudrec.core.mixing import Box, MixInput, MixSpec, round4
 from cloudrec.core.rooms import check_id
 from cloudrec.core.tasks import FileFormat, Media, RecordingSpec, RecordMode, StorageTarget
 
@@ -99,12 +100,55 @@ def parse_storage(raw: Any) -> StorageTarget:
     )
 
 
-def parse_mix(raw: Any, media: Media) -> MixSpec:
+def parse_views(raw: Any, room_id: str, width: int, height: int) -> tuple[MixInput, ...]:
+    """MixMode 1: ``MixInputList`` views (Top/Left/Bottom/Right in output pixels, Layer: the
+    larger on top, FillMode 1 crop / 2 scale); a view without StreamId takes the next stream
+    to join."""
+    w = "RecordInputParams.MixConfig.MixInputList"
+    if not isinstance(raw, list) or not raw:
+        raise _bad(f"{w} must be a non-empty array when MixMode is 1")
+    if len(raw) > 17:
+        raise _bad(f"{w} has {len(raw)} views; at most 17 are allowed")
+    views = []
+    for n, item in enumerate(raw):
+        where = f"{w}[{n}]."
+        v = _obj(item, where)
+        if v.get("ViewType", 1) == 2:
+            raise _bad(f"{where}ViewType 2 is a whiteboard view: cloudrec has no whiteboard")
+        top, left = _int(v, "Top", where, lo=0, hi=1920), _int(v, "Left", where, lo=0, hi=1920)
+        bottom = _int(v, "Bottom", where, lo=0, hi=1920)
+        right = _int(v, "Right", where, lo=0, hi=1920)
+        if right <= left or bottom <= top:
+            raise _bad(f"{where}Right must be more than Left and Bottom more than Top")
+        if right > width or bottom > height:
+            raise _bad(f"{where}the view reaches past the {width}x{height} output")
+        layer = _int(v, "Layer", where)
+        fill = _int(v, "FillMode", where, default=1, lo=1, hi=2)
+        stream = _str(v, "StreamId", where, required=False) or None
+        if stream is not None:
+            check_id(f"{where}StreamId", stream)
+        views.append(
+            (
+                layer,
+                n,
+                MixInput(
+                    user_id="",
+                    room_id=room_id,
+                    stream_id=stream,
+                    box=Box(left, top, right - left, bottom - top),
+                    crop="fill" if fill == 1 else "fit",
+                ),
+            )
+        )
+    # Layers are any integers in ZEGO; cloudrec's layers are 0..16 in the same order.
+    ranked = sorted(views, key=lambda t: (t[0], t[1]))
+    return tuple(replace(mi, z=rank) for rank, (_, _, mi) in enumerate(ranked))
+
+
+def parse_mix(raw: Any, media: Media, room_id: str = "") -> MixSpec:
     d = _obj(raw, "RecordInputParams.MixConfig")
     w = "RecordInputParams.MixConfig."
     mode = _int(d, "MixMode", w, default=2, lo=1, hi=5)
-    if mode == 1:
-        raise _not_yet(f"{w}MixMode 1 (a custom MixInputList layout)")
     _str(d, "MixOutputStreamId", w)
     video = _obj(d.get("MixOutputVideoConfig") or {}, f"{w}MixOutputVideoConfig")
     vw = f"{w}MixOutputVideoConfig."
@@ -120,6 +164,9 @@ def parse_mix(raw: Any, media: Media) -> MixSpec:
     color = d.get("MixOutputBackgroundColor", 0)
     if isinstance(color, bool) or not isinstance(color, int) or not 0 <= color <= 0xFFFFFFFF:
         raise _bad(f"{w}MixOutputBackgroundColor must be a 0xRRGGBBAA integer")
+    inputs: tuple[MixInput, ...] = ()
+    if mode == 1:
+        inputs = parse_views(d.get("MixInputList"), room_id, width, height)
     return MixSpec(
         width=round4(width),
         height=round4(height),
@@ -127,7 +174,8 @@ def parse_mix(raw: Any, media: Media) -> MixSpec:
         gop=fps * 2,
         bitrate_kbps=bitrate,
         media=media,
-        template_id=MIX_TEMPLATES[mode],
+        template_id=MIX_TEMPLATES.get(mode),
+        inputs=inputs,
         background_color=f"{(color >> 8) & 0xFFFFFF:06X}",
         extra={"MixOutputStreamId": d["MixOutputStreamId"], "MixMode": mode},
     )
@@ -180,7 +228,7 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     storage = parse_storage(body.get("StorageParams"))
     mix = None
     if mode == 2:
-        mix = parse_mix(inp.get("MixConfig"), media).to_json()
+        mix = parse_mix(inp.get("MixConfig"), media, room_id).to_json()
     return RecordingSpec(
         room_id=room_id,
         mode=RecordMode.MIXED if mode == 2 else RecordMode.SINGLE,

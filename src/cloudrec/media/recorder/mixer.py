@@ -303,7 +303,7 @@ class Mixer(threading.Thread):
         else:
             customs = [
                 CustomInput(
-                    key=f"{i.room_id}/{i.user_id}",
+                    key=i.key,
                     layout_x=i.box.x,
                     layout_y=i.box.y,
                     layout_w=i.box.w,

@@ -18,7 +18,7 @@ from typing import Any
 
 from cloudrec.config import Settings
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.mixing import MixSpec
+from cloudrec.core.mixing import MixSpec, assign_views
 from cloudrec.core.recording import TaskControl
 from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import (
@@ -203,12 +203,13 @@ class TaskWorker:
         mix = MixSpec.from_json(task.spec.mix)
         if mix.template_id is not None:
             wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
+            urls = {f"{s.room_id}/{s.user_id}": s.pull_url for s in wanted}
         else:
-            users = {(i.room_id, i.user_id) for i in mix.inputs}
-            rooms = {r for r, _ in users} - {task.spec.room_id}
+            rooms = {i.room_id for i in mix.inputs} - {task.spec.room_id}
             others = [s for r in sorted(rooms) for s in self.control.room(task.app_id, r)]
-            wanted = [s for s in [*room, *others] if (s.room_id, s.user_id) in users]
-        urls = {f"{s.room_id}/{s.user_id}": s.pull_url for s in wanted}
+            shown = assign_views(mix.inputs, [*room, *others])
+            wanted = list(shown.values())
+            urls = {key: s.pull_url for key, s in shown.items()}
         if self.mixer is None:
             if not wanted:
                 return wanted
