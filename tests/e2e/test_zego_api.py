@@ -65,6 +65,14 @@ def storage() -> dict:
     }
 
 
+def download(s3: FaultyS3, f: dict, tmp_path: Path) -> Path:
+    """A recorded file, fetched from the bucket as the app would."""
+    path = tmp_path / f["FileId"]
+    body = s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"]
+    path.write_bytes(body.read())
+    return path
+
+
 def start_body(**inp) -> dict:
     return {
         "RoomId": "zroom",
@@ -119,9 +127,7 @@ def test_a_single_stream_recording_as_a_zego_client_runs_it(world, tmp_path):
     assert f["FileId"].startswith(f"{task_id}_zroom_user1_stream1_VA_")
     assert (f["ResolutionWidth"], f["ResolutionHeight"]) == (320, 240)
     assert f["FileUrl"].endswith("/zegobucket/record/" + f["FileId"])
-    body = s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"]
-    path = tmp_path / f["FileId"]
-    path.write_bytes(body.read())
+    path = download(s3, f, tmp_path)
     assert path.stat().st_size == f["FileSize"]
     with av.open(str(path)) as c:
         frames = sum(1 for _ in c.decode(video=0))
@@ -316,10 +322,7 @@ def test_update_layout_switches_a_running_mix_from_horizontal_to_vertical(world,
             p.kill()
             p.wait()
     [f] = wait_status(zego, task_id, 3)["RecordFiles"]
-    path = tmp_path / f["FileId"]
-    path.write_bytes(
-        s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"].read()
-    )
+    path = download(s3, f, tmp_path)
     frames = frames_of(path)
     # MixMode 3 horizontal: red and blue side by side; MixMode 4 vertical: one above the other.
     early, late = frames[int(len(frames) * 0.4)], frames[-5]
@@ -360,10 +363,7 @@ def test_pause_and_resume_leave_the_paused_span_out_of_one_file(world, tmp_path)
     t_stop = time.time()
     assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
     [f] = wait_status(zego, task_id, 3)["RecordFiles"]
-    path = tmp_path / f["FileId"]
-    path.write_bytes(
-        s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"].read()
-    )
+    path = download(s3, f, tmp_path)
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         times = [float(p.pts * p.time_base) for p in c.demux(v) if p.size]
@@ -391,10 +391,7 @@ def test_stream_type_4_writes_separate_video_and_audio_files(world, tmp_path):
     assert "_V_" in files[2]["FileId"] and "_A_" in files[1]["FileId"]
     for track, kinds in ((1, {"audio"}), (2, {"video"})):
         f = files[track]
-        path = tmp_path / f["FileId"]
-        path.write_bytes(
-            s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"].read()
-        )
+        path = download(s3, f, tmp_path)
         with av.open(str(path)) as c:
             assert {st.type for st in c.streams} == kinds
         assert f["Duration"] > 2000
@@ -448,10 +445,7 @@ def test_a_custom_mix_layout_places_views_by_stream_and_layer(world, tmp_path):
             p.kill()
             p.wait()
     [f] = wait_status(zego, task_id, 3)["RecordFiles"]
-    path = tmp_path / f["FileId"]
-    path.write_bytes(
-        s3.client().get_object(Bucket="zegobucket", Key="record/" + f["FileId"])["Body"].read()
-    )
+    path = download(s3, f, tmp_path)
     frames = frames_of(path)
     last = frames[len(frames) // 2]
     assert colour_at(last, 100, 300) == "red"
