@@ -82,6 +82,20 @@ def start_body(**inp) -> dict:
     }
 
 
+def mix_body(room: str = "zroom", **mix: object) -> dict:
+    """A RecordMode 2 StartRecord body: 640x360 at 15 fps, 500 kb/s, plus ``mix``."""
+    body = start_body(
+        MixConfig={
+            "MixOutputStreamId": "mixout",
+            "MixOutputVideoConfig": {"Width": 640, "Height": 360, "Fps": 15, "Bitrate": 500_000},
+            **mix,
+        }
+    )
+    body["RoomId"] = room
+    body["RecordInputParams"]["RecordMode"] = 2
+    return body
+
+
 def wait_status(zego: Zego, task_id: str, status: int, timeout_s: float = 40) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -154,14 +168,7 @@ def test_a_single_stream_recording_as_a_zego_client_runs_it(world, tmp_path):
 
 def test_a_grid_mix_makes_one_file_of_the_size_asked(world):
     _svc, _s3, zego = world
-    body = start_body(
-        MixConfig={
-            "MixMode": 2,
-            "MixOutputStreamId": "mixout",
-            "MixOutputVideoConfig": {"Width": 640, "Height": 360, "Fps": 15, "Bitrate": 500_000},
-        }
-    )
-    body["RecordInputParams"]["RecordMode"] = 2
+    body = mix_body(MixMode=2)
     answer = zego.call("StartRecord", body)
     assert answer["Code"] == 0, answer
     task_id = answer["Data"]["TaskId"]
@@ -296,20 +303,7 @@ def test_update_layout_switches_a_running_mix_from_horizontal_to_vertical(world,
     ]
     try:
         assert len(svc.wait_streams(svc.app, "zcolour", 2)) == 2
-        body = start_body(
-            MixConfig={
-                "MixMode": 3,
-                "MixOutputStreamId": "mixout",
-                "MixOutputVideoConfig": {
-                    "Width": 640,
-                    "Height": 360,
-                    "Fps": 15,
-                    "Bitrate": 500_000,
-                },
-            }
-        )
-        body["RoomId"] = "zcolour"
-        body["RecordInputParams"]["RecordMode"] = 2
+        body = mix_body("zcolour", MixMode=3)
         task_id = zego.call("StartRecord", body)["Data"]["TaskId"]
         wait_status(zego, task_id, 2, timeout_s=15)
         time.sleep(3)
@@ -418,22 +412,13 @@ def test_a_custom_mix_layout_places_views_by_stream_and_layer(world, tmp_path):
             # No StreamId: the next stream to join (blue) fills it; Layer 5 puts it on top.
             {"Top": 40, "Left": 300, "Bottom": 200, "Right": 560, "Layer": 5, "FillMode": 1},
         ]
-        body = start_body(
-            MixConfig={
-                "MixMode": 1,
-                "MixInputList": views,
-                "MixOutputStreamId": "custom",
-                "MixOutputBackgroundColor": 0x00FF0000,
-                "MixOutputVideoConfig": {
-                    "Width": 640,
-                    "Height": 360,
-                    "Fps": 15,
-                    "Bitrate": 500_000,
-                },
-            }
+        body = mix_body(
+            "zcustom",
+            MixMode=1,
+            MixInputList=views,
+            MixOutputStreamId="custom",
+            MixOutputBackgroundColor=0x00FF0000,
         )
-        body["RoomId"] = "zcustom"
-        body["RecordInputParams"]["RecordMode"] = 2
         answer = zego.call("StartRecord", body)
         assert answer["Code"] == 0, answer
         task_id = answer["Data"]["TaskId"]
