@@ -1,11 +1,13 @@
 """Mixed recording: decode every input, compose one picture per output frame, mix the sound,
 encode H.264 + AAC, write one file.
 
-Threads: one :class:`InputReader` per input stream (PyAV decode, GIL released) keeps the
-input's latest picture and a queue of its sound at 48 kHz stereo; the :class:`Mixer` thread
-produces output frames on a wall-clock schedule (``fps``), composing from whatever each input
-has at that moment, so an input that stalls or leaves never stalls the output.  The layout
-and the inputs can change at any time (``update``): the next frame uses them.
+Threads: one :class:`InputReader` per input stream (PyAV decode, GIL released) fills an
+:class:`InputBuffer` with the input's pictures and its sound at 48 kHz stereo, by source
+timestamp; the :class:`Mixer` thread produces output frames on a wall-clock schedule
+(``fps``) and takes from each input the picture and the sound of the same source moment, so
+each input's sound stays with its picture, and an input that stalls or leaves never stalls
+the output.  The layout and the inputs can change at any time (``update``): the next frame
+uses them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,56 +45,138 @@ log = logging.getLogger("cloudrec.mixer")
 
 RATE = 48000
 CHANNELS = 2
-AUDIO_QUEUE_S = 3.0  # sound kept per input beyond what the output has taken
 READ_TIMEOUT_S = 5.0
-SYNC_TOLERANCE_S = 0.03
+# Sound further than this from its picture is cut or delayed to match (FLV times are in ms).
+SYNC_TOLERANCE_S = 0.01
+# An input is shown this far behind the newest media it has delivered: room for delivery and
+# decoding to jitter without the picture or the sound running dry.
+JITTER_S = 0.5
+# An input whose newest media is further than this from its schedule (a timestamp jump, a
+# pause, a mixer that fell behind) is put back on schedule at its newest media.
+RESYNC_S = 1.5
 PATCH_MODES: dict[int, PatchMode] = {0: "none", 1: "black", 2: "last", 3: "image"}
 
 
+class InputBuffer:
+    """One input's decoded pictures and sound, by source timestamp, and its schedule.
+
+    The mixer asks for output time ``t`` (seconds of the file); the input answers with the
+    picture and the sound taken at source time ``t + offset``, the offset being fixed when the
+    input is first asked (``JITTER_S`` behind its newest media).  Picture and sound are chosen
+    by the same source time, so they stay together whatever the delivery or decoding jitter:
+    what arrives late is skipped, never shown out of step.
+    """
+
+    def __init__(self) -> None:
+        self._pictures: deque[tuple[float, Any]] = deque()
+        self._audio = np.zeros((0, CHANNELS), dtype=np.int16)
+        self._head_ts: float | None = None  # source time of the first queued sample
+        self._newest: float | None = None  # of any media received
+        self._offset: float | None = None
+        self._ended = False
+        self.shown: Any = None  # the picture shown last, kept for patch mode "last"
+
+    def add_picture(self, ts: float, picture: Any) -> None:
+        self._pictures.append((ts, picture))
+        self._seen(ts)
+        horizon = ts - JITTER_S - RESYNC_S - 1.0
+        while len(self._pictures) > 1 and self._pictures[0][0] < horizon:
+            self._pictures.popleft()
+
+    def add_audio(self, ts: float | None, pcm: np.ndarray) -> None:
+        """``pcm`` (s16 stereo at ``RATE``) starting at source time ``ts``, or right after the
+        previous sound when ``ts`` is None."""
+        if not len(self._audio) and ts is not None:
+            self._head_ts = ts
+        if self._head_ts is None:
+            return
+        self._audio = np.concatenate([self._audio, pcm])
+        keep = int((JITTER_S + RESYNC_S + 1.0) * RATE)
+        if len(self._audio) > keep:
+            self._head_ts += (len(self._audio) - keep) / RATE
+            self._audio = self._audio[-keep:]
+        self._seen(self._head_ts + len(self._audio) / RATE)
+
+    def _seen(self, ts: float) -> None:
+        self._newest = ts if self._newest is None else max(self._newest, ts)
+
+    def end(self) -> None:
+        self._ended = True
+
+    def reanchor(self) -> None:
+        """Back on schedule at the newest media (after a pause of the output)."""
+        self._offset = None
+
+    def sample(self, t: float, samples: int, frame_s: float) -> tuple[Any, np.ndarray]:
+        """The picture to show at output time ``t`` (None: none yet, or the input has
+        ended) and ``samples`` frames of sound from the same source time (silence where
+        there is none)."""
+        if self._newest is None:
+            return None, np.zeros((samples, CHANNELS), np.int16)
+        if self._offset is not None:
+            lag = self._newest - (t + self._offset)
+            if not -RESYNC_S <= lag <= JITTER_S + RESYNC_S:
+                self._offset = None
+        if self._offset is None:
+            self._offset = self._newest - JITTER_S - t
+        target = t + self._offset
+        # The picture nearest the target: at most half an output frame ahead of it.
+        due = target + frame_s / 2
+        while self._pictures and self._pictures[0][0] <= due:
+            self.shown = self._pictures.popleft()[1]
+        picture = self.shown
+        if self._ended and not self._pictures and target > self._newest:
+            picture = None
+        return picture, self._take_audio(target, samples)
+
+    def _take_audio(self, target: float, samples: int) -> np.ndarray:
+        silence = 0
+        if self._head_ts is not None and len(self._audio):
+            lead = target - self._head_ts
+            if lead > SYNC_TOLERANCE_S:  # sound older than the picture: drop it
+                drop = min(len(self._audio), int(lead * RATE))
+                self._audio = self._audio[drop:]
+                self._head_ts += drop / RATE
+            elif lead < -SYNC_TOLERANCE_S:  # sound not due yet: silence first
+                silence = min(samples, int(-lead * RATE))
+        have = self._audio[: samples - silence]
+        self._audio = self._audio[len(have) :]
+        if self._head_ts is not None:
+            self._head_ts += len(have) / RATE
+        parts = [np.zeros((silence, CHANNELS), np.int16), have]
+        if silence + len(have) < samples:
+            parts.append(np.zeros((samples - silence - len(have), CHANNELS), np.int16))
+        return np.concatenate(parts)
+
+
 class InputReader(threading.Thread):
-    """Pulls one input; keeps its latest decoded picture and its sound (s16 stereo 48 kHz)."""
+    """Pulls one input and decodes it into an :class:`InputBuffer` (PyAV releases the GIL)."""
 
     def __init__(self, key: str, url: str) -> None:
         super().__init__(name=f"mixin-{key}", daemon=True)
         self.key = key
         self.url = url
-        self.latest: av.VideoFrame | None = None
-        self.last_picture: av.VideoFrame | None = None
-        self._audio = np.zeros((0, CHANNELS), dtype=np.int16)
-        # Source time (s) of the first queued sample, and of the latest picture: the sound
-        # taken for an output frame starts where the picture shown in it was taken.
-        self._head_ts: float | None = None
-        self._video_ts: float | None = None
+        self.buffer = InputBuffer()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.ended = threading.Event()
         self.error: str | None = None
 
+    @property
+    def last_picture(self) -> Any:
+        with self._lock:
+            return self.buffer.shown
+
     def stop(self) -> None:
         self._stop.set()
 
-    def take_audio(self, samples: int) -> np.ndarray:
-        """``samples`` frames of sound, in step with the picture shown (silence where the
-        input had none).  Sound older than the picture is dropped; sound newer than it waits
-        (silence first), each when they are more than ``SYNC_TOLERANCE_S`` apart."""
-        silence = 0
+    def reanchor(self) -> None:
         with self._lock:
-            if self._head_ts is not None and self._video_ts is not None and len(self._audio):
-                lead = self._video_ts - self._head_ts
-                if lead > SYNC_TOLERANCE_S:
-                    drop = min(len(self._audio), int(lead * RATE))
-                    self._audio = self._audio[drop:]
-                    self._head_ts += drop / RATE
-                elif lead < -SYNC_TOLERANCE_S:
-                    silence = min(samples, int(-lead * RATE))
-            have = self._audio[: samples - silence]
-            self._audio = self._audio[len(have) :]
-            if self._head_ts is not None:
-                self._head_ts += len(have) / RATE
-        parts = [np.zeros((silence, CHANNELS), np.int16), have]
-        if silence + len(have) < samples:
-            parts.append(np.zeros((samples - silence - len(have), CHANNELS), np.int16))
-        return np.concatenate(parts)
+            self.buffer.reanchor()
+
+    def sample(self, t: float, samples: int, frame_s: float) -> tuple[Any, np.ndarray]:
+        with self._lock:
+            return self.buffer.sample(t, samples, frame_s)
 
     def run(self) -> None:
         try:
@@ -114,32 +199,22 @@ class InputReader(threading.Thread):
                     frame: Any
                     for frame in packet.decode():
                         if isinstance(frame, av.VideoFrame):
-                            self.latest = frame
-                            self.last_picture = frame
                             if frame.time is not None:
                                 with self._lock:
-                                    self._video_ts = float(frame.time)
+                                    self.buffer.add_picture(float(frame.time), frame)
                         else:
                             start = float(frame.time) if frame.time is not None else None
                             for out in resampler.resample(frame):
                                 pcm = out.to_ndarray().reshape(-1, CHANNELS)
-                                self._queue_audio(pcm, start)
+                                with self._lock:
+                                    self.buffer.add_audio(start, pcm)
                                 start = None  # later chunks follow on
         except (av.FFmpegError, OSError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
-            self.latest = None
+            with self._lock:
+                self.buffer.end()
             self.ended.set()
-
-    def _queue_audio(self, pcm: np.ndarray, start_ts: float | None) -> None:
-        with self._lock:
-            if not len(self._audio) and start_ts is not None:
-                self._head_ts = start_ts
-            queued = np.concatenate([self._audio, pcm])
-            keep = int(AUDIO_QUEUE_S * RATE)
-            if len(queued) > keep and self._head_ts is not None:
-                self._head_ts += (len(queued) - keep) / RATE
-            self._audio = queued[-keep:]
 
 
 @dataclass
@@ -216,6 +291,8 @@ class Mixer(threading.Thread):
             if self._paused_since is not None:
                 self._paused_total += time.monotonic() - self._paused_since
                 self._paused_since = None
+                for r in self.inputs.values():  # what came during the pause is left out
+                    r.reanchor()
 
     def busy(self) -> bool:
         with self._lock:
@@ -267,18 +344,20 @@ class Mixer(threading.Thread):
             assert canvas is not None
             assert marks is not None
             when = datetime.fromtimestamp(begin + shift + n / fps, UTC)
+            want = (n + 1) * RATE // fps - audio_sent
+            mixed = np.zeros((want, CHANNELS), dtype=np.int32)
+            pictures: dict[str, Any] = {}
+            for r in readers:
+                pictures[r.key], sound = r.sample(n / fps, want, 1 / fps)
+                mixed += sound
+            pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
             video = None
             if spec.media.has_video:
-                rgb = compose(canvas, self._layers(spec, readers))
+                rgb = compose(canvas, self._layers(spec, readers, pictures))
                 marks.paint_onto(rgb, when)
                 video = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
                 video.pts = n
                 video.time_base = Fraction(1, fps)
-            want = (n + 1) * RATE // fps - audio_sent
-            mixed = np.zeros((want, CHANNELS), dtype=np.int32)
-            for r in readers:
-                mixed += r.take_audio(want)
-            pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
             for out, c, _ in containers:
                 self._encode(out, c, video, pcm, audio_sent, spec)
             audio_sent += want
@@ -291,7 +370,9 @@ class Mixer(threading.Thread):
             size = sum(p.stat().st_size for p in [out.path, *hls_segments(out.path)] if p.exists())
             self._on_close(file_id, {"size": size, "duration_ms": int(n * 1000 / fps)})
 
-    def _layers(self, spec: MixSpec, readers: list[InputReader]) -> list[tuple[Placement, Any]]:
+    def _layers(
+        self, spec: MixSpec, readers: list[InputReader], pictures: dict[str, Any]
+    ) -> list[tuple[Placement, Any]]:
         by_key = {r.key: r for r in readers}
         patch = PATCH_MODES.get(spec.patch, "none")
         image = self.images.get(spec.patch_url or "")
@@ -323,7 +404,7 @@ class Mixer(threading.Thread):
         layers = []
         for p in placements:
             r = by_key.get(p.key)
-            picture: Any = r.latest if r is not None else None
+            picture: Any = pictures.get(p.key)
             if picture is None:
                 last = r.last_picture if r is not None else self.last_pictures.get(p.key)
                 picture = patch_frame(patch, last, image, p.rect.w, p.rect.h)
