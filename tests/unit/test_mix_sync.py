@@ -75,14 +75,17 @@ def run(
             flashes.append(now)
     loud = np.abs(np.concatenate(sound)[:, 0]) > 1000
     edges = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1
-    beeps = [e / RATE for e in edges]
+    beeps = [float(e) / RATE for e in edges]
     if loud[0]:
         beeps.insert(0, 0.0)
     return flashes, beeps
 
 
 def offsets(flashes: list[float], beeps: list[float]) -> list[float]:
-    return [min(beeps, key=lambda b, f=f: abs(b - f)) - f for f in flashes]
+    def nearest(f: float) -> float:
+        return min(beeps, key=lambda b: abs(b - f))
+
+    return [nearest(f) - f for f in flashes]
 
 
 def arrive(delay: Callable[[float, str], float], seconds: float = 10) -> list[Arrival]:
