@@ -376,6 +376,7 @@ ZEGO_EVENTS = {
     "task_completed": 1,
     "task_paused": 201,
     "task_resumed": 202,
+    "image_failed": 3,
 }
 ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6}
 
@@ -387,14 +388,16 @@ def zego_body(
     now: datetime,
     callback_secret: str,
     sequence: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """ZEGO's callback for ``event``, signed; None when ZEGO has no such event."""
+    """ZEGO's callback for ``event``, signed; None when ZEGO has no such event.  ``extra`` is
+    the event's own detail (event 3: ``image_type`` and ``image_url``)."""
     kind = ZEGO_EVENTS.get(event)
     if kind is None:
         return None
     if kind == 5 and task.end_reason in ZEGO_QUIT:
         kind = 2  # stopped by itself: an abnormal end in ZEGO's words
-    detail: dict[str, Any] = {}
+    detail: dict[str, Any] = dict(extra or {})
     if kind == 2:
         detail = {"quit_reason": ZEGO_QUIT.get(task.end_reason or "", 1001)}
     elif kind == 1:
@@ -438,10 +441,15 @@ def zego_body(
 
 
 def enqueue_callback(
-    uow: UnitOfWork, now: datetime, task: Task, event: str, files: list[RecordedFile]
+    uow: UnitOfWork,
+    now: datetime,
+    task: Task,
+    event: str,
+    files: list[RecordedFile],
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Store a callback for ``event``, in the task's dialect, if the task has a callback URL
-    (never any secret in it)."""
+    and the dialect has such an event (never any secret in it)."""
     url = task.spec.callback_url
     if not url:
         return
@@ -450,9 +458,12 @@ def enqueue_callback(
     if task.spec.dialect == "zego":
         app = uow.apps.get(task.app_id)
         sequence = len(uow.delivery.callbacks(task.task_id))
-        body = zego_body(task, event, files, now, app.callback_secret if app else "", sequence)
+        secret = app.callback_secret if app else ""
+        body = zego_body(task, event, files, now, secret, sequence, extra)
         if body is None:
             return
+    elif event not in JOCLOUD_MSGTYPE:
+        return
     else:
         body = jocloud_body(task, event, files, now, message_id)
     uow.delivery.add_callback(

@@ -37,6 +37,7 @@ class MixInput:
     source: Box | None = None
     alpha: float = 1.0
     stream_id: str | None = None  # ZEGO names views by stream, JoCloud by user
+    background_url: str | None = None  # ZEGO BackgroundImage: shown while the stream is away
 
     @property
     def key(self) -> str:
@@ -115,6 +116,15 @@ class MixSpec:
     inputs: tuple[MixInput, ...] = ()
     patch: int = 0  # 0 nothing, 1 black, 2 last frame, 3 the picture at patch_url
     patch_url: str | None = None
+    # ZEGO's fill instead of ``patch`` when ``frame_fill`` is set: a stream that left keeps its
+    # region (``fill_blank``); a region whose stream is interrupted (or camera off) shows the
+    # last frame (1), ``frame_fill_color`` (2) or nothing (3: the view's BackgroundImage, else
+    # ``view_background_url`` with fill_blank, else the background).
+    fill_blank: bool = False
+    frame_fill: int | None = None
+    frame_fill_color: str = "000000"
+    view_background_url: str | None = None
+    always: bool = False  # ZEGO IsAlwaysMix: record from the start, even with no stream
     timestamp: TextMark | None = None
     texts: tuple[TextMark, ...] = ()
     images: tuple[ImageMark, ...] = ()
@@ -126,6 +136,30 @@ class MixSpec:
     audio_rate: int = 48000
     audio_channels: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def image_urls(self) -> set[str]:
+        """Every picture the mix may draw: background, watermarks, fills."""
+        urls = {i.url for i in self.images}
+        urls |= {i.background_url for i in self.inputs if i.background_url}
+        for url in (self.patch_url, self.view_background_url):
+            if url:
+                urls.add(url)
+        if self.background_image is not None:
+            urls.add(self.background_image.url)
+        return urls
+
+    def image_kind(self, url: str) -> int:
+        """ZEGO's ``image_type`` of a picture of this mix: 1 canvas background, 2 watermark,
+        3 default view background, 4 a view's background; 0 for anything else."""
+        if self.background_image is not None and url == self.background_image.url:
+            return 1
+        if any(i.url == url for i in self.images):
+            return 2
+        if url == self.view_background_url:
+            return 3
+        if any(i.background_url == url for i in self.inputs):
+            return 4
+        return 0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -392,3 +392,15 @@ class TaskControl:
         with self._uow() as uow:
             uow.tasks.add_event(self.task_id, kind, self._clock(), detail)
             uow.commit()
+
+    def image_failed(self, url: str, message: str, image_type: int) -> None:
+        """A picture of the mix could not be had: an event, and a callback where the dialect
+        has one (ZEGO event 3; ``image_type`` as ZEGO numbers them, 0 for others)."""
+        now = self._clock()
+        with self._uow() as uow:
+            uow.tasks.add_event(self.task_id, "image_failed", now, f"{url}: {message}")
+            task = uow.tasks.get(self.task_id)
+            if task is not None:
+                extra = {"image_type": image_type, "image_url": url}
+                enqueue_callback(uow, now, task, "image_failed", [], extra)
+            uow.commit()

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.mixing import Box, MixInput, MixSpec, round4
+from cloudrec.core.mixing import Box, ImageMark, MixInput, MixSpec, TextMark, round4
 from cloudrec.core.rooms import check_id
 from cloudrec.core.tasks import FileFormat, Media, RecordingSpec, RecordMode, StorageTarget
 
@@ -77,6 +77,32 @@ def _str(d: dict[str, Any], name: str, where: str, required: bool = True) -> str
     return value
 
 
+def _url(d: dict[str, Any], name: str, where: str) -> str | None:
+    value = _str(d, name, where, required=False)
+    if not value:
+        return None
+    if len(value.encode()) > 2048:
+        raise _bad(f"{where}{name} is longer than 2048 bytes")
+    if not value.startswith(("http://", "https://")):
+        raise _bad(f"{where}{name} {value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _bool(d: dict[str, Any], name: str, where: str) -> bool:
+    value = d.get(name, False)
+    if not isinstance(value, bool):
+        raise _bad(f"{where}{name} must be true or false, not {value!r}")
+    return value
+
+
+def _rgb(d: dict[str, Any], name: str, where: str) -> str:
+    """A 0xRRGGBB00 integer as cloudrec's RRGGBB."""
+    value = d.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise _bad(f"{where}{name} must be a 0xRRGGBB00 integer, not {value!r}")
+    return f"{(value >> 8) & 0xFFFFFF:06X}"
+
+
 def _not_yet(what: str) -> CloudrecError:
     return _bad(f"{what} is not available in this cloudrec release")
 
@@ -127,6 +153,7 @@ def parse_views(raw: Any, room_id: str, width: int, height: int) -> tuple[MixInp
         stream = _str(v, "StreamId", where, required=False) or None
         if stream is not None:
             check_id(f"{where}StreamId", stream)
+        background = _url(v, "BackgroundImage", where)
         views.append(
             (
                 layer,
@@ -137,6 +164,8 @@ def parse_views(raw: Any, room_id: str, width: int, height: int) -> tuple[MixInp
                     stream_id=stream,
                     box=Box(left, top, right - left, bottom - top),
                     crop="fill" if fill == 1 else "fit",
+                    # "Only takes effect when the StreamId parameter is specified."
+                    background_url=background if stream is not None else None,
                 ),
             )
         )
@@ -145,7 +174,50 @@ def parse_views(raw: Any, room_id: str, width: int, height: int) -> tuple[MixInp
     return tuple(replace(mi, z=rank) for rank, (_, _, mi) in enumerate(ranked))
 
 
-def parse_mix(raw: Any, media: Media, room_id: str = "") -> MixSpec:
+def parse_fill(inp: dict[str, Any]) -> dict[str, Any]:
+    """``FillBlank`` and ``FillFrame`` (RecordInputParams) as MixSpec fields."""
+    w = "RecordInputParams."
+    frame = _obj(inp.get("FillFrame") or {}, f"{w}FillFrame")
+    fw = f"{w}FillFrame."
+    return {
+        "fill_blank": _bool(inp, "FillBlank", w),
+        "frame_fill": _int(frame, "FrameFillMode", fw, default=1, lo=1, hi=3),
+        "frame_fill_color": _rgb(frame, "FrameFillColor", fw),
+    }
+
+
+def parse_watermark(d: dict[str, Any], w: str, width: int, height: int) -> tuple[ImageMark, ...]:
+    url = _url(d, "MixOutputWatermarkImage", w)
+    if url is None:
+        return ()
+    cw = f"{w}MixOutputWatermarkImageConfig."
+    c = _obj(d.get("MixOutputWatermarkImageConfig"), f"{w}MixOutputWatermarkImageConfig")
+    left, top = _int(c, "Left", cw, lo=0, hi=1920), _int(c, "Top", cw, lo=0, hi=1920)
+    right, bottom = _int(c, "Right", cw, lo=0, hi=1920), _int(c, "Bottom", cw, lo=0, hi=1920)
+    if right <= left or bottom <= top:
+        raise _bad(f"{cw}Right must be more than Left and Bottom more than Top")
+    if right > width or bottom > height:
+        raise _bad(f"{cw}the watermark reaches past the {width}x{height} output")
+    # "Stretched to fill the watermark layout position."
+    return (ImageMark(left, top, right - left, bottom - top, url, scale=1),)
+
+
+def parse_timestamp(d: dict[str, Any], w: str, width: int) -> TextMark | None:
+    raw = d.get("MixOutputWatermarkTimestampConfig")
+    if raw is None:
+        return None
+    tw = f"{w}MixOutputWatermarkTimestampConfig."
+    size = _int(_obj(raw, tw.rstrip(".")), "FontSize", tw, lo=12, hi=100)
+    # "Displayed in the upper right corner of the video in the format yyyy-MM-dd HH:mm":
+    # 16 characters of Noto Sans CJK are at most about 0.6 em wide each.
+    margin = max(4, size // 4)
+    x = max(0, width - margin - int(16 * 0.6 * size))
+    return TextMark(x, margin, "%Y-%m-%d %H:%M", size, background=None)
+
+
+def parse_mix(
+    raw: Any, media: Media, room_id: str = "", fill: dict[str, Any] | None = None
+) -> MixSpec:
     d = _obj(raw, "RecordInputParams.MixConfig")
     w = "RecordInputParams.MixConfig."
     mode = _int(d, "MixMode", w, default=2, lo=1, hi=5)
@@ -161,9 +233,12 @@ def parse_mix(raw: Any, media: Media, room_id: str = "") -> MixSpec:
             raise _bad(f"{vw}Width x Height {width}x{height} is more than 1920 x 1080")
         fps = _int(video, "Fps", vw, default=15, lo=5, hi=30)
         bitrate = max(1, _int(video, "Bitrate", vw, lo=1) // 1000)  # bps → kbps
-    color = d.get("MixOutputBackgroundColor", 0)
-    if isinstance(color, bool) or not isinstance(color, int) or not 0 <= color <= 0xFFFFFFFF:
-        raise _bad(f"{w}MixOutputBackgroundColor must be a 0xRRGGBBAA integer")
+    color = _rgb(d, "MixOutputBackgroundColor", w)
+    audio = _obj(d.get("MixOutputAudioConfig") or {}, f"{w}MixOutputAudioConfig")
+    audio_bps = _int(audio, "Bitrate", f"{w}MixOutputAudioConfig.", default=48000)
+    if not 8000 <= audio_bps <= 320000:
+        raise _bad(f"{w}MixOutputAudioConfig.Bitrate must be in [8000, 320000] bps")
+    background = _url(d, "MixOutputBackgroundImage", w)
     inputs: tuple[MixInput, ...] = ()
     if mode == 1:
         inputs = parse_views(d.get("MixInputList"), room_id, width, height)
@@ -176,8 +251,18 @@ def parse_mix(raw: Any, media: Media, room_id: str = "") -> MixSpec:
         media=media,
         template_id=MIX_TEMPLATES.get(mode),
         inputs=inputs,
-        background_color=f"{(color >> 8) & 0xFFFFFF:06X}",
+        background_color=color,
+        # "Stretched or compressed to fill the entire view."
+        background_image=ImageMark(0, 0, width, height, background, scale=1)
+        if background
+        else None,
+        images=parse_watermark(d, w, width, height),
+        timestamp=parse_timestamp(d, w, width),
+        view_background_url=_url(d, "DefaultMixStreamBackgroundImage", w),
+        audio_bitrate_kbps=audio_bps // 1000,
+        always=_bool(d, "IsAlwaysMix", w),
         extra={"MixOutputStreamId": d["MixOutputStreamId"], "MixMode": mode},
+        **(fill or {"frame_fill": 1}),
     )
 
 
@@ -228,7 +313,7 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     storage = parse_storage(body.get("StorageParams"))
     mix = None
     if mode == 2:
-        mix = parse_mix(inp.get("MixConfig"), media, room_id).to_json()
+        mix = parse_mix(inp.get("MixConfig"), media, room_id, parse_fill(inp)).to_json()
     return RecordingSpec(
         room_id=room_id,
         mode=RecordMode.MIXED if mode == 2 else RecordMode.SINGLE,

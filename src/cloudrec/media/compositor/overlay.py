@@ -32,9 +32,16 @@ FONT_CANDIDATES = (
 )
 
 TIMESTAMP_FORMATS = frozenset(
-    {"%Y/%m/%d", "%Y-%m-%d", "%H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M:%S"}
+    {
+        "%Y/%m/%d",
+        "%Y-%m-%d",
+        "%H:%M:%S",
+        "%Y/%m/%d %H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    }
 )
-"""The strftime formats JoCloud's timestamp watermark accepts, verbatim."""
+"""The strftime formats of JoCloud's timestamp watermark, verbatim, and ZEGO's."""
 
 _COLOR_RE = re.compile(r"[0-9A-F]{6}|[0-9a-f]{6}")
 

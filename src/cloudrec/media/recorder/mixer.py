@@ -26,7 +26,7 @@ from typing import Any
 import av
 import numpy as np
 
-from cloudrec.core.mixing import MixSpec
+from cloudrec.core.mixing import MixInput, MixSpec
 from cloudrec.core.tasks import FileFormat, TrackType
 from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, patch_frame
 from cloudrec.media.compositor.layout import CustomInput, Placement, custom_layout, template_layout
@@ -54,6 +54,9 @@ JITTER_S = 0.5
 # An input whose newest media is further than this from its schedule (a timestamp jump, a
 # pause, a mixer that fell behind) is put back on schedule at its newest media.
 RESYNC_S = 1.5
+# An input still sending sound whose last picture is this old has its camera off: the fill
+# (patch) decides what its region shows.
+VIDEO_OFF_S = 2.0
 PATCH_MODES: dict[int, PatchMode] = {0: "none", 1: "black", 2: "last", 3: "image"}
 
 
@@ -75,6 +78,7 @@ class InputBuffer:
         self._offset: float | None = None
         self._ended = False
         self.shown: Any = None  # the picture shown last, kept for patch mode "last"
+        self._shown_ts = 0.0
 
     def add_picture(self, ts: float, picture: Any) -> None:
         self._pictures.append((ts, picture))
@@ -123,10 +127,11 @@ class InputBuffer:
         # The picture nearest the target: at most half an output frame ahead of it.
         due = target + frame_s / 2
         while self._pictures and self._pictures[0][0] <= due:
-            self.shown = self._pictures.popleft()[1]
+            self._shown_ts, self.shown = self._pictures.popleft()
         picture = self.shown
-        if self._ended and not self._pictures and target > self._newest:
-            picture = None
+        ended = self._ended and target > self._newest
+        if not self._pictures and (ended or target - self._shown_ts > VIDEO_OFF_S):
+            picture = None  # the input has ended, or its camera is off
         return picture, self._take_audio(target, samples)
 
     def _take_audio(self, target: float, samples: int) -> np.ndarray:
@@ -264,9 +269,12 @@ class Mixer(threading.Thread):
             for key in [k for k in self.inputs if k not in urls]:
                 gone = self.inputs.pop(key)
                 gone.stop()
-                self.order.remove(key)
+                if not spec.fill_blank:  # else its region stays, filled, until it is back
+                    self.order.remove(key)
                 if gone.last_picture is not None:  # patch mode 2 shows it from now on
                     self.last_pictures[key] = gone.last_picture
+            if not spec.fill_blank:
+                self.order = [k for k in self.order if k in self.inputs or k in urls]
             for key, url in urls.items():
                 reader = self.inputs.get(key)
                 if reader is None or (reader.ended.is_set() and reader.url == url):
@@ -275,6 +283,11 @@ class Mixer(threading.Thread):
                     self.inputs[key] = reader
                     if key not in self.order:
                         self.order.append(key)
+
+    def add_images(self, images: dict[str, Any]) -> None:
+        """Pictures a new layout names, fetched by the caller."""
+        with self._lock:
+            self.images = {**self.images, **images}
 
     def stop(self, at: float) -> None:
         with self._lock:
@@ -329,6 +342,7 @@ class Mixer(threading.Thread):
             with self._lock:
                 spec, stop_at = self.spec, self._stop_at
                 readers = [self.inputs[k] for k in self.order if k in self.inputs]
+                order = list(self.order)
                 paused, shift = self._paused_since is not None, self._paused_total
             if stop_at is not None and begin + shift + n / fps >= stop_at:
                 break
@@ -338,7 +352,16 @@ class Mixer(threading.Thread):
             wait = t0 + shift + n / fps - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            key = (spec.width, spec.height, spec.background_color, spec.background_image)
+            key = (
+                spec.width,
+                spec.height,
+                spec.background_color,
+                spec.background_image,
+                spec.timestamp,
+                spec.texts,
+                spec.images,
+                len(self.images),
+            )
             if key != canvas_key:
                 canvas, marks, canvas_key = self._canvas(spec), self._marks(spec), key
             assert canvas is not None
@@ -353,7 +376,7 @@ class Mixer(threading.Thread):
             pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
             video = None
             if spec.media.has_video:
-                rgb = compose(canvas, self._layers(spec, readers, pictures))
+                rgb = compose(canvas, self._layers(spec, readers, pictures, order))
                 marks.paint_onto(rgb, when)
                 video = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
                 video.pts = n
@@ -371,13 +394,17 @@ class Mixer(threading.Thread):
             self._on_close(file_id, {"size": size, "duration_ms": int(n * 1000 / fps)})
 
     def _layers(
-        self, spec: MixSpec, readers: list[InputReader], pictures: dict[str, Any]
+        self,
+        spec: MixSpec,
+        readers: list[InputReader],
+        pictures: dict[str, Any],
+        order: list[str],
     ) -> list[tuple[Placement, Any]]:
+        """What goes where: the layout's placements, each with its input's picture or what
+        stands in for it."""
         by_key = {r.key: r for r in readers}
-        patch = PATCH_MODES.get(spec.patch, "none")
-        image = self.images.get(spec.patch_url or "")
         if spec.template_id is not None:
-            keys = [r.key for r in readers]
+            keys = order  # join order; with fill_blank, departed streams keep their place
             placements = (
                 template_layout(spec.template_id, keys, spec.width, spec.height) if keys else []
             )
@@ -401,15 +428,40 @@ class Mixer(threading.Thread):
                 if i.box is not None and i.media.has_video
             ]
             placements = custom_layout(customs)
+        views = {i.key: i for i in spec.inputs}
         layers = []
         for p in placements:
-            r = by_key.get(p.key)
             picture: Any = pictures.get(p.key)
             if picture is None:
-                last = r.last_picture if r is not None else self.last_pictures.get(p.key)
-                picture = patch_frame(patch, last, image, p.rect.w, p.rect.h)
+                picture = self._stand_in(spec, p, by_key.get(p.key), views.get(p.key))
             layers.append((p, picture))
         return layers
+
+    def _stand_in(
+        self, spec: MixSpec, p: Placement, reader: InputReader | None, view: MixInput | None
+    ) -> Any:
+        """What a region whose input has no picture shows (None: the background)."""
+        last = reader.last_picture if reader is not None else self.last_pictures.get(p.key)
+        if spec.frame_fill is None:  # JoCloud patch
+            patch = PATCH_MODES.get(spec.patch, "none")
+            image = self.images.get(spec.patch_url or "")
+            return patch_frame(patch, last, image, p.rect.w, p.rect.h)
+        # ZEGO: live with its camera off, or gone but kept (FillBlank): FrameFillMode.
+        interrupted = reader is not None or (spec.fill_blank and last is not None)
+        if interrupted and spec.frame_fill == 1 and last is not None:
+            return last
+        if interrupted and spec.frame_fill == 2:
+            fill = np.empty((p.rect.h, p.rect.w, 3), np.uint8)
+            fill[:] = parse_color(spec.frame_fill_color)
+            return fill
+        for url, applies in (
+            (view.background_url if view is not None else None, True),
+            (spec.view_background_url, spec.fill_blank and spec.frame_fill == 3),
+        ):
+            image = self.images.get(url or "") if applies else None
+            if image is not None:
+                return image[..., :3]
+        return None
 
     def _canvas(self, spec: MixSpec) -> Canvas:
         bg = spec.background_image
@@ -519,7 +571,7 @@ def _open(out: MixOutput, spec: MixSpec) -> dict[str, Any]:
     if out.track is not TrackType.VIDEO:
         a = container.add_stream("aac", rate=RATE)
         a.layout = "stereo"
-        a.bit_rate = 128_000
+        a.bit_rate = spec.audio_bitrate_kbps * 1000
         c["audio"] = a
         c["fifo"] = av.AudioFifo()
     return c

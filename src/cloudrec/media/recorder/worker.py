@@ -72,6 +72,7 @@ class TaskWorker:
         self.mixer: Mixer | None = None
         self.paused = False
         self.mixed_files: list[int] = []
+        self.image_urls: set[str] = set()  # fetched (or tried) for the mix
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
@@ -211,9 +212,11 @@ class TaskWorker:
             wanted = list(shown.values())
             urls = {key: s.pull_url for key, s in shown.items()}
         if self.mixer is None:
-            if not wanted:
+            if not wanted and not mix.always:
                 return wanted
             self.mixer = self._start_mixer(task, mix)
+        elif mix.image_urls() - self.image_urls:
+            self.mixer.add_images(self._fetch_images(mix))
         self.mixer.update(mix, urls)
         return wanted
 
@@ -273,21 +276,18 @@ class TaskWorker:
         return mixer
 
     def _fetch_images(self, mix: MixSpec) -> dict[str, Any]:
-        """Background, watermark and patch pictures; one that fails is reported and skipped:
-        the recording goes on without it."""
-        urls = {i.url for i in mix.images}
-        if mix.background_image is not None:
-            urls.add(mix.background_image.url)
-        if mix.patch_url:
-            urls.add(mix.patch_url)
+        """The background, watermark and fill pictures not fetched yet (a layout change may
+        name new ones); one that fails is reported and skipped: the recording goes on
+        without it."""
         policy = OutboundPolicy(allow_private=self.settings.allow_private_targets)
         images: dict[str, Any] = {}
-        for url in sorted(urls):
+        for url in sorted(mix.image_urls() - self.image_urls):
+            self.image_urls.add(url)
             try:
                 images[url] = decode_image(fetch(url, policy, max_bytes=8 * 1024 * 1024))
             except (CloudrecError, ValueError, OSError) as exc:
                 message = exc.message if isinstance(exc, CloudrecError) else str(exc)
-                self.control.event("image_failed", f"{url}: {message}")
+                self.control.image_failed(url, message, mix.image_kind(url))
         return images
 
     def _mark_recording(self) -> None:

@@ -1,0 +1,230 @@
+"""ZEGO's mix options end to end, as a ZEGO client sets them: FillBlank and FillFrame (a
+camera turned off, a publisher gone), a view's BackgroundImage for a stream that never came,
+MixOutputBackgroundImage, the image watermark, the timestamp watermark, IsAlwaysMix, and the
+callback (event 3) for a picture that cannot be fetched.  Checked by pixels of the file
+downloaded from the bucket."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e.test_record_mixed import colour_at, colour_publish, frames_of
+from tests.e2e.test_record_mixed_overlays import MAGENTA, QUADRANTS, Pictures, png, quadrant_png
+from tests.e2e.test_record_single import storage_service
+from tests.e2e.test_zego_api import download, mix_body, wait_status
+from tests.receiver import Receiver
+from tests.s3server import FaultyS3
+from tests.zego import Zego
+
+APP = 1234567891
+FPS = 15
+GREEN = (0, 255, 0)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    s3 = FaultyS3().start()
+    s3.client().create_bucket(Bucket="zegobucket")
+    svc = storage_service(tmp_path_factory.mktemp("zmix"), s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1")
+    svc.app = svc.create_app(APP)
+    pics = Pictures(
+        {
+            "/green.png": png(64, 36, GREEN),
+            "/magenta.png": png(100, 60, MAGENTA),
+            "/quadrants.png": quadrant_png(160, 120),
+        }
+    )
+    yield svc, s3, Zego(svc.http, APP, svc.app["server_secret"]), pics
+    assert svc.stop() == 0
+    pics.close()
+    s3.stop()
+
+
+def camera_off_publish(url: str, colour: str, video_s: int, tmp: Path, seconds: int = 120):
+    """A solid colour for ``video_s`` seconds, then sound only (the camera turned off).
+    ffmpeg stops publishing when one of several live inputs ends, so the media is made
+    first, then published from the file in real time."""
+    path = tmp / f"camera-off-{colour}.flv"
+    subprocess.run(
+        [
+            *("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"),
+            *("-f", "lavfi", "-i", f"color=c={colour}:size=320x240:rate=25:duration={video_s}"),
+            *("-f", "lavfi", "-i", f"sine=frequency=500:sample_rate=48000:duration={seconds}"),
+            *("-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p"),
+            *("-c:a", "aac", "-b:a", "96k", "-f", "flv", str(path)),
+        ],
+        check=True,
+    )
+    return subprocess.Popen(
+        [
+            *("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re"),
+            *("-i", str(path), "-c", "copy"),
+            # Else the muxer holds the sound back up to 10 s waiting for pictures to
+            # interleave with, once there are none.
+            *("-max_interleave_delta", "100000", "-f", "flv", url),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def view(stream: str, left: int, top: int, **more: object) -> dict:
+    return {
+        "StreamId": stream,
+        "Left": left,
+        "Top": top,
+        "Right": left + 320,
+        "Bottom": top + 180,
+        "Layer": 1,
+        **more,
+    }
+
+
+def mean(rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in rgb[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0))
+
+
+def near(colour: tuple[int, ...], want: tuple[int, ...], tol: int = 40) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(colour, want, strict=True))
+
+
+def record(zego: Zego, body: dict, seconds: float, during=None) -> str:
+    answer = zego.call("StartRecord", body)
+    assert answer["Code"] == 0, answer
+    task_id = answer["Data"]["TaskId"]
+    wait_status(zego, task_id, 2, timeout_s=20)
+    started = time.monotonic()
+    if during is not None:
+        during()
+    time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    return task_id
+
+
+def test_fill_frame_colour_fill_blank_view_background_canvas_and_watermarks(world, tmp_path):
+    svc, s3, zego, pics = world
+    room = "zfill"
+    receiver = Receiver()
+    red = camera_off_publish(
+        svc.publish_url(APP, room, "z-red", "--uid", "ured"), "red", 6, tmp_path
+    )
+    blue = colour_publish(svc.publish_url(APP, room, "z-blue", "--uid", "ublue"), "blue", 700)
+    try:
+        assert len(svc.wait_streams(svc.app, room, 2)) == 2
+        body = mix_body(
+            room,
+            MixMode=1,
+            MixOutputStreamId="fill",
+            MixInputList=[
+                view("z-red", 0, 0),
+                view("z-blue", 320, 0),
+                view("z-none", 0, 180, BackgroundImage=pics.url("/green.png")),
+            ],
+            MixOutputBackgroundImage=pics.url("/quadrants.png"),
+            MixOutputWatermarkImage=pics.url("/magenta.png"),
+            MixOutputWatermarkImageConfig={"Left": 500, "Top": 200, "Right": 600, "Bottom": 300},
+            MixOutputWatermarkTimestampConfig={"FontSize": 24},
+            DefaultMixStreamBackgroundImage=pics.url("/missing.png"),
+        )
+        body["RecordInputParams"]["FillBlank"] = True
+        body["RecordInputParams"]["FillFrame"] = {
+            "FrameFillMode": 2,
+            "FrameFillColor": 0xFFFF0000,
+        }
+        body["RecordOutputParams"]["CallbackUrl"] = receiver.url
+
+        def kill_blue() -> None:
+            time.sleep(5)
+            blue.kill()
+            blue.wait()
+
+        task_id = record(zego, body, 14, kill_blue)
+        files = wait_status(zego, task_id, 3)["RecordFiles"]
+    finally:
+        for p in (red, blue):
+            p.kill()
+            p.wait()
+    [f] = files
+    frames = frames_of(download(s3, f, tmp_path))
+    assert len(frames) > 10 * FPS
+    early, late = frames[2 * FPS], frames[-FPS]
+    # Early: both publishers in their views; the absent stream's view shows its
+    # BackgroundImage; the canvas background image (quadrants, stretched) where no view is,
+    # the watermark image over it.
+    assert colour_at(early, 160, 90) == "red"
+    assert colour_at(early, 400, 60) == "blue"
+    assert near(mean(early, 20, 200, 300, 340), GREEN)
+    assert near(mean(early, 340, 320, 480, 350), QUADRANTS[3])  # bottom-right quadrant
+    assert near(mean(early, 520, 220, 580, 280), MAGENTA)
+    # The timestamp watermark: white text in the upper right corner, over the blue view.
+    corner = early[4:40, 400:640]
+    white = (corner.min(axis=2) > 200).sum()
+    assert white > 100, white
+    assert (early[4:40, 320:380].min(axis=2) > 200).sum() == 0  # not at the left of it
+    # Late: red's camera is off (sound goes on) and blue has gone: both views show
+    # FrameFillColor 0xFFFF00 (yellow); the view of the stream that never came stays green.
+    assert near(mean(late, 20, 60, 300, 160), (255, 255, 0)), mean(late, 20, 60, 300, 160)
+    assert near(mean(late, 340, 60, 620, 160), (255, 255, 0)), mean(late, 340, 60, 620, 160)
+    assert near(mean(late, 20, 200, 300, 340), GREEN)
+    # The default view background could not be fetched: ZEGO callback event 3, type 3.
+    deadline = time.monotonic() + 10
+    while not [b for b in receiver.bodies() if b.get("event_type") == 3]:
+        assert time.monotonic() < deadline, receiver.bodies()
+        time.sleep(0.2)
+    [failed] = [b for b in receiver.bodies() if b["event_type"] == 3]
+    assert failed["detail"] == {"image_type": 3, "image_url": pics.url("/missing.png")}
+    assert failed["task_id"] == task_id
+    receiver.stop()
+
+
+def test_last_frame_fill_and_a_gone_stream_without_fill_blank(world, tmp_path):
+    """FrameFillMode 1 (the default): a camera turned off keeps its last picture; without
+    FillBlank a named stream that left shows the background colour."""
+    svc, s3, zego, _ = world
+    room = "zlast"
+    red = camera_off_publish(
+        svc.publish_url(APP, room, "l-red", "--uid", "lred"), "red", 5, tmp_path
+    )
+    blue = colour_publish(svc.publish_url(APP, room, "l-blue", "--uid", "lblue"), "blue", 700)
+    try:
+        assert len(svc.wait_streams(svc.app, room, 2)) == 2
+        body = mix_body(
+            room,
+            MixMode=1,
+            MixOutputStreamId="last",
+            MixInputList=[view("l-red", 0, 0), view("l-blue", 320, 0)],
+            MixOutputBackgroundColor=0x00FF0000,
+        )
+
+        def kill_blue() -> None:
+            time.sleep(4)
+            blue.kill()
+            blue.wait()
+
+        task_id = record(zego, body, 13, kill_blue)
+        [f] = wait_status(zego, task_id, 3)["RecordFiles"]
+    finally:
+        for p in (red, blue):
+            p.kill()
+            p.wait()
+    frames = frames_of(download(s3, f, tmp_path))
+    early, late = frames[2 * FPS], frames[-FPS]
+    assert colour_at(early, 400, 60) == "blue"
+    assert colour_at(late, 160, 90) == "red"  # the last picture, camera off
+    assert near(mean(late, 340, 20, 620, 160), (0, 255, 0))  # blue gone: background
+
+
+def test_is_always_mix_records_an_empty_room_from_the_start(world, tmp_path):
+    _, s3, zego, _ = world
+    body = mix_body("zempty", MixOutputStreamId="empty", IsAlwaysMix=True)
+    body["RecordInputParams"]["MixConfig"]["MixOutputBackgroundColor"] = 0x0000FF00
+    task_id = record(zego, body, 4)
+    [f] = wait_status(zego, task_id, 3)["RecordFiles"]
+    assert f["Duration"] >= 3000, f
+    frames = frames_of(download(s3, f, tmp_path))
+    assert near(mean(frames[len(frames) // 2], 0, 0, 640, 360), (0, 0, 255))
