@@ -1,8 +1,8 @@
 """ZEGO ``StartRecord`` bodies, validated into cloudrec's internal spec (vendor names verbatim).
 
 What this release does not do is refused with 300000004 and a message that says so, never
-pretended: whiteboards (no whiteboard service here), StreamType 4, custom mix layouts
-(MixMode 1), the VOD vendors (5, 6), and the jpg/mp3/ogg formats.
+pretended: whiteboards (no whiteboard service here), the VOD vendors (5, 6), and the
+jpg/mp3/ogg formats.
 """
 
 from __future__ import annotations
