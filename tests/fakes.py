@@ -154,7 +154,7 @@ class _FakeBackup:
     def __init__(self) -> None:
         self.discarded: list[str] = []
 
-    def keep(self, app_id: int, task_id: str, key: str, path: str) -> str:
+    def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
         return f"/backup/{key}"
 
     def discard(self, path: str) -> None:
@@ -165,8 +165,11 @@ class _FakeSpool:
     def __init__(self) -> None:
         self.removed: list[str] = []
 
-    def remove(self, path: str) -> None:
+    def remove(self, path: str, segments: bool = True) -> None:
         self.removed.append(path)
+
+    def finished_segments(self, playlist: str) -> list[Any]:
+        return []
 
 
 class FakeDeliveryWorld:

@@ -70,6 +70,7 @@ def _deliver_forever(container: Container, stop: threading.Event) -> None:
     ):
         while not stop.wait(DELIVER_S):
             try:
+                d.register_segments()
                 for file in d.files_due():
                     submit(uploads, ("file", file.id or 0), partial(d.deliver_file, file))
                 for cb in d.callbacks_due():

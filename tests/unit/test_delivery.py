@@ -78,7 +78,7 @@ class FlakyStore:
         self.failures = failures
         self.calls = 0
 
-    def put(self, target, key, path):
+    def put(self, target, key, path, segments=True):
         self.calls += 1
         if self.calls <= self.failures:
             raise CloudrecError.unavailable("storage says 500", reason="server_error")

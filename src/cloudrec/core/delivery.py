@@ -29,6 +29,7 @@ from cloudrec.core.tasks import (
     END_WORKER_DIED,
     Callback,
     CallbackAttempt,
+    FileFormat,
     FileStatus,
     RecordedFile,
     StorageTarget,
@@ -43,14 +44,16 @@ Clock = Callable[[], datetime]
 
 class ObjectStore(Protocol):
     """Puts a local file into an app's bucket.  Raises ``CloudrecError`` whose ``reason`` is
-    the error kind (``server_error``, ``access_denied``, ``timeout``, ``unreachable``, ...)."""
+    the error kind (``server_error``, ``access_denied``, ``timeout``, ``unreachable``, ...).
+    An HLS playlist goes with its segments unless ``segments`` is False (they are files of
+    their own: RealtimeUploadFragment)."""
 
-    def put(self, target: StorageTarget, key: str, path: str) -> str:
+    def put(self, target: StorageTarget, key: str, path: str, segments: bool = True) -> str:
         """Upload; return the object's URL."""
 
 
 class BackupStore(Protocol):
-    def keep(self, app_id: int, task_id: str, key: str, path: str) -> str:
+    def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
         """Move the spool file into the backup store; return where it is now."""
 
     def discard(self, path: str) -> None: ...
@@ -61,8 +64,18 @@ class CallbackSender(Protocol):
         """POST; return the HTTP status.  Raises ``CloudrecError`` on no answer."""
 
 
+@dataclass(frozen=True)
+class Segment:
+    path: str
+    duration_s: float
+    size: int
+
+
 class Spool(Protocol):
-    def remove(self, path: str) -> None: ...
+    def remove(self, path: str, segments: bool = True) -> None: ...
+
+    def finished_segments(self, playlist: str) -> list[Segment]:
+        """The segments an HLS playlist lists so far (each one finished), in order."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,9 @@ class DeliveryService:
             if file.status is FileStatus.RECORDED:
                 uow.tasks.update_file(file.id, status=FileStatus.UPLOADING)
                 uow.commit()
+        segments = not task.spec.realtime_segments
+        if file.format is FileFormat.HLS and not segments:
+            self._register_segments(task, file)  # the last ones, before the playlist
         source = file.backup_path or file.path
         attempts = 1 if file.status is FileStatus.BACKED_UP else self.policy.upload_attempts
         last: CloudrecError | None = None
@@ -125,7 +141,7 @@ class DeliveryService:
                 self._sleep(self.policy.upload_backoff_s * 2 ** (n - 1))
             started = time.monotonic()
             try:
-                url = self._store.put(target, file.name, source)
+                url = self._store.put(target, file.name, source, segments)
             except CloudrecError as exc:
                 last = exc
                 self._attempt(file.id, "bucket", False, started, exc)
@@ -136,7 +152,7 @@ class DeliveryService:
                 self._attempt(file.id, "bucket", False, started, last)
                 continue
             self._attempt(file.id, "bucket", True, started, None)
-            self._spool.remove(source)
+            self._spool.remove(source, segments)
             return self._set(
                 task,
                 file,
@@ -148,6 +164,57 @@ class DeliveryService:
             )
         assert last is not None
         return self._after_failure(task, file, last)
+
+    def register_segments(self) -> int:
+        """RealtimeUploadFragment: every finished segment of an HLS recording becomes a file of
+        its own, uploaded at once; the playlist follows at the end.  Returns how many."""
+        with self._uow() as uow:
+            tasks = [t for t in uow.tasks.active() if t.spec.realtime_segments]
+            playlists = [
+                (t, f)
+                for t in tasks
+                for f in uow.tasks.files(t.task_id)
+                if f.format is FileFormat.HLS
+                and f.status in (FileStatus.RECORDING, FileStatus.RECORDED)
+            ]
+        return sum(self._register_segments(t, f) for t, f in playlists)
+
+    def _register_segments(self, task: Task, playlist: RecordedFile) -> int:
+        finished = self._spool.finished_segments(playlist.path)
+        if not finished:
+            return 0
+        folder = playlist.name.rsplit("/", 1)[0] + "/" if "/" in playlist.name else ""
+        now = self._clock()
+        with self._uow() as uow:
+            known = {f.path for f in uow.tasks.files(task.task_id)}
+            new = [s for s in finished if s.path not in known]
+            for seg in new:
+                name = seg.path.rsplit("/", 1)[-1]
+                uow.tasks.add_file(
+                    RecordedFile(
+                        task_id=task.task_id,
+                        name=folder + name,
+                        path=seg.path,
+                        format=FileFormat.TS,
+                        status=FileStatus.RECORDED,
+                        stream_id=playlist.stream_id,
+                        user_id=playlist.user_id,
+                        track_type=playlist.track_type,
+                        begin_ms=playlist.begin_ms,
+                        size=seg.size,
+                        duration_ms=int(seg.duration_s * 1000),
+                        complete=True,
+                    )
+                )
+            stem = playlist.path.removesuffix(".m3u8") + "_"
+            if new and not any(k.startswith(stem) for k in known):  # its first: say where
+                extra = {
+                    "stream_id": playlist.stream_id or "",
+                    "file_id": playlist.name.rsplit("/", 1)[-1],
+                }
+                enqueue_callback(uow, now, task, "playlist_started", [], extra)
+            uow.commit()
+        return len(new)
 
     def _after_failure(self, task: Task, file: RecordedFile, error: CloudrecError) -> FileStatus:
         now = self._clock()
@@ -170,7 +237,9 @@ class DeliveryService:
             )
         started = time.monotonic()
         try:
-            kept = self._backup.keep(task.app_id, task.task_id, file.name, file.path)
+            kept = self._backup.keep(
+                task.app_id, task.task_id, file.name, file.path, not task.spec.realtime_segments
+            )
         except CloudrecError as exc:
             self._attempt(file.id or 0, "backup", False, started, exc)
             return self._set(
@@ -377,6 +446,7 @@ ZEGO_EVENTS = {
     "task_paused": 201,
     "task_resumed": 202,
     "image_failed": 3,
+    "playlist_started": 102,
 }
 ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6}
 
@@ -422,6 +492,7 @@ def zego_body(
                     "status": f.status.zego_code,
                 }
                 for f in files
+                if f.format is not FileFormat.TS  # in its playlist
             ],
         }
     nonce = str(secrets.randbelow(10**9))

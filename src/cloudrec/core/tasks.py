@@ -60,6 +60,7 @@ class FileFormat(enum.StrEnum):
     FLV = "flv"
     HLS = "hls"  # m3u8 + MPEG-TS segments
     AAC = "aac"  # ADTS, audio only
+    TS = "ts"  # one MPEG-TS segment of an HLS recording, uploaded on its own while recording
 
     @property
     def extension(self) -> str:
@@ -131,6 +132,8 @@ class RecordingSpec:
     dialect: str = "cloudrec"
     # The mixed picture and sound (``MixSpec.to_json()``) when ``mode`` is mixed.
     mix: dict[str, Any] | None = None
+    # HLS: upload each segment as soon as it is finished, not with the playlist at the end.
+    realtime_segments: bool = False
     # Dialect-specific values kept verbatim for the dialect's own answers (never secrets).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -149,6 +152,7 @@ class RecordingSpec:
             "callback_url": self.callback_url,
             "dialect": self.dialect,
             "mix": self.mix,
+            "realtime_segments": self.realtime_segments,
             "extra": self.extra,
         }
 
@@ -168,6 +172,7 @@ class RecordingSpec:
             callback_url=data.get("callback_url"),
             dialect=data.get("dialect", "cloudrec"),
             mix=data.get("mix"),
+            realtime_segments=bool(data.get("realtime_segments", False)),
             extra=dict(data.get("extra") or {}),
         )
 

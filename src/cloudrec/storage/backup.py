@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+from cloudrec.core.delivery import Segment
 from cloudrec.core.errors import CloudrecError
 
 
@@ -15,12 +16,13 @@ class LocalBackupStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def keep(self, app_id: int, task_id: str, key: str, path: str) -> str:
+    def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
         dest = self.root / str(app_id) / task_id / key
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, dest)
-            _movehls_segments(Path(path), dest)
+            if segments:
+                _movehls_segments(Path(path), dest)
         except OSError as exc:
             raise CloudrecError.unavailable(
                 f"backup of {key} failed: {exc}", reason="backup_failed"
@@ -34,10 +36,30 @@ class LocalBackupStore:
 
 
 class LocalSpool:
-    def remove(self, path: str) -> None:
-        for p in [Path(path), *hls_segments(Path(path))]:
+    def remove(self, path: str, segments: bool = True) -> None:
+        for p in [Path(path), *(hls_segments(Path(path)) if segments else [])]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
+
+    def finished_segments(self, playlist: str) -> list[Segment]:
+        """The segments the playlist lists so far that are still in the spool: the HLS
+        muxer adds one when it is finished.  A line still being written is not read."""
+        path = Path(playlist)
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        found, duration = [], 0.0
+        for line in text.split("\n")[:-1]:  # whole lines only
+            line = line.strip()
+            if line.startswith("#EXTINF:"):
+                with contextlib.suppress(ValueError):
+                    duration = float(line[len("#EXTINF:") :].split(",", 1)[0])
+            elif line and not line.startswith("#"):
+                seg = path.parent / line
+                with contextlib.suppress(FileNotFoundError):
+                    found.append(Segment(str(seg), duration, seg.stat().st_size))
+        return found
 
 
 def hls_segments(playlist: Path) -> list[Path]:

@@ -140,13 +140,13 @@ class S3ObjectStore:
             aws_secret_access_key=target.secret_key,
         )
 
-    def put(self, target: StorageTarget, key: str, path: str) -> str:
+    def put(self, target: StorageTarget, key: str, path: str, segments: bool = True) -> str:
         ep = resolve_endpoint(target, self._override)
         client = self.client(target)
         try:
             # HLS: the segments first (beside the playlist's key), then the playlist.
             folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-            for segment in hls_segments(Path(path)):
+            for segment in hls_segments(Path(path)) if segments else []:
                 client.upload_file(
                     str(segment), target.bucket, folder + segment.name, Config=self._transfer
                 )

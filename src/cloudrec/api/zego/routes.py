@@ -29,7 +29,7 @@ from cloudrec.api.zego.schemas import MIX_TEMPLATES, parse_start, parse_views
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
-from cloudrec.core.tasks import FileStatus, RecordMode, Task, TaskState
+from cloudrec.core.tasks import FileFormat, FileStatus, RecordMode, Task, TaskState
 from cloudrec.storage.s3 import resolve_endpoint
 
 router = APIRouter(tags=["zego"])
@@ -125,6 +125,8 @@ async def describe_record_status(
     task = _zego_task(c, app_id, _task_id(body))
     files = []
     for f in c.tasks.files(task.task_id):
+        if f.format is FileFormat.TS:
+            continue  # a segment uploaded on its own: the playlist stands for it
         name = f.name.rsplit("/", 1)[-1]
         entry: dict[str, Any] = {
             "UserId": f.user_id or "",

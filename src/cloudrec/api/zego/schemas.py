@@ -307,6 +307,8 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     folder = _str(out, "OutputFolder", ow, required=False).strip("/")
     prefix = tuple(p for p in folder.split("/") if p)
     segment = _int(out, "FragmentSeconds", ow, default=15, lo=2, hi=60)
+    realtime = _bool(out, "RealtimeUploadFragment", ow) and fmt is FileFormat.HLS
+    _bool(out, "ShortFragmentPath", ow)  # playlists always name segments by file name
     callback = _str(out, "CallbackUrl", ow, required=False) or None
     if callback is not None and not callback.startswith(("http://", "https://")):
         raise _bad(f"{ow}CallbackUrl {callback!r} is not an http:// or https:// URL")
@@ -327,6 +329,7 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         callback_url=callback,
         dialect="zego",
         mix=mix,
+        realtime_segments=realtime,
         extra={
             "RecordMode": mode,
             "StreamType": stream_type,

@@ -1,0 +1,99 @@
+"""ZEGO RealtimeUploadFragment end to end: an HLS recording's segments reach the bucket while
+it records, callback event 102 says where the playlist will be, and at the end the playlist
+and every segment are there and play as one recording of the window asked."""
+
+from __future__ import annotations
+
+import time
+
+import av
+import pytest
+
+from tests.e2e.test_record_single import storage_service
+from tests.e2e.test_zego_api import start_body, wait_status
+from tests.receiver import Receiver
+from tests.s3server import FaultyS3
+from tests.service import ffmpeg_publish
+from tests.zego import Zego
+
+APP = 1234567892
+ROOM = "zlive"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    s3 = FaultyS3().start()
+    s3.client().create_bucket(Bucket="zegobucket")
+    svc = storage_service(tmp_path_factory.mktemp("zlive"), s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1")
+    svc.app = svc.create_app(APP)
+    pub = ffmpeg_publish(svc.publish_url(APP, ROOM, "live1", "--uid", "u1"), 120, size="320x240")
+    assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+    yield svc, s3, Zego(svc.http, APP, svc.app["server_secret"])
+    pub.kill()
+    pub.wait()
+    assert svc.stop() == 0
+    s3.stop()
+
+
+def keys(s3: FaultyS3) -> list[str]:
+    listing = s3.client().list_objects_v2(Bucket="zegobucket", Prefix="live/")
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_segments_are_uploaded_while_recording_and_the_playlist_at_the_end(world, tmp_path):
+    svc, s3, zego = world
+    receiver = Receiver()
+    body = start_body()
+    body["RoomId"] = ROOM
+    body["RecordOutputParams"] = {
+        "OutputFileFormat": "hls",
+        "OutputFolder": "live/",
+        "FragmentSeconds": 2,
+        "RealtimeUploadFragment": True,
+        "ShortFragmentPath": True,
+        "CallbackUrl": receiver.url,
+    }
+    requested = time.monotonic()  # the recording starts at the keyframe nearest this
+    answer = zego.call("StartRecord", body)
+    assert answer["Code"] == 0, answer
+    task_id = answer["Data"]["TaskId"]
+    try:
+        wait_status(zego, task_id, 2, timeout_s=20)
+    except AssertionError:  # say why, from cloudrec's own task API
+        raise AssertionError(svc.get(f"/v1/apps/{APP}/tasks/{task_id}", svc.app).text) from None
+    started = time.monotonic()
+    # While it records: segments arrive, the playlist does not yet.
+    deadline = started + 15
+    while len([k for k in keys(s3) if k.endswith(".ts")]) < 2:
+        assert time.monotonic() < deadline, keys(s3)
+        time.sleep(0.3)
+    during = keys(s3)
+    assert not [k for k in during if k.endswith(".m3u8")], during
+    assert zego.call("DescribeRecordStatus", {"TaskId": task_id})["Data"]["Status"] == 2
+    time.sleep(max(0.0, 8 - (time.monotonic() - started)))
+    assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    window = time.monotonic() - requested
+    [f] = wait_status(zego, task_id, 3)["RecordFiles"]  # the playlist stands for its segments
+    assert f["OutputFileFormat"] == "hls" and f["FileId"].endswith(".m3u8"), f
+    assert f["Status"] == 3
+    # Event 102 named the playlist, before the end.
+    bodies = receiver.bodies()
+    [named] = [b for b in bodies if b["event_type"] == 102]
+    assert named["detail"] == {"stream_id": "live1", "file_id": f["FileId"]}
+    assert bodies.index(named) < next(i for i, b in enumerate(bodies) if b["event_type"] == 5)
+    receiver.stop()
+    # Everything is in the bucket: download it all and play the playlist.
+    for key in keys(s3):
+        obj = s3.client().get_object(Bucket="zegobucket", Key=key)["Body"].read()
+        (tmp_path / key.rsplit("/", 1)[-1]).write_bytes(obj)
+    playlist = (tmp_path / f["FileId"]).read_text()
+    listed = [line for line in playlist.splitlines() if line and not line.startswith("#")]
+    assert "#EXT-X-ENDLIST" in playlist
+    assert sorted(listed) == sorted(k.rsplit("/", 1)[-1] for k in keys(s3) if k.endswith(".ts"))
+    with av.open(str(tmp_path / f["FileId"])) as c:
+        first = last = None
+        for frame in c.decode(video=0):
+            first = frame.time if first is None else first
+            last = frame.time
+    assert first is not None and last is not None
+    assert abs((last - first) - window) < 1.5, (last - first, window)
