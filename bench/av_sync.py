@@ -2,7 +2,7 @@
 beep start together every second at the source), a mixed recording of N seconds, and the
 offset between each flash and its beep in the downloaded file.
 
-    python bench/av_sync.py [--seconds 300] [--inputs 2]
+    python bench/av_sync.py [--seconds 300] [--inputs 2] [--keep FILE]
 
 Prints the offsets' median, extremes and the drift (last minute's median minus the first's).
 """
@@ -10,6 +10,7 @@ Prints the offsets' median, extremes and the drift (last minute's median minus t
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=300)
     parser.add_argument("--inputs", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="copy the recorded file here")
     args = parser.parse_args()
     s3 = FaultyS3().start()
     s3.client().create_bucket(Bucket="recbucket")
@@ -63,7 +65,10 @@ def main() -> None:
             jo.stop(resid, ROOM, record_id)
             task = wait_task(svc, record_id, {"completed", "failed"}, timeout_s=120)
             [f] = task["files"]
-            flashes, beeps = measure(fetched(svc, task, f, timeout_s=120))
+            path = fetched(svc, task, f, timeout_s=120)
+            if args.keep:
+                shutil.copy(path, args.keep)
+            flashes, beeps = measure(path)
         finally:
             for p in pubs:
                 p.kill()

@@ -90,6 +90,16 @@ class InputBuffer:
     def add_audio(self, ts: float | None, pcm: np.ndarray) -> None:
         """``pcm`` (s16 stereo at ``RATE``) starting at source time ``ts``, or right after the
         previous sound when ``ts`` is None."""
+        if ts is not None and self._head_ts is not None and len(self._audio):
+            # A gap (media the ingest dropped for a slow reader) or an overlap: keep every
+            # sample at its own time, or the sound would drift from the pictures for good.
+            gap = ts - (self._head_ts + len(self._audio) / RATE)
+            if SYNC_TOLERANCE_S < gap <= RESYNC_S:
+                self._audio = np.concatenate(
+                    [self._audio, np.zeros((int(gap * RATE), CHANNELS), np.int16)]
+                )
+            elif abs(gap) > SYNC_TOLERANCE_S:
+                self._audio = self._audio[:0]
         if not len(self._audio) and ts is not None:
             self._head_ts = ts
         if self._head_ts is None:
