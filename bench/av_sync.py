@@ -1,10 +1,12 @@
-"""A/V sync soak of a mixed recording: flash-and-beep publishers (a white frame and a 1 kHz
-beep start together every second at the source), a mixed recording of N seconds, and the
-offset between each flash and its beep in the downloaded file.
+"""A/V sync soak of a mixed recording: flash-and-beep publishers (each second a white frame
+and a beep start together at the source; each publisher its own beep frequency and, in the
+template-1 mix, its own column), a mixed recording of N seconds, and the offset between each
+flash and its beep, per publisher, in the downloaded file.
 
     python bench/av_sync.py [--seconds 300] [--inputs 2] [--keep FILE]
 
-Prints the offsets' median, extremes and the drift (last minute's median minus the first's).
+Prints per input the offsets' median, extremes and the drift (last minute's median minus
+the first's), and every offset of more than one frame.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.test_mix_av_sync import FPS, flash_and_beep, measure
+from tests.e2e.test_mix_av_sync import FPS, flash_and_beep, measure, offsets
 from tests.e2e.test_record_single import fetched, storage_service, wait_task
 from tests.jocloud import JoCloud
 from tests.s3server import FaultyS3
 
 APP = 10034
 ROOM = "soak"
+FREQ, STEP = 1000, 600  # input i beeps at FREQ + STEP * i Hz
 
 
 def main() -> None:
@@ -38,14 +41,15 @@ def main() -> None:
     s3.client().create_bucket(Bucket="recbucket")
     with tempfile.TemporaryDirectory() as tmp:
         svc = storage_service(Path(tmp), s3)
-        pubs = [
-            flash_and_beep(
-                svc.publish_url(APP, ROOM, f"cam{i}", "--uid", f"u{i}"), args.seconds + 60
-            )
-            for i in range(args.inputs)
-        ]
+        # Each input its own beep frequency and, in template 1, its own column (join
+        # order: each publisher is listed before the next starts).
+        pubs = []
+        for i in range(args.inputs):
+            url = svc.publish_url(APP, ROOM, f"cam{i}", "--uid", f"u{i}")
+            pubs.append(flash_and_beep(url, args.seconds + 60, FREQ + STEP * i))
+            svc.wait_streams(svc.app, ROOM, i + 1)
+            time.sleep(0.37)  # flashes of different inputs at different moments
         try:
-            assert len(svc.wait_streams(svc.app, ROOM, args.inputs)) == args.inputs
             jo = JoCloud(svc.http, APP, svc.app["server_secret"])
             out = {
                 "streamtype": 0,
@@ -68,30 +72,35 @@ def main() -> None:
             path = fetched(svc, task, f, timeout_s=120)
             if args.keep:
                 shutil.copy(path, args.keep)
-            flashes, beeps = measure(path)
+            results = []
+            for i in range(args.inputs):
+                columns = (i / args.inputs, (i + 1) / args.inputs)
+                results.append(measure(path, FREQ + STEP * i, columns))
         finally:
             for p in pubs:
                 p.kill()
                 p.wait()
             svc.stop()
             s3.stop()
-    offsets = [min(beeps, key=lambda b, fl=fl: abs(b - fl)) - fl for fl in flashes]
-    ms = [1000 * o for o in offsets]
-    first = statistics.median(ms[:60])
-    last = statistics.median(ms[-60:])
     print(
-        f"{args.inputs} inputs, {args.seconds} s, {len(ms)} flashes, output {FPS} fps "
+        f"{args.inputs} inputs, {args.seconds} s, output {FPS} fps "
         f"(one frame = {1000 / FPS:.0f} ms)"
     )
-    print(
-        f"offset beep-flash ms: median {statistics.median(ms):.1f}, min {min(ms):.1f}, "
-        f"max {max(ms):.1f}; drift (last minute - first minute) {last - first:+.1f}"
-    )
-    frame_ms = 1000 / FPS
-    print(f"within one frame: {sum(1 for m in ms if abs(m) <= frame_ms)} of {len(ms)}")
-    for fl, m in zip(flashes, ms, strict=True):
-        if abs(m) > frame_ms:
-            print(f"  outside: flash at {fl:.2f} s in the file, offset {m:.1f} ms")
+    all_ms = []
+    for i, (flashes, beeps) in enumerate(results):
+        ms = [1000 * o for o in offsets(flashes, beeps)]
+        all_ms += ms
+        first, last = statistics.median(ms[:60]), statistics.median(ms[-60:])
+        print(
+            f"input {i} ({FREQ + STEP * i} Hz): {len(ms)} flashes; offset beep-flash ms: median "
+            f"{statistics.median(ms):.1f}, min {min(ms):.1f}, max {max(ms):.1f}; drift (last "
+            f"minute - first minute) {last - first:+.1f}"
+        )
+        for fl, m in zip(flashes, ms, strict=True):
+            if abs(m) > 1000 / FPS:
+                print(f"  outside: flash at {fl:.2f} s in the file, offset {m:.1f} ms")
+    inside = sum(1 for m in all_ms if abs(m) <= 1000 / FPS)
+    print(f"within one frame: {inside} of {len(all_ms)}")
 
 
 if __name__ == "__main__":
