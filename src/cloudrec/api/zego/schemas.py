@@ -21,8 +21,9 @@ FORMATS = {
     "flv": FileFormat.FLV,
     "hls": FileFormat.HLS,
     "aac": FileFormat.AAC,
+    "jpg": FileFormat.JPG,
 }
-NOT_YET_FORMATS = ("jpg", "mp3", "ogg")
+NOT_YET_FORMATS = ("mp3", "ogg")
 # ZEGO Vendor codes → the storage layer's vendor names (all S3-protocol).
 VENDORS = {
     1: "aws-s3",
@@ -304,6 +305,14 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     fmt = FORMATS[fmt_name]
     if fmt is FileFormat.AAC and media is Media.VIDEO:
         raise _bad(f"{ow}OutputFileFormat aac holds audio; StreamType 2 records video only")
+    interval = 10
+    if fmt is FileFormat.JPG:
+        if not media.has_video:
+            raise _bad(
+                f"{ow}OutputFileFormat jpg takes screenshots of the picture; StreamType 1 "
+                "records audio only (use StreamType 2, 3 or 4)"
+            )
+        interval = _int(out, "SnapshotInterval", ow, default=10, lo=5, hi=3600)
     folder = _str(out, "OutputFolder", ow, required=False).strip("/")
     prefix = tuple(p for p in folder.split("/") if p)
     segment = _int(out, "FragmentSeconds", ow, default=15, lo=2, hi=60)
@@ -323,6 +332,7 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         formats=(fmt,),
         stream_ids=stream_ids,
         hls_segment_s=segment,
+        snapshot_interval_s=interval,
         idle_timeout_s=idle,
         max_duration_s=longest,
         output_prefix=prefix,

@@ -31,6 +31,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from cloudrec.core.tasks import FileFormat, FileStatus, RecordedFile, Task, TrackType
+
 log = logging.getLogger("cloudrec.snapshots")
 
 # The same settling and hold as a recorder's (remux.py), for the same reasons.
@@ -48,6 +50,34 @@ def write_jpeg(rgb: np.ndarray, path: Path) -> int:
     Image.fromarray(rgb, "RGB").save(part, "JPEG", quality=JPEG_QUALITY)
     os.replace(part, path)
     return path.stat().st_size
+
+
+def jpg_file(
+    task: Task,
+    path: Path,
+    stream_id: str,
+    user_id: str,
+    begin_ms: int,
+    size: tuple[int, int],
+    nbytes: int,
+) -> RecordedFile:
+    """A screenshot of the task, written whole: its object key is the output prefix and its
+    name."""
+    prefix = "/".join(task.spec.output_prefix)
+    return RecordedFile(
+        task_id=task.task_id,
+        name=f"{prefix}/{path.name}" if prefix else path.name,
+        path=str(path),
+        format=FileFormat.JPG,
+        status=FileStatus.RECORDED,
+        stream_id=stream_id,
+        user_id=user_id,
+        track_type=TrackType.VIDEO,
+        begin_ms=begin_ms,
+        size=nbytes,
+        width=size[0],
+        height=size[1],
+    )
 
 
 @dataclass
