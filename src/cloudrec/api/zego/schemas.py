@@ -1,8 +1,12 @@
 """ZEGO ``StartRecord`` bodies, validated into cloudrec's internal spec (vendor names verbatim).
 
+OutputFileFormat jpg asks for screenshots instead of a recording (video-screenshot.mdx): a JPG
+of each stream (RecordMode 1) or of the mix (RecordMode 2) every SnapshotInterval seconds
+([5, 3600], default 10; read only with jpg); jpg with StreamType 1 (audio only) is refused.
+
 What this release does not do is refused with 300000004 and a message that says so, never
-pretended: whiteboards (no whiteboard service here), the VOD vendors (5, 6), and the
-jpg/mp3/ogg formats.
+pretended: whiteboards (no whiteboard service here), the VOD vendors (5, 6), and the mp3/ogg
+formats.
 """
 
 from __future__ import annotations
