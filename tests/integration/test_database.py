@@ -168,3 +168,44 @@ def test_tasks_files_attempts_and_callbacks_round_trip(database_url, data_dir):
         assert "AK-SECRET" not in stored and "SK-SECRET" not in stored
     finally:
         c.engine.dispose()
+
+
+def test_take_snapshot_counts_the_requests_of_a_running_mix_and_refuses_the_rest(
+    database_url, data_dir
+):
+    from cloudrec.core.tasks import Desired, Media, RecordingSpec, RecordMode, TaskState
+
+    settings = load_settings({"data_dir": data_dir, "database_url": database_url}, env={})
+    c = bootstrap(settings, executor=_NoWorker())
+    try:
+        c.apps.create(9)
+        mixed = RecordingSpec(room_id="room1", mode=RecordMode.MIXED, mix={"width": 640})
+        task = c.tasks.start(9, mixed, None, require_live=False)
+
+        def refused(task_id: str) -> CloudrecError:
+            with pytest.raises(CloudrecError) as err:
+                c.tasks.take_snapshot(9, task_id)
+            return err.value
+
+        assert "has not started mixing" in refused(task.task_id).message  # initialising
+        with c.uow() as uow:
+            uow.tasks.update(task.task_id, state=TaskState.RECORDING)
+            uow.commit()
+        c.tasks.take_snapshot(9, task.task_id)
+        assert c.tasks.take_snapshot(9, task.task_id).snapshot_requests == 2
+        c.tasks.pause(9, task.task_id)
+        assert "paused" in refused(task.task_id).message
+        c.tasks.resume(9, task.task_id)
+        c.tasks.stop(9, task.task_id)
+        assert refused(task.task_id).reason == "task_ended"
+        assert refused("nope").reason == "task_unknown"
+        single = c.tasks.start(9, RecordingSpec(room_id="room1"), None, require_live=False)
+        assert "single streams" in refused(single.task_id).message
+        sound = RecordingSpec(room_id="room1", mode=RecordMode.MIXED, media=Media.AUDIO, mix={})
+        audio = c.tasks.start(9, sound, None, require_live=False)
+        assert "no picture" in refused(audio.task_id).message
+        kinds = [k for k, _, _ in c.tasks.events(task.task_id)]
+        assert kinds.count("snapshot_requested") == 2
+        assert c.tasks.get(9, single.task_id).desired is Desired.RUNNING
+    finally:
+        c.engine.dispose()

@@ -12,6 +12,7 @@ from cloudrec.core.delivery import (
     DeliveryService,
     hmac_sha256,
     jocloud_body,
+    zego_body,
     zego_callback_signature,
 )
 from cloudrec.core.errors import CloudrecError
@@ -120,3 +121,46 @@ def _service(store, policy, sleeps, clock=None):
         world, clock, store, world.backup, world.sender, world.spool, policy, sleep=sleeps.append
     )
     return svc, world, world.file
+
+
+def _file(name: str, fmt: FileFormat, status: FileStatus = FileStatus.UPLOADED) -> RecordedFile:
+    track = TrackType.VIDEO if fmt is FileFormat.JPG else TrackType.AUDIO_VIDEO
+    return RecordedFile(
+        "t1", f"record/{name}", f"/spool/{name}", fmt, status, "mix", "mix", track, 1, size=5
+    )
+
+
+def _zego_task(*formats: FileFormat) -> Task:
+    spec = RecordingSpec(
+        room_id="r1", formats=formats, callback_url="http://x/cb", dialect="zego", mix={}
+    )
+    return Task("t1", 5, spec, TaskState.RECORDING, Desired.RUNNING, FakeClock()())
+
+
+def test_a_screenshot_is_announced_by_its_own_zego_event_1_when_its_upload_is_done():
+    task = _zego_task(FileFormat.JPG)
+    shot = _file("a_V_1.jpg", FileFormat.JPG)
+    body = zego_body(task, "file_uploaded", [shot], FakeClock()(), "secret", 3)
+    assert body is not None and body["event_type"] == 1 and body["sequence"] == 3
+    [info] = body["detail"]["file_info"]
+    assert (info["file_id"], info["output_file_format"], info["media_track_type"]) == (
+        "a_V_1.jpg",
+        "jpg",
+        2,
+    )
+    assert body["detail"]["upload_status"] == 1
+    backed = _file("b_V_1.jpg", FileFormat.JPG, FileStatus.BACKED_UP)
+    body = zego_body(task, "file_backed_up", [backed], FakeClock()(), "secret", 4)
+    assert body is not None and body["detail"]["upload_status"] == 2
+    # A screenshot task's end brings no file list: every screenshot had its own.
+    assert zego_body(task, "task_completed", [shot, backed], FakeClock()(), "s", 5) is None
+
+
+def test_a_recording_file_upload_has_no_zego_event_and_the_final_list_leaves_screenshots_out():
+    task = _zego_task(FileFormat.MP4)
+    mix = _file("m_VA_1.mp4", FileFormat.MP4)
+    shot = _file("m_V_2.jpg", FileFormat.JPG)
+    assert zego_body(task, "file_uploaded", [mix], FakeClock()(), "secret", 1) is None
+    body = zego_body(task, "task_completed", [mix, shot], FakeClock()(), "secret", 2)
+    assert body is not None and body["event_type"] == 1
+    assert [i["file_id"] for i in body["detail"]["file_info"]] == ["m_VA_1.mp4"]

@@ -448,6 +448,8 @@ ZEGO_EVENTS = {
     "image_failed": 3,
     "playlist_started": 102,
 }
+# A screenshot's upload is done (in the bucket, in the backup store, or given up on).
+ZEGO_SCREENSHOT_EVENTS = ("file_uploaded", "file_backed_up", "file_upload_failed")
 ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6}
 
 
@@ -463,6 +465,14 @@ def zego_body(
     """ZEGO's callback for ``event``, signed; None when ZEGO has no such event.  ``extra`` is
     the event's own detail (event 3: ``image_type`` and ``image_url``)."""
     kind = ZEGO_EVENTS.get(event)
+    shots = [f for f in files if f.format is FileFormat.JPG]
+    if event in ZEGO_SCREENSHOT_EVENTS and shots:
+        # video-screenshot.mdx: one event 1 per screenshot, when its upload is done.
+        kind, files = 1, shots
+    elif kind == 1:
+        if task.spec.screenshots:
+            return None  # every screenshot had its own event 1
+        files = [f for f in files if f.format is not FileFormat.JPG]
     if kind is None:
         return None
     if kind == 5 and task.end_reason in ZEGO_QUIT:

@@ -120,6 +120,9 @@ class TaskRepository(Protocol):
     def update(self, task_id: str, **fields: object) -> None:
         """Set columns of a task (``state``, ``desired``, ``heartbeat_at``, ...)."""
 
+    def request_snapshot(self, task_id: str) -> None:
+        """Add one to the task's ``snapshot_requests``."""
+
     def active(self) -> list[Task]:
         """Tasks not in a terminal state."""
 

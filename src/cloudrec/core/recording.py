@@ -231,6 +231,38 @@ class TaskService:
             uow.commit()
         return self.get(app_id, task_id)
 
+    def take_snapshot(self, app_id: int, task_id: str) -> Task:
+        """Ask a mixed recording in progress for a screenshot of its next composed picture;
+        its worker takes one per request (it reads the task every reconcile tick) and files
+        it as a JPG of the task."""
+        task = self.get(app_id, task_id)
+        over = (TaskState.STOPPING, TaskState.UPLOADING, TaskState.COMPLETED, TaskState.FAILED)
+        if task.state in over or task.desired is Desired.STOPPED:
+            raise CloudrecError.failed_precondition(
+                f"recording {task_id!r} has already stopped", reason="task_ended"
+            )
+        if task.spec.mix is None:
+            raise CloudrecError.invalid_argument(
+                f"recording {task_id!r} records single streams: a screenshot is of a mix"
+            )
+        if not task.spec.media.has_video:
+            raise CloudrecError.invalid_argument(
+                f"recording {task_id!r} records sound only: it has no picture to take"
+            )
+        if task.desired is Desired.PAUSED or task.state is TaskState.PAUSED:
+            raise CloudrecError.failed_precondition(
+                f"recording {task_id!r} is paused: resume it first"
+            )
+        if task.state is not TaskState.RECORDING:
+            raise CloudrecError.failed_precondition(
+                f"recording {task_id!r} has not started mixing yet (no stream has arrived)"
+            )
+        with self._uow() as uow:
+            uow.tasks.request_snapshot(task_id)
+            uow.tasks.add_event(task_id, "snapshot_requested", self._clock())
+            uow.commit()
+        return self.get(app_id, task_id)
+
     def by_client_ref(self, app_id: int, client_ref: str) -> Task | None:
         """The newest task started with this ``client_ref``."""
         with self._uow() as uow:
@@ -379,6 +411,14 @@ class TaskControl:
         with self._uow() as uow:
             file_id = uow.tasks.add_file(file)
             uow.tasks.add_event(self.task_id, "file_opened", self._clock(), file.name)
+            uow.commit()
+        return file_id
+
+    def file_written(self, file: RecordedFile) -> int:
+        """A file written whole at once (a screenshot): recorded, so delivered from now on."""
+        with self._uow() as uow:
+            file_id = uow.tasks.add_file(replace(file, status=FileStatus.RECORDED))
+            uow.tasks.add_event(self.task_id, "file_written", self._clock(), file.name)
             uow.commit()
         return file_id
 

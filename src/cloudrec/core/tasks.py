@@ -61,6 +61,7 @@ class FileFormat(enum.StrEnum):
     HLS = "hls"  # m3u8 + MPEG-TS segments
     AAC = "aac"  # ADTS, audio only
     TS = "ts"  # one MPEG-TS segment of an HLS recording, uploaded on its own while recording
+    JPG = "jpg"  # one picture: a screenshot (ZEGO OutputFileFormat jpg, TakeSnapshot)
 
     @property
     def extension(self) -> str:
@@ -125,6 +126,8 @@ class RecordingSpec:
     user_ids: tuple[str, ...] = ()
     stream_ids: tuple[str, ...] = ()  # empty: every stream (of the wanted users)
     hls_segment_s: int = 15
+    # Formats (JPG): a screenshot of each stream (or of the mix) every this many seconds.
+    snapshot_interval_s: int = 10
     idle_timeout_s: float | None = None  # None: the service's setting
     max_duration_s: float | None = None  # None: the service's setting
     output_prefix: tuple[str, ...] = ()
@@ -146,6 +149,7 @@ class RecordingSpec:
             "user_ids": list(self.user_ids),
             "stream_ids": list(self.stream_ids),
             "hls_segment_s": self.hls_segment_s,
+            "snapshot_interval_s": self.snapshot_interval_s,
             "idle_timeout_s": self.idle_timeout_s,
             "max_duration_s": self.max_duration_s,
             "output_prefix": list(self.output_prefix),
@@ -166,6 +170,7 @@ class RecordingSpec:
             user_ids=tuple(data["user_ids"]),
             stream_ids=tuple(data.get("stream_ids", ())),
             hls_segment_s=int(data["hls_segment_s"]),
+            snapshot_interval_s=int(data.get("snapshot_interval_s", 10)),
             idle_timeout_s=data.get("idle_timeout_s"),
             max_duration_s=data.get("max_duration_s"),
             output_prefix=tuple(data["output_prefix"]),
@@ -175,6 +180,11 @@ class RecordingSpec:
             realtime_segments=bool(data.get("realtime_segments", False)),
             extra=dict(data.get("extra") or {}),
         )
+
+    @property
+    def screenshots(self) -> bool:
+        """Screenshots only (JPG): no video or audio file is written."""
+        return self.formats == (FileFormat.JPG,)
 
     def wants(self, user_id: str, stream_id: str = "") -> bool:
         """Whether a live stream is one this task records."""
@@ -215,6 +225,8 @@ class Task:
     end_reason: str | None = None
     error: str | None = None
     resource_id: str | None = None
+    # Screenshots of the mix asked for so far (a counter: the worker takes one per increment).
+    snapshot_requests: int = 0
 
 
 @dataclass(frozen=True)

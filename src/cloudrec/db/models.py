@@ -105,6 +105,8 @@ class TaskRow(Base):
     end_reason: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
     resource_id: Mapped[str | None] = mapped_column(String(100))
+    # Screenshots of the mix asked for (ZEGO TakeSnapshot): the worker takes one per increment.
+    snapshot_requests: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TaskFileRow(Base):

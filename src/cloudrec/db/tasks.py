@@ -47,6 +47,7 @@ def _to_task(r: TaskRow) -> Task:
         end_reason=r.end_reason,
         error=r.error,
         resource_id=r.resource_id,
+        snapshot_requests=r.snapshot_requests or 0,
     )
 
 
@@ -112,6 +113,14 @@ class SqlTaskRepository:
 
     def update(self, task_id: str, **fields: object) -> None:
         self._s.execute(update(TaskRow).where(TaskRow.task_id == task_id).values(**_plain(fields)))
+
+    def request_snapshot(self, task_id: str) -> None:
+        # In the database, not read-modify-write: two requests at once count as two.
+        self._s.execute(
+            update(TaskRow)
+            .where(TaskRow.task_id == task_id)
+            .values(snapshot_requests=TaskRow.snapshot_requests + 1)
+        )
 
     def active(self) -> list[Task]:
         rows = self._s.scalars(select(TaskRow).where(TaskRow.state.not_in(_TERMINAL)))

@@ -124,7 +124,10 @@ async def describe_record_status(
 ) -> dict[str, Any]:
     task = _zego_task(c, app_id, _task_id(body))
     files = []
-    for f in c.tasks.files(task.task_id):
+    # Screenshots are no recording files: a screenshot task has no RecordFiles
+    # (video-screenshot.mdx), and a mix's TakeSnapshot pictures are announced by callback.
+    recorded = [f for f in c.tasks.files(task.task_id) if f.format is not FileFormat.JPG]
+    for f in recorded:
         if f.format is FileFormat.TS:
             continue  # a segment uploaded on its own: the playlist stands for it
         name = f.name.rsplit("/", 1)[-1]
@@ -251,12 +254,12 @@ async def resume_record(
     return {}
 
 
-async def not_here(
+async def take_snapshot(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
-    raise CloudrecError.invalid_argument(
-        f"{query.get('Action')} is not available in this cloudrec release"
-    )
+    task = _running(c, app_id, body)
+    await asyncio.to_thread(c.tasks.take_snapshot, app_id, task.task_id)
+    return {}
 
 
 async def whiteboard(
@@ -275,7 +278,7 @@ ACTIONS: dict[str, tuple[Handler, Any]] = {
     "UpdateLayout": (update_layout, SLOW),
     "PauseRecord": (pause_record, SLOW),
     "ResumeRecord": (resume_record, SLOW),
-    "TakeSnapshot": (not_here, SLOW),
+    "TakeSnapshot": (take_snapshot, SLOW),
     "UpdateWhiteboard": (whiteboard, SLOW),
 }
 

@@ -1,8 +1,12 @@
 """ZEGO ``StartRecord`` bodies, validated into cloudrec's internal spec (vendor names verbatim).
 
+OutputFileFormat jpg asks for screenshots instead of a recording (video-screenshot.mdx): a JPG
+of each stream (RecordMode 1) or of the mix (RecordMode 2) every SnapshotInterval seconds
+([5, 3600], default 10; read only with jpg); jpg with StreamType 1 (audio only) is refused.
+
 What this release does not do is refused with 300000004 and a message that says so, never
-pretended: whiteboards (no whiteboard service here), the VOD vendors (5, 6), and the
-jpg/mp3/ogg formats.
+pretended: whiteboards (no whiteboard service here), the VOD vendors (5, 6), and the mp3/ogg
+formats.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ FORMATS = {
     "flv": FileFormat.FLV,
     "hls": FileFormat.HLS,
     "aac": FileFormat.AAC,
+    "jpg": FileFormat.JPG,
 }
-NOT_YET_FORMATS = ("jpg", "mp3", "ogg")
+NOT_YET_FORMATS = ("mp3", "ogg")
 # ZEGO Vendor codes → the storage layer's vendor names (all S3-protocol).
 VENDORS = {
     1: "aws-s3",
@@ -304,6 +309,14 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     fmt = FORMATS[fmt_name]
     if fmt is FileFormat.AAC and media is Media.VIDEO:
         raise _bad(f"{ow}OutputFileFormat aac holds audio; StreamType 2 records video only")
+    interval = 10
+    if fmt is FileFormat.JPG:
+        if not media.has_video:
+            raise _bad(
+                f"{ow}OutputFileFormat jpg takes screenshots of the picture; StreamType 1 "
+                "records audio only (use StreamType 2, 3 or 4)"
+            )
+        interval = _int(out, "SnapshotInterval", ow, default=10, lo=5, hi=3600)
     folder = _str(out, "OutputFolder", ow, required=False).strip("/")
     prefix = tuple(p for p in folder.split("/") if p)
     segment = _int(out, "FragmentSeconds", ow, default=15, lo=2, hi=60)
@@ -323,6 +336,7 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         formats=(fmt,),
         stream_ids=stream_ids,
         hls_segment_s=segment,
+        snapshot_interval_s=interval,
         idle_timeout_s=idle,
         max_duration_s=longest,
         output_prefix=prefix,

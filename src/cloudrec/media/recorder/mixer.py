@@ -241,6 +241,7 @@ class MixOutput:
 
 FileOpened = Callable[[MixOutput, int], int]  # (output, begin_ms) -> file id
 FileClosed = Callable[[int, dict[str, object]], None]
+SnapshotTaken = Callable[[np.ndarray, datetime], None]  # (RGB picture, its time); never raises
 
 
 class Mixer(threading.Thread):
@@ -270,6 +271,7 @@ class Mixer(threading.Thread):
         self.error: str | None = None
         self.wrote_media = threading.Event()
         self.frames = 0
+        self._snapshots: list[SnapshotTaken] = []
 
     # -- control (any thread) ---------------------------------------------------------
     def update(self, spec: MixSpec, urls: dict[str, str]) -> None:
@@ -317,6 +319,20 @@ class Mixer(threading.Thread):
                 for r in self.inputs.values():  # what came during the pause is left out
                     r.reanchor()
 
+    def snapshot(self, taken: SnapshotTaken) -> None:
+        """Hand the next composed picture (RGB, watermarks painted) and its time to ``taken``,
+        on the mixer's thread: a screenshot of the mix.  One picture per call."""
+        with self._lock:
+            self._snapshots.append(taken)
+
+    def pictured(self) -> bool:
+        """Whether every input has given a picture (or ended): a screenshot taken before
+        shows empty tiles."""
+        with self._lock:
+            readers = list(self.inputs.values())
+        shown = [r for r in readers if r.last_picture is not None]
+        return bool(shown) and all(r in shown or r.ended.is_set() for r in readers)
+
     def busy(self) -> bool:
         with self._lock:
             return any(not r.ended.is_set() for r in self.inputs.values())
@@ -348,6 +364,7 @@ class Mixer(threading.Thread):
         audio_sent = 0
         n = 0
         t0 = time.monotonic()
+        encodes_video = any(out.track is not TrackType.AUDIO for out in self.outputs)
         while True:
             with self._lock:
                 spec, stop_at = self.spec, self._stop_at
@@ -385,9 +402,13 @@ class Mixer(threading.Thread):
                 mixed += sound
             pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
             video = None
-            if spec.media.has_video:
+            with self._lock:
+                taken = self._snapshots.pop(0) if self._snapshots else None
+            if spec.media.has_video and (encodes_video or taken is not None):
                 rgb = compose(canvas, self._layers(spec, readers, pictures, order))
                 marks.paint_onto(rgb, when)
+                if taken is not None:
+                    taken(rgb, when)
                 video = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
                 video.pts = n
                 video.time_base = Fraction(1, fps)

@@ -5,6 +5,11 @@ room directory, starts a :class:`StreamRecorder` for each wanted stream session 
 and not yet recorded, and stops when asked, when the room has been empty for the idle timeout,
 or when the maximum recording time is reached.  A stream that leaves and comes back is a new
 session and so a new file.
+
+Screenshots (``FileFormat.JPG``, no video or audio file): a :class:`StreamSnapshotter` per
+stream session instead of a recorder, or, for a mix, the mixer's composed pictures every
+``snapshot_interval_s``; a mix also takes one per TakeSnapshot request (the task's
+``snapshot_requests`` counter).  Each JPG is a file of the task, delivered on its own.
 """
 
 from __future__ import annotations
@@ -37,8 +42,14 @@ from cloudrec.core.tasks import (
     file_stamp,
 )
 from cloudrec.media.compositor.overlay import decode_image
-from cloudrec.media.recorder.mixer import Mixer, MixOutput
+from cloudrec.media.recorder.mixer import Mixer, MixOutput, SnapshotTaken
 from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder
+from cloudrec.media.recorder.snapshots import (
+    SnapshotPlan,
+    StreamSnapshotter,
+    jpg_file,
+    write_jpeg,
+)
 from cloudrec.outbound import OutboundPolicy, fetch
 
 log = logging.getLogger("cloudrec.worker")
@@ -54,9 +65,13 @@ BACKLOG_MS = 8000
 
 @dataclass
 class _Session:
-    recorder: StreamRecorder
+    recorder: StreamRecorder | StreamSnapshotter
     stream: LiveStream
     reported: bool = field(default=False)
+
+
+def _stamp(unix_ms: int) -> str:
+    return file_stamp(datetime.fromtimestamp(unix_ms / 1000, UTC))
 
 
 def _type_code(track: TrackType) -> str:
@@ -73,6 +88,10 @@ class TaskWorker:
         self.paused = False
         self.mixed_files: list[int] = []
         self.image_urls: set[str] = set()  # fetched (or tried) for the mix
+        self.snapshots_asked = 0  # of the task's snapshot_requests, handed to the mixer
+        # Unix s of the next screenshot of a screenshots-only mix; None until the inputs
+        # have shown their pictures.
+        self.next_mix_shot: float | None = None
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
@@ -105,11 +124,15 @@ class TaskWorker:
             live = [s for s in room if spec.wants(s.user_id, s.stream_id)]
             if spec.mode is RecordMode.MIXED:
                 live = self._mix(task, room)
+                self._mix_screenshots(task, now)
             else:
                 for stream in live:
                     key = (stream.stream_id, stream.started_at.isoformat())
                     if key not in self.sessions:
-                        self._start_recorder(task, stream, key)
+                        if spec.screenshots:
+                            self._start_snapshotter(task, stream, key)
+                        else:
+                            self._start_recorder(task, stream, key)
             self._mark_recording()
             busy = (
                 any(s.recorder.is_alive() for s in self.sessions.values())
@@ -180,6 +203,33 @@ class TaskWorker:
         self.sessions[key] = _Session(recorder, stream)
         self.control.event("stream_recording", f"{stream.user_id}/{stream.stream_id}")
 
+    def _start_snapshotter(self, task: Task, stream: LiveStream, key: tuple[str, str]) -> None:
+        """Screenshots only (jpg): a JPG of the stream every ``snapshot_interval_s``, from the
+        moment the recording was asked for (or the stream came)."""
+        spec = task.spec
+        base = f"{task.task_id}_{spec.room_id}_{stream.user_id}_{stream.stream_id}"
+
+        def on_shot(path: Path, begin_ms: int, size: tuple[int, int], nbytes: int) -> int:
+            file = jpg_file(task, path, stream.stream_id, stream.user_id, begin_ms, size, nbytes)
+            return self.control.file_written(file)
+
+        url = stream.pull_url
+        if stream.source == "embedded":
+            url += f"?backlog_ms={BACKLOG_MS}"
+        plan = SnapshotPlan(
+            url=url,
+            directory=self.spool(task).joinpath(*spec.output_prefix),
+            name=lambda begin_ms: f"{base}_V_{_stamp(begin_ms)}.jpg",
+            start_at=max(task.created_at.timestamp(), stream.started_at.timestamp()),
+            interval_s=spec.snapshot_interval_s,
+        )
+        shooter = StreamSnapshotter(plan, on_shot, name=f"shots-{stream.stream_id}")
+        if self.paused:
+            shooter.pause(time.time())
+        shooter.start()
+        self.sessions[key] = _Session(shooter, stream)
+        self.control.event("stream_screenshots", f"{stream.user_id}/{stream.stream_id}")
+
     def _set_paused(self, paused: bool) -> None:
         """Pause or resume every recorder (and the mixer): one file each, the paused span
         left out."""
@@ -220,6 +270,45 @@ class TaskWorker:
         self.mixer.update(mix, urls)
         return wanted
 
+    def _mix_screenshots(self, task: Task, now: float) -> None:
+        """Hand the mixer one screenshot per TakeSnapshot request, and (screenshots-only
+        mixes) one every ``snapshot_interval_s``, once the inputs have shown their pictures
+        (requests wait until then: the API takes them only while the task mixes)."""
+        if self.mixer is None:
+            return
+        if self.next_mix_shot is None:
+            if not self.mixer.pictured():
+                return
+            self.next_mix_shot = now
+        for _ in range(task.snapshot_requests - self.snapshots_asked):
+            self.mixer.snapshot(self._mix_shot(task))
+        self.snapshots_asked = max(self.snapshots_asked, task.snapshot_requests)
+        if task.spec.screenshots and not self.paused and now >= self.next_mix_shot:
+            self.mixer.snapshot(self._mix_shot(task))
+            while self.next_mix_shot <= now:
+                self.next_mix_shot += task.spec.snapshot_interval_s
+
+    def _mix_shot(self, task: Task) -> SnapshotTaken:
+        """Writes a composed picture as a JPG of the task (on the mixer's thread)."""
+        spec = task.spec
+        mix = MixSpec.from_json(spec.mix or {})
+        mix_id = str(mix.extra.get("MixOutputStreamId") or "mix")
+
+        def taken(rgb: Any, when: datetime) -> None:
+            name = f"{task.task_id}_{spec.room_id}_{mix_id}_V_{file_stamp(when)}.jpg"
+            path = self.spool(task).joinpath(*spec.output_prefix, name)
+            try:
+                nbytes = write_jpeg(rgb, path)
+            except (OSError, ValueError) as exc:
+                self.control.event("screenshot_failed", f"{name}: {exc}")
+                return
+            height, width = rgb.shape[:2]
+            begin_ms = int(when.timestamp() * 1000)
+            file = jpg_file(task, path, mix_id, mix_id, begin_ms, (width, height), nbytes)
+            self.mixed_files.append(self.control.file_written(file))
+
+        return taken
+
     def _start_mixer(self, task: Task, mix: MixSpec) -> Mixer:
         spec = task.spec
         prefix = "/".join(spec.output_prefix)
@@ -234,6 +323,8 @@ class TaskWorker:
         mix_id = str(mix.extra.get("MixOutputStreamId") or "mix")
         outputs = []
         for fmt in spec.formats:
+            if fmt is FileFormat.JPG:
+                continue  # screenshots are taken from the composed pictures, no file written
             for t in [TrackType.AUDIO] if fmt is FileFormat.AAC else tracks:
                 name = (
                     f"{task.task_id}_{spec.room_id}_{mix_id}_{_type_code(t)}_{stamp}"
