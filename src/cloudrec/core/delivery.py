@@ -498,7 +498,7 @@ def zego_body(
                     "resolution_height": f.height or 0,
                     "media_track_type": int(f.track_type),
                     "begin_timestamp": f.begin_ms,
-                    "custom_begin_timestamp": 0,
+                    "custom_begin_timestamp": f.custom_begin_ms,
                     "status": f.status.zego_code,
                 }
                 for f in files

@@ -254,6 +254,9 @@ class RecordedFile:
     url: str | None = None
     retry_at: datetime | None = None
     keep_until: datetime | None = None
+    # The publisher's own Unix time (ms) carried in the stream's SEI, 0 when none (ZEGO's
+    # CustomBeginTimestamp).
+    custom_begin_ms: int = 0
 
 
 def new_task_id() -> str:

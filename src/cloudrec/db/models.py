@@ -131,6 +131,7 @@ class TaskFileRow(Base):
     url: Mapped[str | None] = mapped_column(Text)
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     keep_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    custom_begin_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class UploadAttemptRow(Base):

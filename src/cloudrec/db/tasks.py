@@ -72,6 +72,7 @@ def _to_file(r: TaskFileRow) -> RecordedFile:
         url=r.url,
         retry_at=_opt(r.retry_at),
         keep_until=_opt(r.keep_until),
+        custom_begin_ms=r.custom_begin_ms,
     )
 
 

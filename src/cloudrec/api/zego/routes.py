@@ -144,7 +144,7 @@ async def describe_record_status(
             "ResolutionHeight": f.height or 0,
             "MediaTrackType": int(f.track_type),
             "BeginTimestamp": f.begin_ms,
-            "CustomBeginTimestamp": 0,
+            "CustomBeginTimestamp": f.custom_begin_ms,
             "Status": f.status.zego_code,
         }
         if f.status is FileStatus.UPLOADED and f.url:

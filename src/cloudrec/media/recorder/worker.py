@@ -44,6 +44,7 @@ from cloudrec.core.tasks import (
 from cloudrec.media.compositor.overlay import decode_image
 from cloudrec.media.recorder.mixer import Mixer, MixOutput, SnapshotTaken
 from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder
+from cloudrec.media.recorder.sei import begin_timestamp
 from cloudrec.media.recorder.snapshots import (
     SnapshotPlan,
     StreamSnapshotter,
@@ -154,6 +155,8 @@ class TaskWorker:
         base = f"{task.task_id}_{spec.room_id}_{stream.user_id}_{stream.stream_id}"
         prefix = "/".join(spec.output_prefix)
 
+        paths: dict[int, Path] = {}
+
         def name(fmt: FileFormat, track: TrackType, begin_ms: int) -> str:
             stamp = file_stamp(datetime.fromtimestamp(begin_ms / 1000, UTC))
             return f"{base}_{_type_code(track)}_{stamp}.{fmt.extension}"
@@ -165,7 +168,7 @@ class TaskWorker:
             begin_ms: int,
             size: tuple[int, int] | None,
         ) -> int:
-            return self.control.file_opened(
+            file_id = self.control.file_opened(
                 RecordedFile(
                     task_id=task.task_id,
                     name=f"{prefix}/{path.name}" if prefix else path.name,
@@ -180,8 +183,14 @@ class TaskWorker:
                     height=size[1] if size else None,
                 )
             )
+            paths[file_id] = path
+            return file_id
 
         def on_close(file_id: int, fields: dict[str, object]) -> None:
+            path = paths.pop(file_id, None)
+            if path is not None and path.suffix in (".mp4", ".flv", ".m3u8"):
+                # ZEGO CustomBeginTimestamp: the publisher's time in the stream's SEI.
+                fields = {**fields, "custom_begin_ms": begin_timestamp(path)}
             self.control.file_closed(file_id, str(file_id), **fields)
 
         url = stream.pull_url

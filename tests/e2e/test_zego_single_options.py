@@ -1,9 +1,11 @@
-"""ZEGO RealtimeUploadFragment end to end: an HLS recording's segments reach the bucket while
-it records, callback event 102 says where the playlist will be, and at the end the playlist
-and every segment are there and play as one recording of the window asked."""
+"""ZEGO single-stream options end to end: RealtimeUploadFragment (an HLS recording's segments
+reach the bucket while it records, callback event 102 says where the playlist will be, and at
+the end the playlist and every segment are there and play as one recording of the window
+asked) and CustomBeginTimestamp read from the stream's SEI."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import av
@@ -97,3 +99,44 @@ def test_segments_are_uploaded_while_recording_and_the_playlist_at_the_end(world
             last = frame.time
     assert first is not None and last is not None
     assert abs((last - first) - window) < 1.5, (last - first, window)
+
+
+def sei_publish(url: str, millis: int) -> subprocess.Popen[bytes]:
+    """testsrc2 + a tone whose keyframes carry an SEI (user data unregistered, any UUID) with
+    the publisher's own Unix time in ms, as 13 ASCII digits (h264_metadata puts it on every
+    keyframe)."""
+    return subprocess.Popen(
+        [
+            *("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re"),
+            *("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=60"),
+            *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=60"),
+            *("-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p"),
+            "-bsf:v",
+            f"h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+{millis}",
+            *("-c:a", "aac", "-f", "flv", url),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_custom_begin_timestamp_comes_from_the_streams_sei(world):
+    svc, _, zego = world
+    millis = 1795000000123
+    pub = sei_publish(svc.publish_url(APP, ROOM, "seicam", "--uid", "u2"), millis)
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
+        body = start_body(RecordStreamList=[{"StreamId": "seicam"}, {"StreamId": "live1"}])
+        body["RoomId"] = ROOM
+        answer = zego.call("StartRecord", body)
+        assert answer["Code"] == 0, answer
+        task_id = answer["Data"]["TaskId"]
+        wait_status(zego, task_id, 2, timeout_s=20)
+        time.sleep(3)
+        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    finally:
+        pub.kill()
+        pub.wait()
+    files = wait_status(zego, task_id, 3)["RecordFiles"]
+    by_stream = {f["StreamId"]: f["CustomBeginTimestamp"] for f in files}
+    assert by_stream == {"seicam": millis, "live1": 0}, files
