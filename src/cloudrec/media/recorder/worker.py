@@ -63,6 +63,20 @@ def _type_code(track: TrackType) -> str:
     return {TrackType.AUDIO: "A", TrackType.VIDEO: "V", TrackType.AUDIO_VIDEO: "VA"}[track]
 
 
+def large_region_key(mix: MixSpec, room_id: str, wanted: list[LiveStream]) -> str | None:
+    """The mixer key (``room/user``, as ``_mix`` keys layout inputs) of the stream that
+    ``mix.main_stream_id`` names, for the large region of a ZEGO layout.  None when none is
+    named (the first to join goes there); a named stream that is not live gets a key no input
+    has (``room/s:stream``, the key of a view named by stream), so the region shows the
+    background, as ZEGO says for MixMaxResolutionStreamId."""
+    if mix.main_stream_id is None:
+        return None
+    for s in wanted:
+        if s.stream_id == mix.main_stream_id:
+            return f"{s.room_id}/{s.user_id}"
+    return f"{room_id}/s:{mix.main_stream_id}"
+
+
 class TaskWorker:
     def __init__(self, control: TaskControl, settings: Settings) -> None:
         self.control = control
@@ -202,9 +216,11 @@ class TaskWorker:
         wanted streams that are live."""
         assert task.spec.mix is not None
         mix = MixSpec.from_json(task.spec.mix)
-        if mix.template_id is not None:
+        main_key = None
+        if mix.template_id is not None or mix.zego_layout is not None:
             wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
             urls = {f"{s.room_id}/{s.user_id}": s.pull_url for s in wanted}
+            main_key = large_region_key(mix, task.spec.room_id, wanted)
         else:
             rooms = {i.room_id for i in mix.inputs} - {task.spec.room_id}
             others = [s for r in sorted(rooms) for s in self.control.room(task.app_id, r)]
@@ -217,7 +233,7 @@ class TaskWorker:
             self.mixer = self._start_mixer(task, mix)
         elif mix.image_urls() - self.image_urls:
             self.mixer.add_images(self._fetch_images(mix))
-        self.mixer.update(mix, urls)
+        self.mixer.update(mix, urls, main_key)
         return wanted
 
     def _start_mixer(self, task: Task, mix: MixSpec) -> Mixer:
