@@ -4,7 +4,6 @@ MixInputList views)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from cloudrec.api.zego.schemas import parse_layout, parse_mix
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
-from cloudrec.core.rooms import LiveStream, StreamMeta
 from cloudrec.core.tasks import Media
 from cloudrec.media.compositor.layout import Rect
 from cloudrec.media.recorder.mixer import InputReader, Mixer
@@ -99,17 +97,12 @@ def test_the_new_fields_survive_the_task_row_and_old_rows_load_without_them() ->
     assert (loaded.zego_layout, loaded.main_stream_id, loaded.crop) == (None, None, "fill")
 
 
-def live(stream_id: str, user_id: str) -> LiveStream:
-    at = datetime(2024, 1, 1, tzinfo=UTC)
-    return LiveStream(1, "room", stream_id, user_id, StreamMeta(), at, "rtmp://x", "embedded")
-
-
-def test_the_worker_keys_the_large_region_by_user_and_a_missing_stream_by_no_input() -> None:
-    streams = [live("s1", "u1"), live("s2", "u2")]
+def test_the_worker_keys_the_large_region_by_user_and_a_stream_never_seen_by_no_input() -> None:
+    seen = {"s1": "room/u1", "s2": "room/u2"}  # a stream that left stays here
     spec = mix(MixMode=3, MixMaxResolutionStreamId="s2")
-    assert large_region_key(spec, "room", streams) == "room/u2"
-    assert large_region_key(spec, "room", streams[:1]) == "room/s:s2"  # not publishing
-    assert large_region_key(mix(MixMode=3), "room", streams) is None  # the first to join
+    assert large_region_key(spec, "room", seen) == "room/u2"
+    assert large_region_key(spec, "room", {"s1": "room/u1"}) == "room/s:s2"  # never published
+    assert large_region_key(mix(MixMode=3), "room", seen) is None  # the first to join
 
 
 def mixer_layers(spec: MixSpec, keys: list[str], main_key: str | None = None) -> list[Any]:
