@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import jsonschema
+import numpy as np
 import pytest
 import yaml
 
@@ -294,35 +295,71 @@ def test_every_example_request_of_the_openapi_files_gets_a_documented_answer(wor
         assert isinstance(answer["Message"], str) and answer["Message"]
 
 
-def test_update_layout_switches_a_running_mix_from_horizontal_to_vertical(world, tmp_path):
+RGB = {"red": (255, 0, 0), "lime": (0, 255, 0), "blue": (0, 0, 255)}
+RGB |= {"black": (0, 0, 0), "grey": (0x80, 0x80, 0x80)}
+
+
+def shows(frame: np.ndarray, expected: dict[tuple[int, int], str]) -> bool:
+    """Whether each (x, y) of ``expected`` has about that colour."""
+    return all(
+        all(abs(int(v) - want) < 60 for v, want in zip(frame[y, x], RGB[name], strict=True))
+        for (x, y), name in expected.items()
+    )
+
+
+# 640x360 output, 320x240 (4:3) publishers; small regions are 80x44 (1/8 of the canvas, even).
+# MixMode 3, lime named: lime scaled to fit the large region under the top row (black sides),
+# red and blue, in the order they joined, in the top row from the left; the rest of the row
+# shows the background colour.
+HORIZONTAL = {(320, 200): "lime", (40, 200): "black", (40, 22): "red", (120, 22): "blue"}
+HORIZONTAL |= {(400, 22): "grey"}
+# MixMode 5, blue named: blue over the whole canvas (fit: black sides), red then lime from the
+# bottom-right corner leftwards, over it.
+FLOATING = {(320, 150): "blue", (40, 150): "black", (600, 338): "red", (520, 338): "lime"}
+FLOATING |= {(400, 338): "blue"}
+
+
+def test_mix_max_resolution_stream_id_takes_the_large_region_and_update_layout_moves_it(
+    world, tmp_path
+):
+    """Issue 6: MixMode 3-5 are ZEGO's layouts (they were JoCloud's templates), with the large
+    region showing MixMaxResolutionStreamId; UpdateLayout changes both while recording."""
     svc, s3, zego = world
-    pubs = [
-        colour_publish(svc.publish_url(APP, "zcolour", f"c-{c}", "--uid", c), c, 500)
-        for c in ("red", "blue")
-    ]
+    pubs = []
     try:
-        assert len(svc.wait_streams(svc.app, "zcolour", 2)) == 2
-        body = mix_body("zcolour", MixMode=3)
-        task_id = zego.call("StartRecord", body)["Data"]["TaskId"]
+        for n, colour in enumerate(("red", "lime", "blue"), 1):
+            url = svc.publish_url(APP, "zlayout", f"c-{colour}", "--uid", colour)
+            pubs.append(colour_publish(url, colour, 300 + 200 * n))
+            assert len(svc.wait_streams(svc.app, "zlayout", n)) == n  # one by one: join order
+        body = mix_body(
+            "zlayout",
+            MixMode=3,
+            MixMaxResolutionStreamId="c-lime",
+            MixOutputBackgroundColor=0x80808000,
+        )
+        answer = zego.call("StartRecord", body)
+        assert answer["Code"] == 0, answer
+        task_id = answer["Data"]["TaskId"]
         wait_status(zego, task_id, 2, timeout_s=15)
         time.sleep(3)
-        answer = zego.call("UpdateLayout", {"TaskId": task_id, "MixMode": 4})
+        update = {"TaskId": task_id, "MixMode": 5, "MixMaxResolutionStreamId": "c-blue"}
+        answer = zego.call("UpdateLayout", update)
         assert answer["Code"] == 0, answer
+        check_response("UpdateLayout", answer)
         time.sleep(3)
         assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+        [f] = wait_status(zego, task_id, 3)["RecordFiles"]  # the publishers outlive the mix
     finally:
         for p in pubs:
             p.kill()
             p.wait()
-    [f] = wait_status(zego, task_id, 3)["RecordFiles"]
-    path = download(s3, f, tmp_path)
-    frames = frames_of(path)
-    # MixMode 3 horizontal: red and blue side by side; MixMode 4 vertical: one above the other.
-    early, late = frames[int(len(frames) * 0.4)], frames[-5]
-    assert {colour_at(early, 160, 180), colour_at(early, 480, 180)} == {"red", "blue"}
-    assert {colour_at(late, 320, 90), colour_at(late, 320, 270)} == {"red", "blue"}
-    stopped = zego.call("UpdateLayout", {"TaskId": task_id, "MixMode": 2})
-    assert stopped["Code"] == 300001001
+    frames = frames_of(download(s3, f, tmp_path))
+    first_floating = next(i for i, frame in enumerate(frames) if shows(frame, FLOATING))
+    before, after = frames[:first_floating], frames[first_floating:]
+    assert sum(shows(frame, HORIZONTAL) for frame in before) >= 15, len(before)  # a second
+    # From the update on, the floating layout only (two frames for the encoder to settle).
+    assert sum(not shows(frame, FLOATING) for frame in after) <= 2, len(after)
+    assert len(after) >= 15
 
 
 def test_the_same_client_task_id_returns_the_same_task(world):

@@ -8,8 +8,13 @@ import numpy.typing as npt
 import pytest
 
 from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, fit_into, patch_frame
-from cloudrec.media.compositor.layout import Placement, Rect, template_layout
-from cloudrec.media.compositor.preview import PALETTE, render_template_preview
+from cloudrec.media.compositor.layout import Placement, Rect, template_layout, zego_layout
+from cloudrec.media.compositor.preview import (
+    PALETTE,
+    colour_of,
+    render_template_preview,
+    render_zego_preview,
+)
 
 Image = npt.NDArray[np.uint8]
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -212,3 +217,11 @@ def test_the_docs_preview_paints_each_input_in_its_own_colour_in_its_cell() -> N
     frame = render_template_preview(3, 5, 320, 180)
     for i, p in enumerate(template_layout(3, [str(k + 1) for k in range(5)], 320, 180)):
         assert close(frame[p.rect.bottom - 2, p.rect.right - 2], PALETTE[i])
+
+
+def test_the_docs_zego_preview_paints_the_large_region_and_each_small_one_in_its_colour() -> None:
+    frame = render_zego_preview("horizontal", 4, 320, 180, main_key="3")
+    for p in zego_layout("horizontal", ["1", "2", "3", "4"], 320, 180, main_key="3"):
+        r = p.rect
+        x, y = (r.x + r.w // 2, r.bottom - 2) if p.key == "3" else (r.right - 2, r.bottom - 2)
+        assert close(frame[y, x], colour_of(p.key)), p

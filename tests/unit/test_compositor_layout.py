@@ -1,17 +1,22 @@
-"""Layout geometry: the five JoCloud templates and custom layouts."""
+"""Layout geometry: the five JoCloud templates, ZEGO's four layouts and custom layouts."""
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
 from cloudrec.media.compositor.layout import (
+    ZEGO_LAYOUTS,
+    CropMode,
     CustomInput,
     Placement,
     Rect,
+    ZegoLayout,
     custom_layout,
     template_layout,
+    zego_layout,
 )
 
 W, H = 1280, 720
@@ -160,3 +165,192 @@ def test_custom_inputs_out_of_range_are_rejected(fields: dict[str, int], message
     base: dict[str, int] = {"layout_x": 0, "layout_y": 0, "layout_w": 10, "layout_h": 10}
     with pytest.raises(ValueError, match=message):
         CustomInput(key="k", **(base | fields))
+
+
+# -- ZEGO's layouts (MixMode 2-5) ------------------------------------------------------------
+ZEGO_SIZES = [(1280, 720), (640, 360), (360, 640), (1916, 1080), (1920, 1080)]
+BANDS = ("horizontal", "vertical", "floating")
+
+
+def zego(layout: ZegoLayout, n: int, width: int = W, height: int = H, **kw: Any) -> list[Placement]:
+    return zego_layout(layout, keys(n), width, height, **kw)
+
+
+def large_and_small(placements: list[Placement]) -> tuple[Placement, list[Placement]]:
+    """The large region (the biggest) and the others, checking the large one is unique."""
+    by_area = sorted(placements, key=lambda p: p.rect.w * p.rect.h, reverse=True)
+    if len(by_area) > 1:
+        assert by_area[0].rect.w * by_area[0].rect.h > by_area[1].rect.w * by_area[1].rect.h
+    return by_area[0], by_area[1:]
+
+
+@pytest.mark.parametrize("layout", ZEGO_LAYOUTS)
+@pytest.mark.parametrize("n", range(1, 26))
+@pytest.mark.parametrize(("width", "height"), ZEGO_SIZES)
+def test_every_zego_region_is_inside_the_canvas_with_even_position_and_size(
+    layout: ZegoLayout, n: int, width: int, height: int
+) -> None:
+    placements = zego(layout, n, width, height)
+    assert sorted(p.key for p in placements) == sorted(keys(n))
+    for p in placements:
+        r = p.rect
+        assert r.x >= 0 and r.y >= 0 and r.right <= width and r.bottom <= height, (p, n)
+        assert r.x % 2 == r.y % 2 == r.w % 2 == r.h % 2 == 0, r
+
+
+@pytest.mark.parametrize("layout", ["grid", "horizontal", "vertical"])
+@pytest.mark.parametrize("n", range(1, 26))
+@pytest.mark.parametrize(("width", "height"), ZEGO_SIZES)
+def test_zego_regions_never_overlap_except_in_floating(
+    layout: ZegoLayout, n: int, width: int, height: int
+) -> None:
+    for a, b in itertools.combinations(zego(layout, n, width, height), 2):
+        assert a.rect.intersection(b.rect) is None, (a, b)
+
+
+@pytest.mark.parametrize("n", range(2, 26))
+def test_floating_small_regions_lie_over_the_whole_canvas_and_never_over_each_other(
+    n: int,
+) -> None:
+    large, small = large_and_small(zego("floating", n))
+    assert large.rect == Rect(0, 0, W, H) and large.z == 0
+    assert {p.rect.w for p in small} == {160} and {p.rect.h for p in small} == {90}
+    assert all(p.z == 1 for p in small)
+    for a, b in itertools.combinations(small, 2):
+        assert a.rect.intersection(b.rect) is None, (a, b)
+
+
+@pytest.mark.parametrize("layout", BANDS)
+@pytest.mark.parametrize("n", range(1, 26))
+def test_the_first_to_join_gets_the_large_region_scaled_to_fit_the_others_equal_small_ones(
+    layout: ZegoLayout, n: int
+) -> None:
+    large, small = large_and_small(zego(layout, n))
+    assert large.key == keys(n)[0] and large.crop_mode == "fit"
+    assert [p.key for p in small] == keys(n)[1:]  # in the order they joined
+    assert len({(p.rect.w, p.rect.h) for p in small}) <= 1
+    assert {p.crop_mode for p in small} <= {"fill"}
+
+
+@pytest.mark.parametrize("layout", BANDS)
+@pytest.mark.parametrize("n", [2, 3, 9, 17, 25])
+def test_the_main_key_takes_the_large_region_and_the_rest_keep_their_order(
+    layout: ZegoLayout, n: int
+) -> None:
+    main = keys(n)[1]
+    placements = zego(layout, n, main_key=main)
+    large, small = large_and_small(placements)
+    assert large.key == main
+    assert large.rect == large_and_small(zego(layout, n))[0].rect  # the same region
+    assert [p.key for p in small] == [k for k in keys(n) if k != main]
+
+
+@pytest.mark.parametrize("layout", BANDS)
+@pytest.mark.parametrize("n", [1, 2, 8, 16, 24, 25])
+def test_a_main_key_that_is_not_publishing_leaves_the_large_region_to_the_background(
+    layout: ZegoLayout, n: int
+) -> None:
+    placements = zego(layout, n, main_key="room/absent")
+    assert [p.key for p in placements] == keys(n)[:24]  # every one of them in a small region
+    # The same small regions as when the main stream publishes, and nothing in the large one.
+    present = zego_layout(layout, ["room/main", *keys(min(n, 24))], W, H, main_key="room/main")
+    assert [p.rect for p in placements] == [p.rect for p in present[1:]]
+    large = present[0].rect
+    assert all(p.rect != large for p in placements)
+    if layout != "floating":
+        assert all(p.rect.intersection(large) is None for p in placements)
+
+
+@pytest.mark.parametrize("crop_mode", ["fill", "fit"])
+def test_fill_mode_applies_to_grid_cells_and_small_regions_never_to_the_large_one(
+    crop_mode: CropMode,
+) -> None:
+    assert {p.crop_mode for p in zego("grid", 7, crop_mode=crop_mode)} == {crop_mode}
+    for layout in BANDS:
+        large, small = large_and_small(zego(layout, 7, crop_mode=crop_mode))
+        assert large.crop_mode == "fit" and {p.crop_mode for p in small} == {crop_mode}
+
+
+GRID_SHAPES = [(1, 1, 1), (2, 2, 1), (3, 2, 2), (4, 2, 2), (5, 3, 2), (6, 3, 2), (7, 3, 3)]
+GRID_SHAPES += [(9, 3, 3), (10, 4, 3), (12, 4, 3), (13, 4, 4), (16, 4, 4), (17, 5, 4)]
+GRID_SHAPES += [(20, 5, 4), (21, 5, 5), (25, 5, 5)]
+
+
+@pytest.mark.parametrize(("n", "cols", "rows"), GRID_SHAPES)
+def test_the_zego_grid_adds_a_column_before_a_row_and_fills_row_by_row(
+    n: int, cols: int, rows: int
+) -> None:
+    cells = [p.rect for p in zego("grid", n)]
+    cw, ch = (W // cols) // 2 * 2, (H // rows) // 2 * 2
+    assert {(r.w, r.h) for r in cells} == {(cw, ch)}
+    x0, y0 = cells[0].x, cells[0].y
+    # Row by row from the top-left; the cells of a short last row stay in their columns and
+    # the ones not taken show the background.
+    assert [((r.x - x0) // cw, (r.y - y0) // ch) for r in cells] == [
+        (i % cols, i // cols) for i in range(n)
+    ]
+
+
+def test_the_zego_grid_shows_the_first_25() -> None:
+    assert [p.key for p in zego("grid", 30)] == keys(25)
+
+
+def test_horizontal_puts_the_large_region_on_the_bottom_and_rows_of_eight_on_top() -> None:
+    five = [p.rect for p in zego("horizontal", 5)]
+    assert five[0] == Rect(0, 90, 1280, 630)
+    assert five[1:] == [Rect(160 * i, 0, 160, 90) for i in range(4)]
+    seventeen = [p.rect for p in zego("horizontal", 17)]
+    assert seventeen[0] == Rect(0, 180, 1280, 540)  # two rows: the large region shrinks
+    assert seventeen[9:] == [Rect(160 * i, 90, 160, 90) for i in range(8)]
+
+
+def test_horizontal_past_two_rows_goes_down_the_right_edge_with_smaller_regions() -> None:
+    placements = [p.rect for p in zego("horizontal", 25)]
+    tw, th = 142, 80  # even(1280 / 9), even(720 / 9)
+    assert placements[1:17] == [Rect(tw * (i % 8), th * (i // 8), tw, th) for i in range(16)]
+    assert placements[17:] == [Rect(1280 - tw, th * j, tw, th) for j in range(8)]
+    assert placements[0] == Rect(0, 2 * th, 1280 - tw, 720 - 2 * th)
+
+
+def test_vertical_puts_the_large_region_on_the_left_and_columns_of_eight_on_the_right() -> None:
+    five = [p.rect for p in zego("vertical", 5)]
+    assert five[0] == Rect(0, 0, 1120, 720)
+    assert five[1:] == [Rect(1120, 90 * i, 160, 90) for i in range(4)]
+    seventeen = [p.rect for p in zego("vertical", 17)]
+    assert seventeen[0] == Rect(0, 0, 960, 720)  # two columns: the large region shrinks
+    assert seventeen[9:] == [Rect(960, 90 * i, 160, 90) for i in range(8)]
+
+
+def test_vertical_past_two_columns_goes_along_the_bottom_edge_with_smaller_regions() -> None:
+    placements = [p.rect for p in zego("vertical", 25)]
+    tw, th = 142, 80
+    right = 1280 - tw
+    assert placements[1:17] == [
+        Rect(right - tw * (i // 8), th * (i % 8), tw, th) for i in range(16)
+    ]
+    assert placements[17:] == [Rect(tw * j, 720 - th, tw, th) for j in range(8)]
+    assert placements[0] == Rect(0, 0, right - tw, 720 - th)
+
+
+def test_floating_starts_in_the_bottom_right_corner_and_goes_left_then_up() -> None:
+    small = [p.rect for p in zego("floating", 25)[1:]]
+    assert small == [
+        Rect(1280 - 160 * (i % 8 + 1), 720 - 90 * (i // 8 + 1), 160, 90) for i in range(24)
+    ]
+
+
+def test_a_single_input_covers_the_canvas_in_every_zego_layout() -> None:
+    for layout in ZEGO_LAYOUTS:
+        assert [p.rect for p in zego(layout, 1)] == [Rect(0, 0, W, H)]
+
+
+def test_more_than_25_keys_show_the_main_one_and_the_first_24_others() -> None:
+    placements = zego("horizontal", 30, main_key=keys(30)[27])
+    assert [p.key for p in placements] == [keys(30)[27], *keys(24)]
+
+
+def test_no_keys_give_no_zego_placements_and_unknown_layouts_are_rejected() -> None:
+    assert all(zego(layout, 0) == [] for layout in ZEGO_LAYOUTS)
+    assert zego("horizontal", 0, main_key="room/absent") == []
+    with pytest.raises(ValueError, match="ZEGO layout must be one of grid, horizontal"):
+        zego_layout("diagonal", keys(1), W, H)  # type: ignore[arg-type]

@@ -103,8 +103,15 @@ class ImageMark:
 
 @dataclass(frozen=True)
 class MixSpec:
-    """The whole mixed picture and sound.  ``template_id`` (1-5) lays out every stream of the
-    room; otherwise ``inputs`` say where each one goes."""
+    """The whole mixed picture and sound.  ``template_id`` (JoCloud's templates 1-5) or
+    ``zego_layout`` (ZEGO's "grid", "horizontal", "vertical", "floating") lays out every stream
+    of the room in the order they joined; otherwise ``inputs`` say where each one goes.
+
+    For a ``zego_layout``, ``main_stream_id`` names the stream of the large region (None: the
+    first to join; named but not publishing: the background shows there) and ``crop`` says how
+    the other regions are filled: "fill" (cover, centred crop) or "fit" (whole picture, black
+    sides); the large region is always "fit".  See docs/layouts.md.
+    """
 
     width: int = 640
     height: int = 360
@@ -113,6 +120,9 @@ class MixSpec:
     bitrate_kbps: int = 800
     media: Media = Media.AUDIO_VIDEO
     template_id: int | None = None
+    zego_layout: str | None = None
+    main_stream_id: str | None = None
+    crop: str = "fill"
     inputs: tuple[MixInput, ...] = ()
     patch: int = 0  # 0 nothing, 1 black, 2 last frame, 3 the picture at patch_url
     patch_url: str | None = None

@@ -25,7 +25,7 @@ from limits import RateLimitItemPerSecond
 
 from cloudrec.api.zego import codes
 from cloudrec.api.zego.auth import verify
-from cloudrec.api.zego.schemas import MIX_TEMPLATES, parse_start, parse_views
+from cloudrec.api.zego.schemas import parse_layout, parse_start
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
@@ -223,17 +223,13 @@ async def update_layout(
         raise CloudrecError.invalid_argument(
             f"task {task_id!r} records single streams (RecordMode 1): it has no layout"
         )
-    mode = body.get("MixMode", 2)
     mix = MixSpec.from_json(task.spec.mix)
-    if mode == 1:
-        views = parse_views(body.get("MixInputList"), task.spec.room_id, mix.width, mix.height)
-        new = replace(mix, template_id=None, inputs=views, extra={**mix.extra, "MixMode": 1})
-    elif mode in MIX_TEMPLATES:
-        new = replace(
-            mix, template_id=MIX_TEMPLATES[mode], inputs=(), extra={**mix.extra, "MixMode": mode}
-        )
-    else:
-        raise CloudrecError.invalid_argument(f"MixMode must be 1 to 5, not {mode!r}")
+    # The request describes the whole new layout: MixMode defaults to 2 and a missing
+    # MixMaxResolutionStreamId gives the large region back to the first to join.  FillMode is
+    # not a field of UpdateLayout: the task keeps its own.
+    layout = parse_layout(body, "", task.spec.room_id, mix.width, mix.height)
+    mode = body.get("MixMode", 2)
+    new = replace(mix, **layout, extra={**mix.extra, "MixMode": mode})
     await asyncio.to_thread(c.tasks.update_mix, app_id, task_id, new.to_json())
     return {}
 

@@ -39,8 +39,11 @@ VENDORS = {
     9: "cmcc-eos",
     10: "s3",
 }
-# MixMode → cloudrec layout template: 2 grid = tiled, 3 horizontal, 4 vertical, 5 floating.
-MIX_TEMPLATES = {2: 3, 3: 1, 4: 2, 5: 4}
+# MixMode 2-5 → ZEGO's own layouts (media/compositor/layout.py zego_layout, docs/layouts.md).
+MIX_LAYOUTS = {2: "grid", 3: "horizontal", 4: "vertical", 5: "floating"}
+# MixMaxResolutionStreamId names the large region of these (start-record.yaml).
+LARGE_REGION_MODES = (3, 4, 5)
+MAX_VIEWS = 25  # MixInputList: "You can configure up to 25 regions."
 
 
 def _bad(message: str) -> CloudrecError:
@@ -131,15 +134,20 @@ def parse_storage(raw: Any) -> StorageTarget:
     )
 
 
-def parse_views(raw: Any, room_id: str, width: int, height: int) -> tuple[MixInput, ...]:
+def parse_views(
+    raw: Any,
+    room_id: str,
+    width: int,
+    height: int,
+    w: str = "RecordInputParams.MixConfig.MixInputList",
+) -> tuple[MixInput, ...]:
     """MixMode 1: ``MixInputList`` views (Top/Left/Bottom/Right in output pixels, Layer: the
     larger on top, FillMode 1 crop / 2 scale); a view without StreamId takes the next stream
-    to join."""
-    w = "RecordInputParams.MixConfig.MixInputList"
+    to join.  ``w`` names the list in messages."""
     if not isinstance(raw, list) or not raw:
         raise _bad(f"{w} must be a non-empty array when MixMode is 1")
-    if len(raw) > 17:
-        raise _bad(f"{w} has {len(raw)} views; at most 17 are allowed")
+    if len(raw) > MAX_VIEWS:
+        raise _bad(f"{w} has {len(raw)} views; at most {MAX_VIEWS} are allowed")
     views = []
     for n, item in enumerate(raw):
         where = f"{w}[{n}]."
@@ -174,7 +182,7 @@ def parse_views(raw: Any, room_id: str, width: int, height: int) -> tuple[MixInp
                 ),
             )
         )
-    # Layers are any integers in ZEGO; cloudrec's layers are 0..16 in the same order.
+    # Layers are any integers in ZEGO; cloudrec's are their ranks, 0..24, in the same order.
     ranked = sorted(views, key=lambda t: (t[0], t[1]))
     return tuple(replace(mi, z=rank) for rank, (_, _, mi) in enumerate(ranked))
 
@@ -220,12 +228,33 @@ def parse_timestamp(d: dict[str, Any], w: str, width: int) -> TextMark | None:
     return TextMark(x, margin, "%Y-%m-%d %H:%M", size, background=None)
 
 
+def parse_layout(
+    d: dict[str, Any], where: str, room_id: str, width: int, height: int
+) -> dict[str, Any]:
+    """``MixMode`` (default 2) with its ``MixInputList`` (1) or ``MixMaxResolutionStreamId``
+    (3-5), as :class:`MixSpec` fields; the same in StartRecord's MixConfig and in UpdateLayout,
+    where ``where`` prefixes the field names in messages."""
+    mode = _int(d, "MixMode", where, default=2, lo=1, hi=5)
+    main = _str(d, "MixMaxResolutionStreamId", where, required=False) or None
+    if main is not None:
+        check_id(f"{where}MixMaxResolutionStreamId", main)
+    fields: dict[str, Any] = {"template_id": None, "zego_layout": None, "main_stream_id": None}
+    if mode == 1:
+        views = parse_views(d.get("MixInputList"), room_id, width, height, f"{where}MixInputList")
+        return {**fields, "inputs": views}
+    return {
+        **fields,
+        "zego_layout": MIX_LAYOUTS[mode],
+        "main_stream_id": main if mode in LARGE_REGION_MODES else None,
+        "inputs": (),
+    }
+
+
 def parse_mix(
     raw: Any, media: Media, room_id: str = "", fill: dict[str, Any] | None = None
 ) -> MixSpec:
     d = _obj(raw, "RecordInputParams.MixConfig")
     w = "RecordInputParams.MixConfig."
-    mode = _int(d, "MixMode", w, default=2, lo=1, hi=5)
     _str(d, "MixOutputStreamId", w)
     video = _obj(d.get("MixOutputVideoConfig") or {}, f"{w}MixOutputVideoConfig")
     vw = f"{w}MixOutputVideoConfig."
@@ -244,9 +273,10 @@ def parse_mix(
     if not 8000 <= audio_bps <= 320000:
         raise _bad(f"{w}MixOutputAudioConfig.Bitrate must be in [8000, 320000] bps")
     background = _url(d, "MixOutputBackgroundImage", w)
-    inputs: tuple[MixInput, ...] = ()
-    if mode == 1:
-        inputs = parse_views(d.get("MixInputList"), room_id, width, height)
+    # FillMode is for the regions of MixMode 2-5 (a view of MixMode 1 has its own); the large
+    # region of 3-5 is always scaled to fit (set-the-mixed-flow-layout).
+    fill_mode = _int(d, "FillMode", w, default=1, lo=1, hi=2)
+    layout = parse_layout(d, w, room_id, width, height)
     return MixSpec(
         width=round4(width),
         height=round4(height),
@@ -254,8 +284,7 @@ def parse_mix(
         gop=fps * 2,
         bitrate_kbps=bitrate,
         media=media,
-        template_id=MIX_TEMPLATES.get(mode),
-        inputs=inputs,
+        crop="fill" if fill_mode == 1 else "fit",
         background_color=color,
         # "Stretched or compressed to fill the entire view."
         background_image=ImageMark(0, 0, width, height, background, scale=1)
@@ -266,8 +295,9 @@ def parse_mix(
         view_background_url=_url(d, "DefaultMixStreamBackgroundImage", w),
         audio_bitrate_kbps=audio_bps // 1000,
         always=_bool(d, "IsAlwaysMix", w),
-        extra={"MixOutputStreamId": d["MixOutputStreamId"], "MixMode": mode},
+        extra={"MixOutputStreamId": d["MixOutputStreamId"], "MixMode": d.get("MixMode", 2)},
         **(fill or {"frame_fill": 1}),
+        **layout,
     )
 
 

@@ -1,9 +1,10 @@
-"""Where each input goes on the output canvas: the five JoCloud layout templates and custom layouts.
+"""Where each input goes on the output canvas: the five JoCloud layout templates, ZEGO's four
+layouts (grid, horizontal, vertical, floating) and custom layouts.
 
 Pure geometry, no pixels. All coordinates are pixels with the origin at the canvas's top-left
-corner, x rightward, y downward. Template rectangles have even positions and sizes (yuv420p
-subsamples chroma by 2 in both directions); custom rectangles are taken as given. See
-``docs/layouts.md`` for pictures of each template.
+corner, x rightward, y downward. Template and ZEGO rectangles have even positions and sizes
+(yuv420p subsamples chroma by 2 in both directions); custom rectangles are taken as given. See
+``docs/layouts.md`` for pictures of each layout.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ MAX_INPUTS = 16
 """JoCloud mixes at most 16 inputs (zOrder 0..16); templates accept up to this many keys."""
 MAX_Z = 16
 TEMPLATE5_MAX_INPUTS = 5
+
+ZegoLayout = Literal["grid", "horizontal", "vertical", "floating"]
+ZEGO_LAYOUTS: tuple[ZegoLayout, ...] = ("grid", "horizontal", "vertical", "floating")
+ZEGO_MAX_INPUTS = 25
+"""ZEGO's layouts show up to 25 users (set-the-mixed-flow-layout)."""
+ZEGO_BAND = 8
+"""Small regions per row (horizontal, floating) or per column (vertical)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,3 +250,125 @@ def _main_and_column(n: int, width: int, height: int) -> list[Rect]:
     rects = [Rect(0, 0, main_w, _even(height))]
     rects += [Rect(main_w, i * th, tw, th) for i in range(n - 1)]
     return rects
+
+
+def zego_layout(
+    layout: ZegoLayout,
+    keys: list[str],
+    width: int,
+    height: int,
+    *,
+    main_key: str | None = None,
+    crop_mode: CropMode = "fill",
+) -> list[Placement]:
+    """Placements for one of ZEGO's layouts with inputs ``keys`` in the order they joined, on a
+    ``width`` x ``height`` canvas. See ``docs/layouts.md`` for pictures and for which of these
+    rules ZEGO's text fixes and which are cloudrec's reading of it.
+
+    ``grid``: ``cols = ceil(sqrt(n))`` columns (a column is added before a row) and
+    ``rows = ceil(n / cols)`` rows of equal cells filled left to right, top to bottom; cells
+    not taken show the background. Every cell uses ``crop_mode``.
+
+    ``horizontal``, ``vertical``, ``floating``: one large region and small regions of one size.
+    The large region shows ``main_key``, or the first key when ``main_key`` is None; a
+    ``main_key`` that is not in ``keys`` (a named stream that is not publishing) leaves the
+    large region to the background. The large region scales its input to fit (``fit``, whole
+    picture); the small regions use ``crop_mode``. With ``s`` small regions, each is
+    ``even(width / 8)`` x ``even(height / 8)``, or ``/ 9`` when ``s > 16``.
+
+    - ``horizontal``: the small regions run left to right along the top edge, eight to a row,
+      a second row below the first; past 16 they go down the right edge from the top. The
+      large region takes the rest: below the rows, left of that column.
+    - ``vertical``: the small regions run top to bottom along the right edge, eight to a
+      column, a second column left of the first; past 16 they go left to right along the
+      bottom edge. The large region takes the rest: left of the columns, above that row.
+    - ``floating``: the large region is the whole canvas (z 0); the small regions lie over it
+      (z 1) from the bottom-right corner leftwards, eight to a row, then on the row above.
+
+    Regions never overlap except in ``floating``. At most 25 keys are shown (24 small regions
+    when the large one is left to the background); the others wait for a region, in order.
+    """
+    if layout not in ZEGO_LAYOUTS:
+        raise ValueError(f"ZEGO layout must be one of {', '.join(ZEGO_LAYOUTS)}, got {layout!r}")
+    if width < 2 or height < 2:
+        raise ValueError(f"canvas must be at least 2x2, got {width}x{height}")
+    if layout == "grid":
+        shown = keys[:ZEGO_MAX_INPUTS]
+        cells = _column_first_grid(len(shown), width, height)
+        return [
+            Placement(key=k, rect=r, crop_mode=crop_mode) for k, r in zip(shown, cells, strict=True)
+        ]
+    main = main_key if main_key is not None else (keys[0] if keys else None)
+    small = [k for k in keys if k != main][: ZEGO_MAX_INPUTS - 1]
+    if main is None:
+        return []
+    arrange = {"horizontal": _top_band, "vertical": _right_band, "floating": _floating}[layout]
+    large, tiles = arrange(len(small), width, height)
+    z = 1 if layout == "floating" else 0
+    placements = [Placement(key=main, rect=large, crop_mode="fit")] if main in keys else []
+    placements += [
+        Placement(key=k, rect=r, z=z, crop_mode=crop_mode)
+        for k, r in zip(small, tiles, strict=True)
+    ]
+    return placements
+
+
+def _column_first_grid(n: int, width: int, height: int) -> list[Rect]:
+    if n == 0:
+        return []
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    cw, ch = _even(width / cols), _even(height / rows)
+    x0, y0 = _centre(width, cols * cw), _centre(height, rows * ch)
+    return [Rect(x0 + (i % cols) * cw, y0 + (i // cols) * ch, cw, ch) for i in range(n)]
+
+
+def _small_size(small: int, width: int, height: int) -> tuple[int, int]:
+    per = ZEGO_BAND + 1 if small > 2 * ZEGO_BAND else ZEGO_BAND
+    return _even(width / per), _even(height / per)
+
+
+def _down_to_even(value: int) -> int:
+    return max(0, value // 2 * 2)
+
+
+def _top_band(small: int, width: int, height: int) -> tuple[Rect, list[Rect]]:
+    """Horizontal: rows of small regions along the top, then a column on the right edge."""
+    if small == 0:
+        return Rect(0, 0, _even(width), _even(height)), []
+    tw, th = _small_size(small, width, height)
+    in_rows = min(small, 2 * ZEGO_BAND)
+    rows = math.ceil(in_rows / ZEGO_BAND)
+    tiles = [Rect((i % ZEGO_BAND) * tw, (i // ZEGO_BAND) * th, tw, th) for i in range(in_rows)]
+    right = _down_to_even(width - tw)
+    tiles += [Rect(right, j * th, tw, th) for j in range(small - in_rows)]
+    large_w = right if small > in_rows else _even(width)
+    return Rect(0, rows * th, large_w, _even(height - rows * th)), tiles
+
+
+def _right_band(small: int, width: int, height: int) -> tuple[Rect, list[Rect]]:
+    """Vertical: columns of small regions along the right, then a row on the bottom edge."""
+    if small == 0:
+        return Rect(0, 0, _even(width), _even(height)), []
+    tw, th = _small_size(small, width, height)
+    in_cols = min(small, 2 * ZEGO_BAND)
+    cols = math.ceil(in_cols / ZEGO_BAND)
+    edge = _down_to_even(width - tw)
+    tiles = [
+        Rect(edge - (i // ZEGO_BAND) * tw, (i % ZEGO_BAND) * th, tw, th) for i in range(in_cols)
+    ]
+    bottom = _down_to_even(height - th)
+    tiles += [Rect(j * tw, bottom, tw, th) for j in range(small - in_cols)]
+    large_h = bottom if small > in_cols else _even(height)
+    return Rect(0, 0, _even(edge - (cols - 1) * tw), large_h), tiles
+
+
+def _floating(small: int, width: int, height: int) -> tuple[Rect, list[Rect]]:
+    """Floating: the whole canvas, and small regions over it from the bottom-right corner."""
+    tw, th = _even(width / ZEGO_BAND), _even(height / ZEGO_BAND)
+    right, bottom = _down_to_even(width), _down_to_even(height)
+    tiles = [
+        Rect(right - (i % ZEGO_BAND + 1) * tw, bottom - (i // ZEGO_BAND + 1) * th, tw, th)
+        for i in range(small)
+    ]
+    return Rect(0, 0, _even(width), _even(height)), tiles

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -29,7 +29,13 @@ import numpy as np
 from cloudrec.core.mixing import MixInput, MixSpec
 from cloudrec.core.tasks import FileFormat, TrackType
 from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, patch_frame
-from cloudrec.media.compositor.layout import CustomInput, Placement, custom_layout, template_layout
+from cloudrec.media.compositor.layout import (
+    Placement,
+    Rect,
+    ZegoLayout,
+    template_layout,
+    zego_layout,
+)
 from cloudrec.media.compositor.overlay import (
     ImageWatermark,
     TextWatermark,
@@ -263,6 +269,7 @@ class Mixer(threading.Thread):
         self._on_close = on_close
         self.inputs: dict[str, InputReader] = {}
         self.order: list[str] = []  # keys in the order they joined (templates place by it)
+        self.main_key: str | None = None  # the input of a ZEGO layout's large region
         self.last_pictures: dict[str, Any] = {}  # of inputs that left
         self._lock = threading.Lock()
         self._stop_at: float | None = None
@@ -274,10 +281,13 @@ class Mixer(threading.Thread):
         self._snapshots: list[SnapshotTaken] = []
 
     # -- control (any thread) ---------------------------------------------------------
-    def update(self, spec: MixSpec, urls: dict[str, str]) -> None:
-        """New layout and/or inputs, used from the next output frame on."""
+    def update(self, spec: MixSpec, urls: dict[str, str], main_key: str | None = None) -> None:
+        """New layout and/or inputs, used from the next output frame on.  ``main_key`` is the
+        input to show in the large region of ``spec.zego_layout``: None for the first to join;
+        a key not in ``urls`` leaves the large region to the background."""
         with self._lock:
             self.spec = spec
+            self.main_key = main_key
             for key in [k for k in self.inputs if k not in urls]:
                 gone = self.inputs.pop(key)
                 gone.stop()
@@ -434,31 +444,42 @@ class Mixer(threading.Thread):
         """What goes where: the layout's placements, each with its input's picture or what
         stands in for it."""
         by_key = {r.key: r for r in readers}
+        keys = order  # join order; with fill_blank, departed streams keep their place
         if spec.template_id is not None:
-            keys = order  # join order; with fill_blank, departed streams keep their place
             placements = (
                 template_layout(spec.template_id, keys, spec.width, spec.height) if keys else []
             )
+        elif spec.zego_layout is not None:
+            with self._lock:
+                main_key = self.main_key
+            placements = zego_layout(
+                cast(ZegoLayout, spec.zego_layout),
+                keys,
+                spec.width,
+                spec.height,
+                main_key=main_key,
+                crop_mode="fit" if spec.crop == "fit" else "fill",
+            )
         else:
-            customs = [
-                CustomInput(
-                    key=i.key,
-                    layout_x=i.box.x,
-                    layout_y=i.box.y,
-                    layout_w=i.box.w,
-                    layout_h=i.box.h,
-                    z_order=i.z,
-                    crop=1 if i.crop == "fill" else 0,
-                    crop_x=i.source.x if i.source else None,
-                    crop_y=i.source.y if i.source else None,
-                    crop_w=i.source.w if i.source else None,
-                    crop_h=i.source.h if i.source else None,
-                    alpha=i.alpha,
-                )
-                for i in spec.inputs
-                if i.box is not None and i.media.has_video
-            ]
-            placements = custom_layout(customs)
+            # The spec was validated at the edge: its layers are taken as they are (ZEGO ranks
+            # up to 25 views' Layer values 0..24, past JoCloud's zOrder 16).
+            placements = sorted(
+                (
+                    Placement(
+                        key=i.key,
+                        rect=Rect(i.box.x, i.box.y, i.box.w, i.box.h),
+                        z=i.z,
+                        crop_mode="fill" if i.crop == "fill" else "fit",
+                        source_crop=None
+                        if i.source is None
+                        else Rect(i.source.x, i.source.y, i.source.w, i.source.h),
+                        alpha=i.alpha,
+                    )
+                    for i in spec.inputs
+                    if i.box is not None and i.media.has_video
+                ),
+                key=lambda p: p.z,
+            )
         views = {i.key: i for i in spec.inputs}
         layers = []
         for p in placements:

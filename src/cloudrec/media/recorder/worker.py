@@ -79,6 +79,18 @@ def _type_code(track: TrackType) -> str:
     return {TrackType.AUDIO: "A", TrackType.VIDEO: "V", TrackType.AUDIO_VIDEO: "VA"}[track]
 
 
+def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str]) -> str | None:
+    """The mixer key of the stream that ``mix.main_stream_id`` names, for the large region of
+    a ZEGO layout, from ``keys_by_stream`` (stream id → ``room/user``, as ``_mix`` keys layout
+    inputs, for every stream seen: one that left keeps its key, and so its region if FillBlank
+    keeps it).  None when none is named (the first to join goes there); a stream never seen
+    gets a key no input has (``room/s:stream``, the key of a view named by stream), so the
+    region shows the background, as ZEGO says for MixMaxResolutionStreamId."""
+    if mix.main_stream_id is None:
+        return None
+    return keys_by_stream.get(mix.main_stream_id, f"{room_id}/s:{mix.main_stream_id}")
+
+
 class TaskWorker:
     def __init__(self, control: TaskControl, settings: Settings) -> None:
         self.control = control
@@ -93,6 +105,7 @@ class TaskWorker:
         # Unix s of the next screenshot of a screenshots-only mix; None until the inputs
         # have shown their pictures.
         self.next_mix_shot: float | None = None
+        self.stream_keys: dict[str, str] = {}  # stream id -> mixer key, of every stream seen
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
@@ -261,9 +274,12 @@ class TaskWorker:
         wanted streams that are live."""
         assert task.spec.mix is not None
         mix = MixSpec.from_json(task.spec.mix)
-        if mix.template_id is not None:
+        main_key = None
+        if mix.template_id is not None or mix.zego_layout is not None:
             wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
             urls = {f"{s.room_id}/{s.user_id}": s.pull_url for s in wanted}
+            self.stream_keys.update({s.stream_id: f"{s.room_id}/{s.user_id}" for s in wanted})
+            main_key = large_region_key(mix, task.spec.room_id, self.stream_keys)
         else:
             rooms = {i.room_id for i in mix.inputs} - {task.spec.room_id}
             others = [s for r in sorted(rooms) for s in self.control.room(task.app_id, r)]
@@ -276,7 +292,7 @@ class TaskWorker:
             self.mixer = self._start_mixer(task, mix)
         elif mix.image_urls() - self.image_urls:
             self.mixer.add_images(self._fetch_images(mix))
-        self.mixer.update(mix, urls)
+        self.mixer.update(mix, urls, main_key)
         return wanted
 
     def _mix_screenshots(self, task: Task, now: float) -> None:
