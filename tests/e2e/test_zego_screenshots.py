@@ -156,8 +156,8 @@ def test_jpg_in_record_mode_1_takes_each_stream_every_interval_and_calls_back_pe
 
 
 def shot_mix_body(receiver: Receiver, fmt: str) -> dict[str, Any]:
-    """A horizontal mix (MixMode 3) of red and blue at 640x360."""
-    body = mix_body(ROOM, MixMode=3)
+    """A grid mix (MixMode 2) of red and blue at 640x360: two columns."""
+    body = mix_body(ROOM, MixMode=2)
     body["RecordOutputParams"].update(OutputFileFormat=fmt, CallbackUrl=receiver.url)
     if fmt == "jpg":
         body["RecordOutputParams"]["SnapshotInterval"] = 5
