@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -228,3 +229,47 @@ def test_is_always_mix_records_an_empty_room_from_the_start(world, tmp_path):
     assert f["Duration"] >= 3000, f
     frames = frames_of(download(s3, f, tmp_path))
     assert near(mean(frames[len(frames) // 2], 0, 0, 640, 360), (0, 0, 255))
+
+
+def tone_peaks(path: Path, freqs: tuple[int, ...]) -> dict[int, float]:
+    """Each frequency's spectral peak over the median of the last 2 s of the sound."""
+    with av.open(str(path)) as c:
+        pcm = np.concatenate([fr.to_ndarray().mean(axis=0) for fr in c.decode(audio=0)])
+    mono = pcm.astype(np.float64)[-96000:]
+    spectrum = np.abs(np.fft.rfft(mono))
+    hz = np.fft.rfftfreq(len(mono), 1 / 48000)
+    floor = float(np.median(spectrum))
+    return {f: float(spectrum[(hz > f - 20) & (hz < f + 20)].max()) / floor for f in freqs}
+
+
+def test_stream_config_list_takes_only_the_sound_or_only_the_picture(world, tmp_path):
+    """MixConfig.StreamConfigList: red is taken for its sound only (StreamType 1), blue for
+    its picture only (2): red's cell of the grid shows the background and the mix has red's
+    tone and not blue's."""
+    svc, s3, zego, _ = world
+    room = "zconfig"
+    red = colour_publish(svc.publish_url(APP, room, "k-red", "--uid", "kred"), "red", 500)
+    blue = colour_publish(svc.publish_url(APP, room, "k-blue", "--uid", "kblue"), "blue", 900)
+    try:
+        assert len(svc.wait_streams(svc.app, room, 2)) == 2
+        body = mix_body(
+            room,
+            MixMode=2,
+            MixOutputStreamId="config",
+            StreamConfigList=[
+                {"StreamId": "k-red", "StreamType": 1},
+                {"StreamId": "k-blue", "StreamType": 2},
+            ],
+        )
+        task_id = record(zego, body, 6)
+        [f] = wait_status(zego, task_id, 3)["RecordFiles"]
+    finally:
+        for p in (red, blue):
+            p.kill()
+            p.wait()
+    path = download(s3, f, tmp_path)
+    last = frames_of(path)[-FPS]
+    cells = {colour_at(last, 160, 180), colour_at(last, 480, 180)}
+    assert cells == {"black", "blue"}, cells  # red's cell: the (black) background
+    peaks = tone_peaks(path, (500, 900))
+    assert peaks[500] > 50 and peaks[900] < peaks[500] / 1000, peaks  # 900 Hz: codec noise

@@ -137,6 +137,9 @@ class RecordingSpec:
     mix: dict[str, Any] | None = None
     # HLS: upload each segment as soon as it is finished, not with the playlist at the end.
     realtime_segments: bool = False
+    # What to record of particular streams (stream id -> media; "" for every other stream):
+    # ZEGO StreamConfigList.
+    stream_media: dict[str, Media] = field(default_factory=dict)
     # Dialect-specific values kept verbatim for the dialect's own answers (never secrets).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -157,6 +160,7 @@ class RecordingSpec:
             "dialect": self.dialect,
             "mix": self.mix,
             "realtime_segments": self.realtime_segments,
+            "stream_media": {k: v.value for k, v in self.stream_media.items()},
             "extra": self.extra,
         }
 
@@ -178,6 +182,7 @@ class RecordingSpec:
             dialect=data.get("dialect", "cloudrec"),
             mix=data.get("mix"),
             realtime_segments=bool(data.get("realtime_segments", False)),
+            stream_media={k: Media(v) for k, v in (data.get("stream_media") or {}).items()},
             extra=dict(data.get("extra") or {}),
         )
 
@@ -185,6 +190,11 @@ class RecordingSpec:
     def screenshots(self) -> bool:
         """Screenshots only (JPG): no video or audio file is written."""
         return self.formats == (FileFormat.JPG,)
+
+    def media_of(self, stream_id: str) -> Media:
+        """What to record of ``stream_id``: its own entry, else the default entry, else the
+        task's media."""
+        return self.stream_media.get(stream_id) or self.stream_media.get("") or self.media
 
     def wants(self, user_id: str, stream_id: str = "") -> bool:
         """Whether a live stream is one this task records."""

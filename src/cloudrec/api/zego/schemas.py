@@ -301,6 +301,28 @@ def parse_mix(
     )
 
 
+def parse_stream_configs(mix: dict[str, Any], media: Media) -> dict[str, Media]:
+    """``MixConfig.StreamConfigList``: what to take of particular streams into the mix (an
+    empty StreamId sets the default); it applies when StreamType is 3 or 4 ("only takes
+    effect" then)."""
+    w = "RecordInputParams.MixConfig.StreamConfigList"
+    raw = mix.get("StreamConfigList") or []
+    if not isinstance(raw, list):
+        raise _bad(f"{w} must be an array")
+    found: dict[str, Media] = {}
+    for n, item in enumerate(raw):
+        where = f"{w}[{n}]."
+        d = _obj(item, where.rstrip("."))
+        stream = _str(d, "StreamId", where, required=False)
+        if stream:
+            check_id(f"{where}StreamId", stream)
+        kind = _int(d, "StreamType", where, default=0, lo=0, hi=3)
+        if stream in found:
+            raise _bad(f"{where}StreamId {stream!r} is configured twice")
+        found[stream] = {1: Media.AUDIO, 2: Media.VIDEO}.get(kind, media)
+    return found if media in (Media.AUDIO_VIDEO, Media.SEPARATE) else {}
+
+
 def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     room_id = check_id("RoomId", _str(body, "RoomId", ""))
     inp = _obj(body.get("RecordInputParams"), "RecordInputParams")
@@ -374,6 +396,7 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         dialect="zego",
         mix=mix,
         realtime_segments=realtime,
+        stream_media=parse_stream_configs(inp["MixConfig"], media) if mode == 2 else {},
         extra={
             "RecordMode": mode,
             "StreamType": stream_type,

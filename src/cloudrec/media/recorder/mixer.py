@@ -27,7 +27,7 @@ import av
 import numpy as np
 
 from cloudrec.core.mixing import MixInput, MixSpec
-from cloudrec.core.tasks import FileFormat, TrackType
+from cloudrec.core.tasks import FileFormat, Media, TrackType
 from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, patch_frame
 from cloudrec.media.compositor.layout import (
     Placement,
@@ -173,10 +173,11 @@ class InputBuffer:
 class InputReader(threading.Thread):
     """Pulls one input and decodes it into an :class:`InputBuffer` (PyAV releases the GIL)."""
 
-    def __init__(self, key: str, url: str) -> None:
+    def __init__(self, key: str, url: str, media: Media = Media.AUDIO_VIDEO) -> None:
         super().__init__(name=f"mixin-{key}", daemon=True)
         self.key = key
         self.url = url
+        self.media = media
         self.buffer = InputBuffer()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -208,7 +209,13 @@ class InputReader(threading.Thread):
                 "probesize": "262144",
             }
             with av.open(self.url, options=options) as inp:
-                streams: list[Any] = [*inp.streams.video[:1], *inp.streams.audio[:1]]
+                streams: list[Any] = [
+                    *(inp.streams.video[:1] if self.media.has_video else []),
+                    *(inp.streams.audio[:1] if self.media.has_audio else []),
+                ]
+                if not streams:  # nothing of it to take (a sound-only stream, video asked)
+                    self._stop.wait()
+                    return
                 for s in streams:
                     s.thread_type = "AUTO"  # SLICE is single-threaded for x264 streams
                 resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE)
@@ -281,10 +288,17 @@ class Mixer(threading.Thread):
         self._snapshots: list[SnapshotTaken] = []
 
     # -- control (any thread) ---------------------------------------------------------
-    def update(self, spec: MixSpec, urls: dict[str, str], main_key: str | None = None) -> None:
+    def update(
+        self,
+        spec: MixSpec,
+        urls: dict[str, str],
+        main_key: str | None = None,
+        media: dict[str, Media] | None = None,
+    ) -> None:
         """New layout and/or inputs, used from the next output frame on.  ``main_key`` is the
         input to show in the large region of ``spec.zego_layout``: None for the first to join;
-        a key not in ``urls`` leaves the large region to the background."""
+        a key not in ``urls`` leaves the large region to the background.  ``media`` says what
+        to take of an input (default both: a sound-only input keeps its place, empty)."""
         with self._lock:
             self.spec = spec
             self.main_key = main_key
@@ -300,7 +314,7 @@ class Mixer(threading.Thread):
             for key, url in urls.items():
                 reader = self.inputs.get(key)
                 if reader is None or (reader.ended.is_set() and reader.url == url):
-                    reader = InputReader(key, url)
+                    reader = InputReader(key, url, (media or {}).get(key, Media.AUDIO_VIDEO))
                     reader.start()
                     self.inputs[key] = reader
                     if key not in self.order:

@@ -211,7 +211,7 @@ class TaskWorker:
             url += f"?backlog_ms={BACKLOG_MS}"
         plan = RecorderPlan(
             url=url,
-            media=spec.media,
+            media=spec.media_of(stream.stream_id),
             formats=spec.formats,
             directory=self.spool(task).joinpath(*spec.output_prefix),
             name=name,
@@ -278,6 +278,7 @@ class TaskWorker:
         if mix.template_id is not None or mix.zego_layout is not None:
             wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
             urls = {f"{s.room_id}/{s.user_id}": s.pull_url for s in wanted}
+            media = {f"{s.room_id}/{s.user_id}": task.spec.media_of(s.stream_id) for s in wanted}
             self.stream_keys.update({s.stream_id: f"{s.room_id}/{s.user_id}" for s in wanted})
             main_key = large_region_key(mix, task.spec.room_id, self.stream_keys)
         else:
@@ -286,13 +287,14 @@ class TaskWorker:
             shown = assign_views(mix.inputs, [*room, *others])
             wanted = list(shown.values())
             urls = {key: s.pull_url for key, s in shown.items()}
+            media = {key: task.spec.media_of(s.stream_id) for key, s in shown.items()}
         if self.mixer is None:
             if not wanted and not mix.always:
                 return wanted
             self.mixer = self._start_mixer(task, mix)
         elif mix.image_urls() - self.image_urls:
             self.mixer.add_images(self._fetch_images(mix))
-        self.mixer.update(mix, urls, main_key)
+        self.mixer.update(mix, urls, main_key, media)
         return wanted
 
     def _mix_screenshots(self, task: Task, now: float) -> None:
