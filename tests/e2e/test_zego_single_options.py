@@ -5,10 +5,12 @@ asked) and CustomBeginTimestamp read from the stream's SEI."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 
 import av
+import numpy as np
 import pytest
 
 from tests.e2e.test_record_single import storage_service
@@ -140,3 +142,60 @@ def test_custom_begin_timestamp_comes_from_the_streams_sei(world):
     files = wait_status(zego, task_id, 3)["RecordFiles"]
     by_stream = {f["StreamId"]: f["CustomBeginTimestamp"] for f in files}
     assert by_stream == {"seicam": millis, "live1": 0}, files
+
+
+@pytest.mark.parametrize(
+    ("option", "fill"), [("ResumeWithoutInterruption", False), ("FillBlank", True)]
+)
+def test_a_stream_that_leaves_and_comes_back_is_one_file(world, tmp_path, option, fill):
+    """ResumeWithoutInterruption: one file, the absence left out; FillBlank: one file that
+    keeps the absence, its sound silent there."""
+    svc, s3, zego = world
+    room = f"zback{int(fill)}"
+
+    def publish() -> subprocess.Popen[bytes]:
+        url = svc.publish_url(APP, room, "back1", "--uid", "ub")
+        return ffmpeg_publish(url, 60, size="320x240")
+
+    pub = publish()
+    try:
+        assert len(svc.wait_streams(svc.app, room, 1)) == 1
+        body = start_body(RecordStreamList=[{"StreamId": "back1"}], **{option: True})
+        body["RoomId"] = room
+        answer = zego.call("StartRecord", body)
+        assert answer["Code"] == 0, answer
+        task_id = answer["Data"]["TaskId"]
+        wait_status(zego, task_id, 2, timeout_s=20)
+        time.sleep(4)
+        pub.kill()
+        pub.wait()
+        assert svc.wait_streams(svc.app, room, 0) == []
+        time.sleep(2)
+        pub = publish()
+        assert len(svc.wait_streams(svc.app, room, 1)) == 1
+        time.sleep(4)
+        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    finally:
+        pub.kill()
+        pub.wait()
+    files = wait_status(zego, task_id, 3)["RecordFiles"]
+    assert [f["StreamId"] for f in files] == ["back1"], files
+    path = tmp_path / files[0]["FileId"]
+    key = "record/" + files[0]["FileId"]
+    path.write_bytes(s3.client().get_object(Bucket="zegobucket", Key=key)["Body"].read())
+    with av.open(str(path)) as c:
+        times = [float(f.time) for f in c.decode(video=0)]
+    with av.open(str(path)) as c:
+        sound = [(float(f.time), float(np.abs(f.to_ndarray()).max())) for f in c.decode(audio=0)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    widest = max(gaps)
+    i = gaps.index(widest)
+    assert abs(files[0]["Duration"] / 1000 - times[-1]) < 1.0, (files[0], times[-1])
+    if not fill:
+        assert widest < 0.5, widest  # the timeline closes over the absence
+        assert 6 < times[-1] < 11, times[-1]
+    else:
+        assert widest > 1.5, widest  # the absence is kept ...
+        quiet = [a for t, a in sound if times[i] + 0.3 < t < times[i + 1] - 0.3]
+        loud = [a for t, a in sound if t < times[i] - 0.3]
+        assert quiet and max(quiet) < 0.01 and max(loud) > 0.05  # ... with silent sound

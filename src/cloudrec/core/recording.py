@@ -428,6 +428,17 @@ class TaskControl:
             uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
             uow.commit()
 
+    def files_merged(self, into: int, merged: list[int], **fields: object) -> None:
+        """Files of a stream that left and came back, now one file (``into``): the others'
+        rows go, the one left is finished."""
+        with self._uow() as uow:
+            for file_id in merged:
+                uow.tasks.remove_file(file_id)
+            uow.tasks.update_file(into, status=FileStatus.RECORDED, **fields)
+            detail = f"{len(merged) + 1} sessions into file {into}"
+            uow.tasks.add_event(self.task_id, "files_merged", self._clock(), detail)
+            uow.commit()
+
     def event(self, kind: str, detail: str = "") -> None:
         with self._uow() as uow:
             uow.tasks.add_event(self.task_id, kind, self._clock(), detail)

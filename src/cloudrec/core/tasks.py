@@ -140,6 +140,10 @@ class RecordingSpec:
     # What to record of particular streams (stream id -> media; "" for every other stream):
     # ZEGO StreamConfigList.
     stream_media: dict[str, Media] = field(default_factory=dict)
+    # A stream that leaves and comes back: None, a new file each time; "close", one file,
+    # the timeline closing over the absence (ZEGO ResumeWithoutInterruption); "fill", one
+    # file keeping the absence, its sound silent (ZEGO FillBlank, single streams).
+    rejoin: str | None = None
     # Dialect-specific values kept verbatim for the dialect's own answers (never secrets).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -161,6 +165,7 @@ class RecordingSpec:
             "mix": self.mix,
             "realtime_segments": self.realtime_segments,
             "stream_media": {k: v.value for k, v in self.stream_media.items()},
+            "rejoin": self.rejoin,
             "extra": self.extra,
         }
 
@@ -183,6 +188,7 @@ class RecordingSpec:
             mix=data.get("mix"),
             realtime_segments=bool(data.get("realtime_segments", False)),
             stream_media={k: Media(v) for k, v in (data.get("stream_media") or {}).items()},
+            rejoin=data.get("rejoin"),
             extra=dict(data.get("extra") or {}),
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cloudrec.core.ports import SecretBox
@@ -159,6 +159,9 @@ class SqlTaskRepository:
         self._s.execute(
             update(TaskFileRow).where(TaskFileRow.id == file_id).values(**_plain(fields))
         )
+
+    def remove_file(self, file_id: int) -> None:
+        self._s.execute(delete(TaskFileRow).where(TaskFileRow.id == file_id))
 
     def files(self, task_id: str) -> list[RecordedFile]:
         rows = self._s.scalars(

@@ -323,6 +323,15 @@ def parse_stream_configs(mix: dict[str, Any], media: Media) -> dict[str, Media]:
     return found if media in (Media.AUDIO_VIDEO, Media.SEPARATE) else {}
 
 
+def parse_rejoin(inp: dict[str, Any]) -> str | None:
+    """Single streams: FillBlank (one file, the absence kept with silent sound) or
+    ResumeWithoutInterruption (one file, the absence left out); FillBlank wins if both."""
+    w = "RecordInputParams."
+    if _bool(inp, "FillBlank", w):
+        return "fill"
+    return "close" if _bool(inp, "ResumeWithoutInterruption", w) else None
+
+
 def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     room_id = check_id("RoomId", _str(body, "RoomId", ""))
     inp = _obj(body.get("RecordInputParams"), "RecordInputParams")
@@ -397,6 +406,7 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         mix=mix,
         realtime_segments=realtime,
         stream_media=parse_stream_configs(inp["MixConfig"], media) if mode == 2 else {},
+        rejoin=parse_rejoin(inp) if mode == 1 else None,
         extra={
             "RecordMode": mode,
             "StreamType": stream_type,

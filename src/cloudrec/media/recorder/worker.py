@@ -15,11 +15,14 @@ stream session instead of a recorder, or, for a mix, the mixer's composed pictur
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import av
 
 from cloudrec.config import Settings
 from cloudrec.core.errors import CloudrecError
@@ -42,6 +45,7 @@ from cloudrec.core.tasks import (
     file_stamp,
 )
 from cloudrec.media.compositor.overlay import decode_image
+from cloudrec.media.recorder.concat import Part, compatible, concatenate
 from cloudrec.media.recorder.mixer import Mixer, MixOutput, SnapshotTaken
 from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder
 from cloudrec.media.recorder.sei import begin_timestamp
@@ -75,6 +79,27 @@ def _stamp(unix_ms: int) -> str:
     return file_stamp(datetime.fromtimestamp(unix_ms / 1000, UTC))
 
 
+# Formats whose sessions can be joined into one file (HLS names its segments by its
+# playlist; mp3/ogg are re-encoded: each session stays a file of its own).
+JOINABLE = (FileFormat.MP4, FileFormat.FLV, FileFormat.AAC)
+
+
+@dataclass
+class _Held:
+    file_id: int
+    stream_id: str
+    format: FileFormat
+    track: TrackType
+    path: Path
+    begin_ms: int
+    fields: dict[str, object]
+
+
+def _ms_field(fields: dict[str, object], name: str) -> int:
+    value = fields.get(name)
+    return value if isinstance(value, int) else 0
+
+
 def _type_code(track: TrackType) -> str:
     return {TrackType.AUDIO: "A", TrackType.VIDEO: "V", TrackType.AUDIO_VIDEO: "VA"}[track]
 
@@ -106,6 +131,7 @@ class TaskWorker:
         # have shown their pictures.
         self.next_mix_shot: float | None = None
         self.stream_keys: dict[str, str] = {}  # stream id -> mixer key, of every stream seen
+        self.held: list[_Held] = []  # files of streams that may come back (spec.rejoin)
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
@@ -169,6 +195,7 @@ class TaskWorker:
         prefix = "/".join(spec.output_prefix)
 
         paths: dict[int, Path] = {}
+        opened: dict[int, tuple[FileFormat, TrackType, int]] = {}
 
         def name(fmt: FileFormat, track: TrackType, begin_ms: int) -> str:
             stamp = file_stamp(datetime.fromtimestamp(begin_ms / 1000, UTC))
@@ -197,6 +224,7 @@ class TaskWorker:
                 )
             )
             paths[file_id] = path
+            opened[file_id] = (fmt, track, begin_ms)
             return file_id
 
         def on_close(file_id: int, fields: dict[str, object]) -> None:
@@ -204,6 +232,13 @@ class TaskWorker:
             if path is not None and path.suffix in (".mp4", ".flv", ".m3u8"):
                 # ZEGO CustomBeginTimestamp: the publisher's time in the stream's SEI.
                 fields = {**fields, "custom_begin_ms": begin_timestamp(path)}
+            fmt, track, begin_ms = opened.pop(file_id)
+            if path is not None and spec.rejoin and fmt in JOINABLE:
+                # Finished when the task ends, with the stream's later sessions in it.
+                self.held.append(
+                    _Held(file_id, stream.stream_id, fmt, track, path, begin_ms, fields)
+                )
+                return
             self.control.file_closed(file_id, str(file_id), **fields)
 
         url = stream.pull_url
@@ -431,6 +466,48 @@ class TaskWorker:
                 )
                 self.control.event("stream_ended", detail)
 
+    def _join_sessions(self) -> list[str]:
+        """The files of each stream's sessions (spec.rejoin) as one file per stream and
+        track: the later sessions appended to the first, the absences closed over or kept
+        with silent sound.  Sessions that cannot share a file (a new picture size or codec)
+        stay files of their own.  Returns errors."""
+        rejoin = self.control.load().spec.rejoin
+        groups: dict[tuple[str, FileFormat, TrackType], list[_Held]] = {}
+        for h in self.held:
+            groups.setdefault((h.stream_id, h.format, h.track), []).append(h)
+        errors = []
+        for (_, fmt, _), held in groups.items():
+            held.sort(key=lambda h: h.begin_ms)
+            parts = [
+                Part(h.path, h.begin_ms / 1000, _ms_field(h.fields, "duration_ms") / 1000)
+                for h in held
+            ]
+            if len(held) > 1 and compatible(parts):
+                first = held[0]
+                joined = first.path.with_name(first.path.stem + ".joined" + first.path.suffix)
+                try:
+                    seconds = concatenate(parts, fmt, joined, fill_gaps=rejoin == "fill")
+                    os.replace(joined, first.path)
+                except (av.FFmpegError, OSError, ValueError) as exc:
+                    errors.append(f"joining {first.path.name}: {exc}")
+                    joined.unlink(missing_ok=True)
+                else:
+                    for h in held[1:]:
+                        h.path.unlink(missing_ok=True)
+                    fields = {
+                        **first.fields,
+                        "size": first.path.stat().st_size,
+                        "duration_ms": round(seconds * 1000),
+                    }
+                    self.control.files_merged(
+                        first.file_id, [h.file_id for h in held[1:]], **fields
+                    )
+                    continue
+            for h in held:
+                self.control.file_closed(h.file_id, str(h.file_id), **h.fields)
+        self.held = []
+        return errors
+
     def _finish(self, reason: str, stop_at: float) -> TaskState:
         self.control.set_state(TaskState.STOPPING, "stopping", reason)
         if self.mixer is not None:
@@ -442,6 +519,7 @@ class TaskWorker:
         for s in self.sessions.values():
             s.recorder.join(max(0.1, deadline - time.time()))
         errors = [s.recorder.error for s in self.sessions.values() if s.recorder.error]
+        errors += self._join_sessions()
         if self.mixer is not None and self.mixer.error:
             errors.append(self.mixer.error)
         self._reap()
