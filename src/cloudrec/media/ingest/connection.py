@@ -349,6 +349,7 @@ class RtmpConnection(asyncio.Protocol):
             if isinstance(conn, RtmpConnection):
                 conn.stop_playing()
         if self.published_called:
+            self.published_called = False  # a later publish on this connection is its own
             try:
                 await self.server.gate.unpublished(stream.request)
             except Exception:
