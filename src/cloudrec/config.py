@@ -46,6 +46,9 @@ class Settings:
     idle_timeout_s: int = 30
     # ... and when it has run this long (24 h).
     max_task_duration_s: int = 86400
+    # ZEGO notices: a room without streams this long (event 4, again every as long), and a
+    # RecordStreamList stream not live this long after the start (event 6).
+    room_notice_s: float = 30.0
     # How long a JoCloud resid stays valid (the document: five minutes).
     resource_ttl_s: int = 300
     # Recordings running at once per app (ZEGO's default limit).

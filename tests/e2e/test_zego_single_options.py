@@ -28,7 +28,12 @@ ROOM = "zlive"
 def world(tmp_path_factory):
     s3 = FaultyS3().start()
     s3.client().create_bucket(Bucket="zegobucket")
-    svc = storage_service(tmp_path_factory.mktemp("zlive"), s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1")
+    svc = storage_service(
+        tmp_path_factory.mktemp("zlive"),
+        s3,
+        CLOUDREC_ALLOW_PRIVATE_TARGETS="1",
+        CLOUDREC_ROOM_NOTICE_S="2",  # ZEGO events 4 and 6 after 2 s, not 30
+    )
     svc.app = svc.create_app(APP)
     pub = ffmpeg_publish(svc.publish_url(APP, ROOM, "live1", "--uid", "u1"), 120, size="320x240")
     assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
@@ -199,3 +204,45 @@ def test_a_stream_that_leaves_and_comes_back_is_one_file(world, tmp_path, option
         quiet = [a for t, a in sound if times[i] + 0.3 < t < times[i + 1] - 0.3]
         loud = [a for t, a in sound if t < times[i] - 0.3]
         assert quiet and max(quiet) < 0.01 and max(loud) > 0.05  # ... with silent sound
+
+
+def test_zego_notices_a_missing_stream_an_empty_room_and_the_upload(world):
+    """Callback event 6 for a RecordStreamList stream that is not there, 4 for a room left
+    without streams (again every notice period), then 5 (stopped), 7 (uploading), 1."""
+    svc, _, zego = world
+    room = "znotice"
+    receiver = Receiver()
+    pub = ffmpeg_publish(svc.publish_url(APP, room, "here", "--uid", "un"), 60, size="160x120")
+    try:
+        assert len(svc.wait_streams(svc.app, room, 1)) == 1
+        body = start_body(RecordStreamList=[{"StreamId": "here"}, {"StreamId": "nothere"}])
+        body["RoomId"] = room
+        body["RecordOutputParams"]["CallbackUrl"] = receiver.url
+        answer = zego.call("StartRecord", body)
+        assert answer["Code"] == 0, answer
+        task_id = answer["Data"]["TaskId"]
+        wait_status(zego, task_id, 2, timeout_s=20)
+        time.sleep(2.5)
+    finally:
+        pub.kill()
+        pub.wait()
+    deadline = time.monotonic() + 20
+    while [b["event_type"] for b in receiver.bodies()].count(4) < 2:
+        assert time.monotonic() < deadline, receiver.bodies()
+        time.sleep(0.2)
+    assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+    wait_status(zego, task_id, 3)
+    deadline = time.monotonic() + 20
+    while 1 not in [b["event_type"] for b in receiver.bodies()]:
+        assert time.monotonic() < deadline, receiver.bodies()
+        time.sleep(0.2)
+    # Callbacks are sent concurrently: their order is their sequence number.
+    bodies = sorted(receiver.bodies(), key=lambda b: b["sequence"])
+    receiver.stop()
+    assert [b["sequence"] for b in bodies] == list(range(len(bodies)))
+    kinds = [b["event_type"] for b in bodies]
+    [missing] = [b for b in bodies if b["event_type"] == 6]
+    assert missing["detail"] == {"stream_id": "nothere"}
+    assert all(b["task_id"] == task_id for b in bodies)
+    after = kinds[kinds.index(5) :]
+    assert after == [5, 7, 1], kinds

@@ -446,6 +446,9 @@ ZEGO_EVENTS = {
     "task_paused": 201,
     "task_resumed": 202,
     "image_failed": 3,
+    "room_empty": 4,
+    "stream_missing": 6,
+    "task_uploading": 7,
     "playlist_started": 102,
 }
 # A screenshot's upload is done (in the bucket, in the backup store, or given up on).

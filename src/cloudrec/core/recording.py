@@ -445,13 +445,18 @@ class TaskControl:
             uow.commit()
 
     def image_failed(self, url: str, message: str, image_type: int) -> None:
-        """A picture of the mix could not be had: an event, and a callback where the dialect
-        has one (ZEGO event 3; ``image_type`` as ZEGO numbers them, 0 for others)."""
+        """A picture of the mix could not be had (ZEGO event 3; ``image_type`` as ZEGO
+        numbers them, 0 for others)."""
+        extra = {"image_type": image_type, "image_url": url}
+        self.notify("image_failed", f"{url}: {message}", extra)
+
+    def notify(self, kind: str, detail: str = "", extra: dict[str, object] | None = None) -> None:
+        """An event of the task, and a callback where the dialect has one for it (``extra``:
+        the callback's own detail)."""
         now = self._clock()
         with self._uow() as uow:
-            uow.tasks.add_event(self.task_id, "image_failed", now, f"{url}: {message}")
+            uow.tasks.add_event(self.task_id, kind, now, detail)
             task = uow.tasks.get(self.task_id)
             if task is not None:
-                extra = {"image_type": image_type, "image_url": url}
-                enqueue_callback(uow, now, task, "image_failed", [], extra)
+                enqueue_callback(uow, now, task, kind, [], dict(extra or {}))
             uow.commit()

@@ -132,6 +132,7 @@ class TaskWorker:
         self.next_mix_shot: float | None = None
         self.stream_keys: dict[str, str] = {}  # stream id -> mixer key, of every stream seen
         self.held: list[_Held] = []  # files of streams that may come back (spec.rejoin)
+        self.missing_told: set[str] = set()  # RecordStreamList streams said to be missing
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
@@ -144,6 +145,8 @@ class TaskWorker:
         idle_timeout = spec.idle_timeout_s or self.settings.idle_timeout_s
         max_duration = spec.max_duration_s or self.settings.max_task_duration_s
         idle_since: float | None = None
+        empty_notices = 0
+        notice_s = self.settings.room_notice_s
         log.info("worker.started", extra={"fields": {"task_id": task.task_id}})
         reason = END_STOPPED
         last_beat = 0.0
@@ -180,14 +183,31 @@ class TaskWorker:
                 or (self.mixer is not None and self.mixer.busy())
             )
             if busy:
-                idle_since = None
+                idle_since, empty_notices = None, 0
             else:
                 idle_since = idle_since or now
                 if now - idle_since >= idle_timeout:
                     reason, stop_at = END_IDLE, now
                     break
+                if now - idle_since >= notice_s * (empty_notices + 1):
+                    empty_notices += 1
+                    self.control.notify("room_empty", f"no stream for {now - idle_since:.0f} s")
+            self._missing_streams(task, room, now, notice_s)
             time.sleep(RECONCILE_S)
         return self._finish(reason, stop_at)
+
+    def _missing_streams(
+        self, task: Task, room: list[LiveStream], now: float, notice_s: float
+    ) -> None:
+        """A RecordStreamList stream not live ``notice_s`` after the start: said once."""
+        if now - task.created_at.timestamp() < notice_s:
+            return
+        live = {s.stream_id for s in room}
+        seen = {stream_id for stream_id, _ in self.sessions}
+        for stream_id in task.spec.stream_ids:
+            if stream_id not in live and stream_id not in seen | self.missing_told:
+                self.missing_told.add(stream_id)
+                self.control.notify("stream_missing", stream_id, {"stream_id": stream_id})
 
     def _start_recorder(self, task: Task, stream: LiveStream, key: tuple[str, str]) -> None:
         spec = task.spec
@@ -538,4 +558,6 @@ class TaskWorker:
             end_reason=reason,
             error="; ".join(errors) or None,
         )
+        if state is TaskState.UPLOADING:
+            self.control.notify("task_uploading")  # ZEGO event 7
         return state
