@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,3 +57,33 @@ class Zego:
         assert r.status_code == 200, r.text
         answer: dict[str, Any] = r.json()
         return answer
+
+    def wait_status(self, task_id: str, status: int, timeout_s: float = 40) -> dict[str, Any]:
+        """DescribeRecordStatus until ``Status`` is ``status`` (3: and every file delivered);
+        its ``Data``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            answer = self.call("DescribeRecordStatus", {"TaskId": task_id})
+            data: dict[str, Any] = answer.get("Data", {})
+            files = data.get("RecordFiles", [])
+            delivered = all(f["Status"] in (3, 4, 5) for f in files)
+            if data.get("Status") == status and (status != 3 or delivered):
+                return data
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.3)
+
+    def record(
+        self, body: dict[str, Any], seconds: float, during: Callable[[], None] | None = None
+    ) -> str:
+        """StartRecord, ``seconds`` of recording (``during`` runs meanwhile), StopRecord;
+        the TaskId."""
+        answer = self.call("StartRecord", body)
+        assert answer["Code"] == 0, answer
+        task_id: str = answer["Data"]["TaskId"]
+        self.wait_status(task_id, 2, timeout_s=20)
+        started = time.monotonic()
+        if during is not None:
+            during()
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        assert self.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+        return task_id

@@ -98,16 +98,7 @@ def mix_body(room: str = "zroom", **mix: object) -> dict:
 
 
 def wait_status(zego: Zego, task_id: str, status: int, timeout_s: float = 40) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = zego.call("DescribeRecordStatus", {"TaskId": task_id})
-        data = answer.get("Data", {})
-        files = data.get("RecordFiles", [])
-        delivered = all(f["Status"] in (3, 4, 5) for f in files)
-        if data.get("Status") == status and (status != 3 or delivered):
-            return data
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.3)
+    return zego.wait_status(task_id, status, timeout_s)
 
 
 def test_a_single_stream_recording_as_a_zego_client_runs_it(world, tmp_path):
@@ -455,12 +446,7 @@ def test_a_custom_mix_layout_places_views_by_stream_and_layer(world, tmp_path):
             MixOutputStreamId="custom",
             MixOutputBackgroundColor=0x00FF0000,
         )
-        answer = zego.call("StartRecord", body)
-        assert answer["Code"] == 0, answer
-        task_id = answer["Data"]["TaskId"]
-        wait_status(zego, task_id, 2, timeout_s=15)
-        time.sleep(4)
-        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+        task_id = zego.record(body, 4)
     finally:
         for p in pubs:
             p.kill()

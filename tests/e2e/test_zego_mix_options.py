@@ -94,19 +94,6 @@ def near(colour: tuple[int, ...], want: tuple[int, ...], tol: int = 40) -> bool:
     return all(abs(a - b) <= tol for a, b in zip(colour, want, strict=True))
 
 
-def record(zego: Zego, body: dict, seconds: float, during=None) -> str:
-    answer = zego.call("StartRecord", body)
-    assert answer["Code"] == 0, answer
-    task_id = answer["Data"]["TaskId"]
-    wait_status(zego, task_id, 2, timeout_s=20)
-    started = time.monotonic()
-    if during is not None:
-        during()
-    time.sleep(max(0.0, seconds - (time.monotonic() - started)))
-    assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
-    return task_id
-
-
 def test_fill_frame_colour_fill_blank_view_background_canvas_and_watermarks(world, tmp_path):
     svc, s3, zego, pics = world
     room = "zfill"
@@ -144,7 +131,7 @@ def test_fill_frame_colour_fill_blank_view_background_canvas_and_watermarks(worl
             blue.kill()
             blue.wait()
 
-        task_id = record(zego, body, 14, kill_blue)
+        task_id = zego.record(body, 14, kill_blue)
         files = wait_status(zego, task_id, 3)["RecordFiles"]
     finally:
         for p in (red, blue):
@@ -207,7 +194,7 @@ def test_last_frame_fill_and_a_gone_stream_without_fill_blank(world, tmp_path):
             blue.kill()
             blue.wait()
 
-        task_id = record(zego, body, 13, kill_blue)
+        task_id = zego.record(body, 13, kill_blue)
         [f] = wait_status(zego, task_id, 3)["RecordFiles"]
     finally:
         for p in (red, blue):
@@ -224,7 +211,7 @@ def test_is_always_mix_records_an_empty_room_from_the_start(world, tmp_path):
     _, s3, zego, _ = world
     body = mix_body("zempty", MixOutputStreamId="empty", IsAlwaysMix=True)
     body["RecordInputParams"]["MixConfig"]["MixOutputBackgroundColor"] = 0x0000FF00
-    task_id = record(zego, body, 4)
+    task_id = zego.record(body, 4)
     [f] = wait_status(zego, task_id, 3)["RecordFiles"]
     assert f["Duration"] >= 3000, f
     frames = frames_of(download(s3, f, tmp_path))
@@ -261,7 +248,7 @@ def test_stream_config_list_takes_only_the_sound_or_only_the_picture(world, tmp_
                 {"StreamId": "k-blue", "StreamType": 2},
             ],
         )
-        task_id = record(zego, body, 6)
+        task_id = zego.record(body, 6)
         [f] = wait_status(zego, task_id, 3)["RecordFiles"]
     finally:
         for p in (red, blue):

@@ -135,12 +135,7 @@ def test_custom_begin_timestamp_comes_from_the_streams_sei(world):
         assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
         body = start_body(RecordStreamList=[{"StreamId": "seicam"}, {"StreamId": "live1"}])
         body["RoomId"] = ROOM
-        answer = zego.call("StartRecord", body)
-        assert answer["Code"] == 0, answer
-        task_id = answer["Data"]["TaskId"]
-        wait_status(zego, task_id, 2, timeout_s=20)
-        time.sleep(3)
-        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+        task_id = zego.record(body, 3)
     finally:
         pub.kill()
         pub.wait()
