@@ -16,6 +16,12 @@ from pathlib import Path
 from cloudrec.config import Settings
 
 
+def worker_argv(task_id: str) -> list[str]:
+    """The worker's command line.  ``--`` ends the options: a ZEGO TaskId (URL-safe base64)
+    may start with ``-``."""
+    return [sys.executable, "-m", "cloudrec.cli", "run-task", "--", task_id]
+
+
 class LocalExecutor:
     def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
         self._settings = settings
@@ -45,7 +51,7 @@ class LocalExecutor:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         with (self._log_dir / f"task-{task_id}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cloudrec.cli", "run-task", task_id],
+                worker_argv(task_id),
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
