@@ -66,6 +66,31 @@ def test_a_large_file_goes_up_in_parts_and_comes_back_whole(s3, tmp_path):
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
 
 
+def test_each_object_carries_the_content_type_of_its_format(s3, tmp_path):
+    store = S3ObjectStore(endpoint_override=s3.url)
+    playlist = tmp_path / "rec.m3u8"
+    playlist.write_text("#EXTM3U\n")
+    (tmp_path / "rec_00000.ts").write_bytes(b"\x47" * 188)
+    for name in ("rec.mp3", "rec.ogg", "rec.sw", "rec.mp4", "rec.bin"):
+        (tmp_path / name).write_bytes(b"x")
+        store.put(_target("s3"), f"ct/{name}", str(tmp_path / name))
+    store.put(_target("s3"), "ct/rec.m3u8", str(playlist))
+    listed = s3.client().list_objects_v2(Bucket="bkt", Prefix="ct/")["Contents"]
+    types = {
+        o["Key"][3:]: s3.client().head_object(Bucket="bkt", Key=o["Key"])["ContentType"]
+        for o in listed
+    }
+    assert types == {
+        "rec.mp3": "audio/mpeg",
+        "rec.ogg": "audio/ogg",
+        "rec.sw": "application/json",
+        "rec.mp4": "video/mp4",
+        "rec.bin": "application/octet-stream",
+        "rec.m3u8": "application/vnd.apple.mpegurl",
+        "rec_00000.ts": "video/mp2t",
+    }
+
+
 @pytest.mark.parametrize(("mode", "kind"), [("500", "server_error"), ("403", "access_denied")])
 def test_storage_errors_are_classified_and_never_show_the_keys(s3, tmp_path, mode, kind):
     path = tmp_path / "f.bin"

@@ -62,10 +62,47 @@ class FileFormat(enum.StrEnum):
     AAC = "aac"  # ADTS, audio only
     TS = "ts"  # one MPEG-TS segment of an HLS recording, uploaded on its own while recording
     JPG = "jpg"  # one picture: a screenshot (ZEGO OutputFileFormat jpg, TakeSnapshot)
+    MP3 = "mp3"  # audio only, encoded (MP3)
+    OGG = "ogg"  # audio only, encoded (Opus in Ogg)
+    # A recording's sound wave: JSON, one entry per second with each stream's volume.  Never
+    # a requested format: written beside a recording file when the task asks for it.
+    SOUND_WAVE = "sw"
 
     @property
     def extension(self) -> str:
         return "m3u8" if self is FileFormat.HLS else self.value
+
+    @property
+    def audio_only(self) -> bool:
+        return self in (FileFormat.AAC, FileFormat.MP3, FileFormat.OGG)
+
+
+# Content-Type of an uploaded object, by the extension of its key (HLS segments included).
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "flv": "video/x-flv",
+    "m3u8": "application/vnd.apple.mpegurl",
+    "ts": "video/mp2t",
+    "aac": "audio/aac",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "jpg": "image/jpeg",
+    "sw": "application/json",
+}
+
+
+def content_type(key: str) -> str:
+    """The Content-Type to upload an object under ``key`` with."""
+    extension = key.rsplit(".", 1)[-1].lower() if "." in key else ""
+    return CONTENT_TYPES.get(extension, "application/octet-stream")
+
+
+class SoundWaveKey(enum.StrEnum):
+    """What names a stream in a sound-wave file: the JSON key of its id (ZEGO SoundWaveType
+    0 and 1)."""
+
+    STREAM = "stream_id"
+    USER = "user_id"
 
 
 class FileStatus(enum.StrEnum):
@@ -144,6 +181,8 @@ class RecordingSpec:
     # the timeline closing over the absence (ZEGO ResumeWithoutInterruption); "fill", one
     # file keeping the absence, its sound silent (ZEGO FillBlank, single streams).
     rejoin: str | None = None
+    # Write a sound-wave file beside each recording file, streams named by this key.
+    sound_wave: SoundWaveKey | None = None
     # Dialect-specific values kept verbatim for the dialect's own answers (never secrets).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -166,6 +205,7 @@ class RecordingSpec:
             "realtime_segments": self.realtime_segments,
             "stream_media": {k: v.value for k, v in self.stream_media.items()},
             "rejoin": self.rejoin,
+            "sound_wave": None if self.sound_wave is None else self.sound_wave.value,
             "extra": self.extra,
         }
 
@@ -189,6 +229,7 @@ class RecordingSpec:
             realtime_segments=bool(data.get("realtime_segments", False)),
             stream_media={k: Media(v) for k, v in (data.get("stream_media") or {}).items()},
             rejoin=data.get("rejoin"),
+            sound_wave=SoundWaveKey(data["sound_wave"]) if data.get("sound_wave") else None,
             extra=dict(data.get("extra") or {}),
         )
 

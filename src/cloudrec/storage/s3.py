@@ -4,6 +4,7 @@ Each vendor's endpoint rules turn a request's ``endpoint``/``region`` into an en
 addressing style and a signing region.  ``storage_endpoint_override`` (a deployment setting)
 sends every vendor to one endpoint, path-style: on-premises S3 servers and the tests.
 botocore's default CRC32 checksum headers are turned off: several non-AWS vendors reject them.
+Each object is uploaded with the Content-Type of its format (``core.tasks.content_type``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from botocore.exceptions import (
 )
 
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.tasks import StorageTarget
+from cloudrec.core.tasks import StorageTarget, content_type
 from cloudrec.storage.backup import hls_segments
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
@@ -148,9 +149,19 @@ class S3ObjectStore:
             folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
             for segment in hls_segments(Path(path)) if segments else []:
                 client.upload_file(
-                    str(segment), target.bucket, folder + segment.name, Config=self._transfer
+                    str(segment),
+                    target.bucket,
+                    folder + segment.name,
+                    ExtraArgs={"ContentType": content_type(segment.name)},
+                    Config=self._transfer,
                 )
-            client.upload_file(path, target.bucket, key, Config=self._transfer)
+            client.upload_file(
+                path,
+                target.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type(key)},
+                Config=self._transfer,
+            )
         except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
             # The message names the bucket and key, never the credentials.
             raise CloudrecError.unavailable(

@@ -66,16 +66,19 @@ def parse_callback_url(raw: Any) -> str | None:
     return raw
 
 
+# The formats of cloudrec's ``fileformat`` extension (the ZEGO dialect has more).
+JOCLOUD_FORMATS = ("mp4", "flv", "hls", "aac")
+
+
 def parse_formats(body: dict[str, Any], media: Media) -> tuple[FileFormat, ...]:
     """cloudrec extension ``fileformat``: "mp4" (default), "flv", "hls", "aac", or a list."""
     raw = body.get("fileformat", "mp4")
     names = raw if isinstance(raw, list) else [raw]
     formats = []
     for name in names:
-        try:
-            formats.append(FileFormat(name))
-        except ValueError:
-            raise bad(f"fileformat {name!r} is not one of mp4, flv, hls, aac") from None
+        if name not in JOCLOUD_FORMATS:
+            raise bad(f"fileformat {name!r} is not one of mp4, flv, hls, aac")
+        formats.append(FileFormat(name))
     if FileFormat.AAC in formats and media is Media.VIDEO:
         raise CloudrecError.invalid_argument(
             "fileformat aac holds audio only and recordtype 1 records video only",
