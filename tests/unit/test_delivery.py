@@ -164,3 +164,17 @@ def test_a_recording_file_upload_has_no_zego_event_and_the_final_list_leaves_scr
     body = zego_body(task, "task_completed", [mix, shot], FakeClock()(), "secret", 2)
     assert body is not None and body["event_type"] == 1
     assert [i["file_id"] for i in body["detail"]["file_info"]] == ["m_VA_1.mp4"]
+
+
+def test_a_zego_upload_callback_lists_recordings_and_counts_their_sound_waves():
+    task = _zego_task(FileFormat.MP3)
+    mp3 = _file("m_A_1.mp3", FileFormat.MP3)
+    wave = _file("m_A_1.sw", FileFormat.SOUND_WAVE)
+    body = zego_body(task, "task_completed", [mp3, wave], FakeClock()(), "secret", 1)
+    assert body is not None
+    [info] = body["detail"]["file_info"]
+    assert (info["file_id"], info["output_file_format"]) == ("m_A_1.mp3", "mp3")
+    assert body["detail"]["upload_status"] == 1
+    lost = _file("m_A_1.sw", FileFormat.SOUND_WAVE, FileStatus.BACKED_UP)
+    body = zego_body(task, "task_completed", [mp3, lost], FakeClock()(), "secret", 1)
+    assert body is not None and body["detail"]["upload_status"] == 2

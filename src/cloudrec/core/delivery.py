@@ -484,6 +484,7 @@ def zego_body(
     if kind == 2:
         detail = {"quit_reason": ZEGO_QUIT.get(task.end_reason or "", 1001)}
     elif kind == 1:
+        # Segments and sound waves count for upload_status; file_info lists recordings.
         detail = {
             "upload_status": 1 if all(f.status is FileStatus.UPLOADED for f in files) else 2,
             "file_info": [
@@ -505,7 +506,8 @@ def zego_body(
                     "status": f.status.zego_code,
                 }
                 for f in files
-                if f.format is not FileFormat.TS  # in its playlist
+                # A segment is in its playlist; a sound wave lies beside its recording.
+                if f.format not in (FileFormat.TS, FileFormat.SOUND_WAVE)
             ],
         }
     nonce = str(secrets.randbelow(10**9))

@@ -128,8 +128,10 @@ async def describe_record_status(
     # (video-screenshot.mdx), and a mix's TakeSnapshot pictures are announced by callback.
     recorded = [f for f in c.tasks.files(task.task_id) if f.format is not FileFormat.JPG]
     for f in recorded:
-        if f.format is FileFormat.TS:
-            continue  # a segment uploaded on its own: the playlist stands for it
+        if f.format in (FileFormat.TS, FileFormat.SOUND_WAVE):
+            # A segment uploaded on its own: the playlist stands for it.  A sound wave is no
+            # recording: it lies beside its recording file, named after it.
+            continue
         name = f.name.rsplit("/", 1)[-1]
         entry: dict[str, Any] = {
             "UserId": f.user_id or "",

@@ -4,9 +4,14 @@ OutputFileFormat jpg asks for screenshots instead of a recording (video-screensh
 of each stream (RecordMode 1) or of the mix (RecordMode 2) every SnapshotInterval seconds
 ([5, 3600], default 10; read only with jpg); jpg with StreamType 1 (audio only) is refused.
 
+OutputFileFormat mp3 and ogg (Opus) hold audio only: with StreamType 2 (video only) they are
+refused, as aac is.  ``RecordSoundWave`` (+ ``SoundWaveType`` 0 stream ids, 1 user ids) is
+read from ``MixConfig``, where ZEGO's OpenAPI file puts it, or, for RecordMode 1 which has no
+mix, from ``RecordInputParams``; it measures the sound of a recording, so StreamType 2 and
+jpg refuse it.
+
 What this release does not do is refused with 300000004 and a message that says so, never
-pretended: whiteboards (no whiteboard service here), the VOD vendors (5, 6), and the mp3/ogg
-formats.
+pretended: whiteboards (no whiteboard service here) and the VOD vendors (5, 6).
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from typing import Any
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import Box, ImageMark, MixInput, MixSpec, TextMark, round4
 from cloudrec.core.rooms import check_id
-from cloudrec.core.tasks import FileFormat, Media, RecordingSpec, RecordMode, StorageTarget
+from cloudrec.core.tasks import (
+    FileFormat,
+    Media,
+    RecordingSpec,
+    RecordMode,
+    SoundWaveKey,
+    StorageTarget,
+)
 
 STREAM_TYPES = {1: Media.AUDIO, 2: Media.VIDEO, 3: Media.AUDIO_VIDEO, 4: Media.SEPARATE}
 FORMATS = {
@@ -26,8 +38,10 @@ FORMATS = {
     "hls": FileFormat.HLS,
     "aac": FileFormat.AAC,
     "jpg": FileFormat.JPG,
+    "mp3": FileFormat.MP3,
+    "ogg": FileFormat.OGG,
 }
-NOT_YET_FORMATS = ("mp3", "ogg")
+SOUND_WAVE_KEYS = {0: SoundWaveKey.STREAM, 1: SoundWaveKey.USER}
 # ZEGO Vendor codes → the storage layer's vendor names (all S3-protocol).
 VENDORS = {
     1: "aws-s3",
@@ -332,6 +346,24 @@ def parse_rejoin(inp: dict[str, Any]) -> str | None:
     return "close" if _bool(inp, "ResumeWithoutInterruption", w) else None
 
 
+def parse_sound_wave(inp: dict[str, Any], media: Media) -> SoundWaveKey | None:
+    """``RecordSoundWave`` and ``SoundWaveType`` from ``MixConfig`` (ZEGO's place for them),
+    else from ``RecordInputParams`` (RecordMode 1 has no MixConfig)."""
+    mix = inp.get("MixConfig")
+    where, d = "RecordInputParams.", inp
+    if isinstance(mix, dict) and "RecordSoundWave" in mix:
+        where, d = "RecordInputParams.MixConfig.", mix
+    wanted = d.get("RecordSoundWave", False)
+    if not isinstance(wanted, bool):
+        raise _bad(f"{where}RecordSoundWave must be true or false, not {wanted!r}")
+    kind = _int(d, "SoundWaveType", where, default=0, lo=0, hi=1)
+    if not wanted:
+        return None
+    if media is Media.VIDEO:
+        raise _bad(f"{where}RecordSoundWave measures sound; StreamType 2 records video only")
+    return SOUND_WAVE_KEYS[kind]
+
+
 def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     room_id = check_id("RoomId", _str(body, "RoomId", ""))
     inp = _obj(body.get("RecordInputParams"), "RecordInputParams")
@@ -361,15 +393,15 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     out = _obj(body.get("RecordOutputParams") or {}, "RecordOutputParams")
     ow = "RecordOutputParams."
     fmt_name = _str(out, "OutputFileFormat", ow, required=False) or "mp4"
-    if fmt_name in NOT_YET_FORMATS:
-        raise _not_yet(f"{ow}OutputFileFormat {fmt_name!r}")
     if fmt_name not in FORMATS:
         raise _bad(
             f"{ow}OutputFileFormat {fmt_name!r} is not one of mp4, flv, hls, jpg, aac, mp3, ogg"
         )
     fmt = FORMATS[fmt_name]
-    if fmt is FileFormat.AAC and media is Media.VIDEO:
-        raise _bad(f"{ow}OutputFileFormat aac holds audio; StreamType 2 records video only")
+    if fmt.audio_only and media is Media.VIDEO:
+        raise _bad(
+            f"{ow}OutputFileFormat {fmt_name} holds audio only; StreamType 2 records video only"
+        )
     interval = 10
     if fmt is FileFormat.JPG:
         if not media.has_video:
@@ -378,6 +410,9 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
                 "records audio only (use StreamType 2, 3 or 4)"
             )
         interval = _int(out, "SnapshotInterval", ow, default=10, lo=5, hi=3600)
+    sound_wave = parse_sound_wave(inp, media)
+    if sound_wave is not None and fmt is FileFormat.JPG:
+        raise _bad("RecordSoundWave measures the sound of a recording; jpg takes screenshots")
     folder = _str(out, "OutputFolder", ow, required=False).strip("/")
     prefix = tuple(p for p in folder.split("/") if p)
     segment = _int(out, "FragmentSeconds", ow, default=15, lo=2, hi=60)
@@ -389,7 +424,9 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
     storage = parse_storage(body.get("StorageParams"))
     mix = None
     if mode == 2:
-        mix = parse_mix(inp.get("MixConfig"), media, room_id, parse_fill(inp)).to_json()
+        # An audio-only file needs no picture: the mix composes none.
+        mixed = Media.AUDIO if fmt.audio_only else media
+        mix = parse_mix(inp.get("MixConfig"), mixed, room_id, parse_fill(inp)).to_json()
     return RecordingSpec(
         room_id=room_id,
         mode=RecordMode.MIXED if mode == 2 else RecordMode.SINGLE,
@@ -407,6 +444,7 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         realtime_segments=realtime,
         stream_media=parse_stream_configs(inp["MixConfig"], media) if mode == 2 else {},
         rejoin=parse_rejoin(inp) if mode == 1 else None,
+        sound_wave=sound_wave,
         extra={
             "RecordMode": mode,
             "StreamType": stream_type,

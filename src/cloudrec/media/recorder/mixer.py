@@ -43,6 +43,7 @@ from cloudrec.media.compositor.overlay import (
     Watermarks,
     parse_color,
 )
+from cloudrec.media.recorder.audio import ENCODED_FORMATS, add_audio_encoder
 from cloudrec.media.recorder.remux import open_output
 from cloudrec.media.recorder.sei import avcc_prefixed, sei_nal
 from cloudrec.storage.backup import hls_segments
@@ -255,6 +256,10 @@ class MixOutput:
 FileOpened = Callable[[MixOutput, int], int]  # (output, begin_ms) -> file id
 FileClosed = Callable[[int, dict[str, object]], None]
 SnapshotTaken = Callable[[np.ndarray, datetime], None]  # (RGB picture, its time); never raises
+# Each input's sound (s16 stereo 48 kHz, by input key; inputs whose sound is not mixed are
+# left out) in the output frame that starts ``at_s`` seconds into the mix; called on the
+# mixer's thread, every frame.
+AudioTap = Callable[[float, dict[str, np.ndarray]], None]
 
 
 class Mixer(threading.Thread):
@@ -286,6 +291,7 @@ class Mixer(threading.Thread):
         self.wrote_media = threading.Event()
         self.frames = 0
         self._snapshots: list[SnapshotTaken] = []
+        self.audio_tap: AudioTap | None = None  # set before start()
 
     # -- control (any thread) ---------------------------------------------------------
     def update(
@@ -421,9 +427,13 @@ class Mixer(threading.Thread):
             want = (n + 1) * RATE // fps - audio_sent
             mixed = np.zeros((want, CHANNELS), dtype=np.int32)
             pictures: dict[str, Any] = {}
+            sounds: dict[str, np.ndarray] = {}
             for r in readers:
-                pictures[r.key], sound = r.sample(n / fps, want, 1 / fps)
-                mixed += sound
+                pictures[r.key], sounds[r.key] = r.sample(n / fps, want, 1 / fps)
+                mixed += sounds[r.key]
+            if self.audio_tap is not None:  # the inputs whose sound is mixed
+                heard = {r.key: sounds[r.key] for r in readers if r.media.has_audio}
+                self.audio_tap(audio_sent / RATE, heard)
             pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
             video = None
             with self._lock:
@@ -635,9 +645,12 @@ def _open(out: MixOutput, spec: MixSpec) -> dict[str, Any]:
         }
         c["video"] = v
     if out.track is not TrackType.VIDEO:
-        a = container.add_stream("aac", rate=RATE)
-        a.layout = "stereo"
-        a.bit_rate = spec.audio_bitrate_kbps * 1000
+        if out.format in ENCODED_FORMATS:  # MP3, Ogg (Opus): their own codecs
+            a = add_audio_encoder(container, out.format, RATE, CHANNELS, spec.audio_bitrate_kbps)
+        else:
+            a = container.add_stream("aac", rate=RATE)
+            a.layout = "stereo"
+            a.bit_rate = spec.audio_bitrate_kbps * 1000
         c["audio"] = a
         c["fifo"] = av.AudioFifo()
     return c

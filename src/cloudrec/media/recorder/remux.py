@@ -1,11 +1,14 @@
-"""Single-stream recording: pull one live stream and remux it, untouched, into files.
+"""Single-stream recording: pull one live stream and remux it, untouched, into files (MP3 and
+Ogg, which need their own codecs, get the audio decoded and encoded: ``audio.py``).
 
 A :class:`StreamRecorder` runs in its own thread (PyAV releases the GIL while it reads and
 writes).  It cuts the recording at the task's wall-clock window: it estimates the publisher's
 clock as ``offset = min(arrival - timestamp)`` over the packets it receives live, starts each
 file at the keyframe nearest the start time (the ingest's backlog reaches back far enough), and
 stops at the first packet past the stop time.  Packets are written as they were published:
-only timestamps are shifted so that each file starts at zero.
+only timestamps are shifted so that each file starts at zero.  With a sound wave asked for,
+the audio written is also decoded and measured into a ``.sw`` file beside the first file
+that holds it (``soundwave.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 import av
 
 from cloudrec.core.tasks import FileFormat, Media, TrackType
+from cloudrec.media.recorder.audio import ENCODED_FORMATS, AudioEncoder
+from cloudrec.media.recorder.soundwave import SoundWave, repair
 
 log = logging.getLogger("cloudrec.recorder")
 
@@ -43,7 +48,8 @@ class OutputFile:
     format: FileFormat
     path: Path
     container: Any
-    streams: dict[int, Any]  # input stream index -> output stream
+    streams: dict[int, Any]  # input stream index -> output stream (remuxed)
+    encoder: AudioEncoder | None = None  # MP3, Ogg: the audio is encoded instead
     file_id: int = 0
     first_ts: float | None = None
     last_end_ts: float = 0.0
@@ -77,6 +83,8 @@ class RecorderPlan:
     start_at: float
     hls_segment_s: int = 15
     open_options: dict[str, str] = field(default_factory=dict)
+    # (JSON key, this stream's id under it): measure the sound into a sound-wave file.
+    sound_wave: tuple[str, str] | None = None
 
 
 FileOpened = Callable[[FileFormat, Path, TrackType, int, "tuple[int, int] | None"], int]
@@ -111,6 +119,9 @@ class StreamRecorder(threading.Thread):
         self.ended_by: str = ""
         self.files: list[OutputFile] = []
         self.wrote_media = threading.Event()
+        self.sound_wave: SoundWave | None = None
+        self._sound_wave_id = 0
+        self._decode_audio = False
 
     def pause(self, at: float) -> None:
         with self._stop_lock:
@@ -158,7 +169,9 @@ class StreamRecorder(threading.Thread):
         # Python on every I/O step.
         with av.open(plan.url, options=options) as inp:
             wanted: list[Any] = []
-            if plan.media.has_video and inp.streams.video:
+            # Audio-only formats cut on the audio itself, not on a video keyframe.
+            audio_only = all(fmt.audio_only for fmt in plan.formats)
+            if plan.media.has_video and inp.streams.video and not audio_only:
                 wanted.append(inp.streams.video[0])
             if plan.media.has_audio and inp.streams.audio:
                 wanted.append(inp.streams.audio[0])
@@ -241,23 +254,39 @@ class StreamRecorder(threading.Thread):
             path = plan.directory / plan.name(fmt, track, begin_ms)
             path.parent.mkdir(parents=True, exist_ok=True)
             container = open_output(fmt, path, plan.hls_segment_s)
-            out = {s.index: container.add_stream_from_template(s) for s in streams}
+            if fmt in ENCODED_FORMATS:
+                f = OutputFile(fmt, path, container, {}, AudioEncoder(container, fmt, streams[0]))
+            else:
+                out = {s.index: container.add_stream_from_template(s) for s in streams}
+                f = OutputFile(fmt, path, container, out)
             v = next((s for s in streams if s.type == "video"), None)
             size = (v.codec_context.width, v.codec_context.height) if v is not None else None
-            f = OutputFile(fmt, path, container, out)
             f.file_id = self._on_open(fmt, path, track, begin_ms, size)
             self.files.append(f)
+        if plan.sound_wave is not None and self.files:
+            # Named after the first file with sound in it (separate media: the audio file).
+            audio = {s.index for s in wanted if s.type == "audio"}
+            base = next(
+                (f for f in self.files if f.encoder or audio & set(f.streams)), self.files[0]
+            )
+            path = base.path.with_suffix(".sw")
+            key, who = plan.sound_wave
+            self.sound_wave = SoundWave(path, key, always=(who,))
+            self._sound_wave_id = self._on_open(
+                FileFormat.SOUND_WAVE, path, TrackType.AUDIO, begin_ms, None
+            )
+        self._decode_audio = self.sound_wave is not None or any(f.encoder for f in self.files)
 
     def _layout(
         self, wanted: list[Any], has_v: bool, has_a: bool
     ) -> list[tuple[FileFormat, list[Any], TrackType]]:
         """Which files to write: per format one file with the wanted tracks, or (separate
-        media) a video file and an audio file; AAC holds audio only."""
+        media) a video file and an audio file; AAC, MP3 and Ogg hold audio only."""
         files = []
         video = [s for s in wanted if s.type == "video"]
         audio = [s for s in wanted if s.type == "audio"]
         for fmt in self.plan.formats:
-            if fmt is FileFormat.AAC:
+            if fmt.audio_only:
                 parts = [(audio, TrackType.AUDIO)]
             elif self.plan.media is Media.SEPARATE:
                 parts = [(video, TrackType.VIDEO), (audio, TrackType.AUDIO)]
@@ -291,6 +320,13 @@ class StreamRecorder(threading.Thread):
         self._write(packet, ts)
 
     def _write(self, packet: Any, ts: float) -> None:
+        first_ts = self.files[0].first_ts
+        assert first_ts is not None
+        at_s = ts - first_ts - self._skipped  # where the packet goes in the files
+        if self._decode_audio and packet.stream.type == "audio":
+            self._decode(packet, at_s)
+        if self.sound_wave is not None:
+            self.sound_wave.advance(at_s)
         targets = [
             (f, f.streams[packet.stream.index])
             for f in self.files
@@ -312,16 +348,46 @@ class StreamRecorder(threading.Thread):
         self._last_end_ts = max(self._last_end_ts or end, end)
         self.wrote_media.set()
 
+    def _decode(self, packet: Any, at_s: float) -> None:
+        """Decode an audio packet (before it is muxed anywhere) for the files that encode it
+        and for the sound wave.  A packet that does not decode costs its own few ms only."""
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as exc:
+            log.info("recorder.bad_audio_packet", extra={"fields": {"error": str(exc)}})
+            return
+        for frame in frames:
+            if self.sound_wave is not None and self.plan.sound_wave is not None:
+                self.sound_wave.add(at_s, self.plan.sound_wave[1], frame.to_ndarray())
+            for f in self.files:
+                if f.encoder is not None:
+                    f.encoder.encode(frame)
+            at_s += frame.samples / frame.sample_rate
+
     def _close_all(self) -> None:
         for f in self.files:
             try:
+                if f.encoder is not None:
+                    f.encoder.flush()
                 f.container.close()
             except (av.FFmpegError, OSError) as exc:
                 self.error = self.error or f"closing {f.path.name}: {exc}"
             duration_ms = 0
-            if f.first_ts is not None:
+            if f.encoder is not None:
+                duration_ms = round(f.encoder.seconds * 1000)
+            elif f.first_ts is not None:
                 duration_ms = max(0, round((f.last_end_ts - f.first_ts - self._skipped) * 1000))
             self._on_close(f.file_id, {"size": f.size(), "duration_ms": duration_ms})
+        if self.sound_wave is not None:
+            try:
+                self.sound_wave.close()
+            except OSError as exc:
+                self.error = self.error or f"closing {self.sound_wave.path.name}: {exc}"
+            fields: dict[str, object] = {
+                "size": _size(self.sound_wave.path),
+                "duration_ms": self.sound_wave.entries * 1000,
+            }
+            self._on_close(self._sound_wave_id, fields)
 
 
 def _copy(packet: Any) -> Any:
@@ -339,6 +405,8 @@ def open_output(fmt: FileFormat, path: Path, hls_segment_s: int) -> Any:
         return av.open(str(path), "w", format="flv")
     if fmt is FileFormat.AAC:
         return av.open(str(path), "w", format="adts")
+    if fmt in ENCODED_FORMATS:  # flushed packet by packet: a killed worker loses little
+        return av.open(str(path), "w", format=fmt.value, options={"flush_packets": "1"})
     segment = path.with_name(path.stem + "_%05d.ts")
     return av.open(
         str(path),
@@ -383,6 +451,9 @@ def probe_file(path: Path, fmt: FileFormat) -> dict[str, object]:
     (a fragmented MP4 is first cut back to its last whole fragment)."""
     if fmt is FileFormat.MP4 and path.exists():
         trim_to_last_box(path)
+    if fmt is FileFormat.SOUND_WAVE:
+        entries = repair(path)
+        return {"size": _size(path), "duration_ms": entries * 1000}
     size = _size(path)
     if fmt is FileFormat.HLS:
         size += sum(p.stat().st_size for p in path.parent.glob(path.stem + "_*.ts"))

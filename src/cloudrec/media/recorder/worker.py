@@ -10,6 +10,10 @@ Screenshots (``FileFormat.JPG``, no video or audio file): a :class:`StreamSnapsh
 stream session instead of a recorder, or, for a mix, the mixer's composed pictures every
 ``snapshot_interval_s``; a mix also takes one per TakeSnapshot request (the task's
 ``snapshot_requests`` counter).  Each JPG is a file of the task, delivered on its own.
+
+A sound wave (``spec.sound_wave``) is a file of the task like the recordings: a single
+stream's recorder measures its own sound; for a mix, the mixer hands each input's sound per
+output frame to :meth:`TaskWorker._measure`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 
 from cloudrec.config import Settings
 from cloudrec.core.errors import CloudrecError
@@ -39,6 +44,7 @@ from cloudrec.core.tasks import (
     Media,
     RecordedFile,
     RecordMode,
+    SoundWaveKey,
     Task,
     TaskState,
     TrackType,
@@ -55,6 +61,7 @@ from cloudrec.media.recorder.snapshots import (
     jpg_file,
     write_jpeg,
 )
+from cloudrec.media.recorder.soundwave import SoundWave
 from cloudrec.outbound import OutboundPolicy, fetch
 
 log = logging.getLogger("cloudrec.worker")
@@ -66,6 +73,13 @@ STOP_GRACE_S = 3.0
 # Ask the embedded ingest for a backlog so that the first file can start at the keyframe
 # nearest the moment the recording was asked for, even if the worker starts late.
 BACKLOG_MS = 8000
+
+
+@dataclass
+class _MixWave:
+    wave: SoundWave
+    file_id: int
+    beside: int  # the file id of the recording it is named after
 
 
 @dataclass
@@ -133,6 +147,10 @@ class TaskWorker:
         self.stream_keys: dict[str, str] = {}  # stream id -> mixer key, of every stream seen
         self.held: list[_Held] = []  # files of streams that may come back (spec.rejoin)
         self.missing_told: set[str] = set()  # RecordStreamList streams said to be missing
+        # Mixed mode: each input's stream (by the mixer's input key), and the sound wave with
+        # its file id once the mix's file is open.
+        self.mix_streams: dict[str, LiveStream] = {}
+        self.mix_wave: _MixWave | None = None
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
@@ -264,6 +282,8 @@ class TaskWorker:
         url = stream.pull_url
         if stream.source == "embedded":
             url += f"?backlog_ms={BACKLOG_MS}"
+        wave_key = spec.sound_wave
+        who = stream.stream_id if wave_key is SoundWaveKey.STREAM else stream.user_id
         plan = RecorderPlan(
             url=url,
             media=spec.media_of(stream.stream_id),
@@ -272,6 +292,7 @@ class TaskWorker:
             name=name,
             start_at=max(task.created_at.timestamp(), stream.started_at.timestamp()),
             hls_segment_s=spec.hls_segment_s,
+            sound_wave=None if wave_key is None else (wave_key.value, who),
         )
         recorder = StreamRecorder(plan, on_open, on_close, name=f"rec-{stream.stream_id}")
         if self.paused:
@@ -332,8 +353,7 @@ class TaskWorker:
         main_key = None
         if mix.template_id is not None or mix.zego_layout is not None:
             wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
-            urls = {f"{s.room_id}/{s.user_id}": s.pull_url for s in wanted}
-            media = {f"{s.room_id}/{s.user_id}": task.spec.media_of(s.stream_id) for s in wanted}
+            shown = {f"{s.room_id}/{s.user_id}": s for s in wanted}
             self.stream_keys.update({s.stream_id: f"{s.room_id}/{s.user_id}" for s in wanted})
             main_key = large_region_key(mix, task.spec.room_id, self.stream_keys)
         else:
@@ -341,8 +361,10 @@ class TaskWorker:
             others = [s for r in sorted(rooms) for s in self.control.room(task.app_id, r)]
             shown = assign_views(mix.inputs, [*room, *others])
             wanted = list(shown.values())
-            urls = {key: s.pull_url for key, s in shown.items()}
-            media = {key: task.spec.media_of(s.stream_id) for key, s in shown.items()}
+        urls = {key: s.pull_url for key, s in shown.items()}
+        media = {key: task.spec.media_of(s.stream_id) for key, s in shown.items()}
+        # Merged, not replaced: an input that left may still be in the mixer's next frame.
+        self.mix_streams = {**self.mix_streams, **shown}
         if self.mixer is None:
             if not wanted and not mix.always:
                 return wanted
@@ -407,7 +429,7 @@ class TaskWorker:
         for fmt in spec.formats:
             if fmt is FileFormat.JPG:
                 continue  # screenshots are taken from the composed pictures, no file written
-            for t in [TrackType.AUDIO] if fmt is FileFormat.AAC else tracks:
+            for t in [TrackType.AUDIO] if fmt.audio_only else tracks:
                 name = (
                     f"{task.task_id}_{spec.room_id}_{mix_id}_{_type_code(t)}_{stamp}"
                     f".{fmt.extension}"
@@ -415,27 +437,47 @@ class TaskWorker:
                 path = self.spool(task).joinpath(*spec.output_prefix, name)
                 outputs.append(MixOutput(path, fmt, t))
 
-        def on_open(out: MixOutput, begin_ms: int) -> int:
+        # The sound wave is named after the first file with sound in it.
+        wave_base = next((o for o in outputs if o.track is not TrackType.VIDEO), None)
+        wave_key = spec.sound_wave
+
+        def opened(path: Path, fmt: FileFormat, track: TrackType, begin_ms: int) -> int:
             file_id = self.control.file_opened(
                 RecordedFile(
                     task_id=task.task_id,
-                    name=f"{prefix}/{out.path.name}" if prefix else out.path.name,
-                    path=str(out.path),
-                    format=out.format,
+                    name=f"{prefix}/{path.name}" if prefix else path.name,
+                    path=str(path),
+                    format=fmt,
                     status=FileStatus.RECORDING,
                     stream_id=mix_id,
                     user_id=mix_id,
-                    track_type=out.track,
+                    track_type=track,
                     begin_ms=begin_ms,
-                    width=mix.width if out.track is not TrackType.AUDIO else None,
-                    height=mix.height if out.track is not TrackType.AUDIO else None,
+                    width=mix.width if track is not TrackType.AUDIO else None,
+                    height=mix.height if track is not TrackType.AUDIO else None,
                 )
             )
             self.mixed_files.append(file_id)
             return file_id
 
+        def on_open(out: MixOutput, begin_ms: int) -> int:
+            file_id = opened(out.path, out.format, out.track, begin_ms)
+            if wave_key is not None and out is wave_base:
+                path = out.path.with_suffix(".sw")
+                wave_id = opened(path, FileFormat.SOUND_WAVE, TrackType.AUDIO, begin_ms)
+                self.mix_wave = _MixWave(SoundWave(path, wave_key.value), wave_id, file_id)
+            return file_id
+
         def on_close(file_id: int, fields: dict[str, object]) -> None:
             self.control.file_closed(file_id, str(file_id), **fields)
+            w = self.mix_wave
+            if w is not None and file_id == w.beside:
+                w.wave.close()
+                size = w.wave.path.stat().st_size
+                duration_ms = w.wave.entries * 1000
+                self.control.file_closed(
+                    w.file_id, str(w.file_id), size=size, duration_ms=duration_ms
+                )
 
         mixer = Mixer(
             replace(mix, hls_segment_s=spec.hls_segment_s),
@@ -444,9 +486,24 @@ class TaskWorker:
             on_open,
             on_close,
         )
+        if wave_key is not None:
+            mixer.audio_tap = self._measure
         mixer.start()
         self.control.event("mix_started", f"{mix.width}x{mix.height}@{mix.fps}")
         return mixer
+
+    def _measure(self, at_s: float, sound: dict[str, np.ndarray]) -> None:
+        """The mixer's tap (its thread): each input's sound in the frame starting ``at_s``
+        seconds into the mix, into the sound wave by stream or user id."""
+        w = self.mix_wave
+        if w is None:
+            return
+        w.wave.advance(at_s)
+        by_user = w.wave.key == SoundWaveKey.USER.value
+        for key, pcm in sound.items():
+            stream = self.mix_streams.get(key)
+            who = key if stream is None else stream.user_id if by_user else stream.stream_id
+            w.wave.add(at_s, who, pcm)
 
     def _fetch_images(self, mix: MixSpec) -> dict[str, Any]:
         """The background, watermark and fill pictures not fetched yet (a layout change may
