@@ -220,7 +220,7 @@ def test_what_this_release_lacks_is_refused_with_a_clear_message(world):
     cases = [
         ("UpdateWhiteboard", {"TaskId": "x"}, "whiteboard"),
         ("StartRecord", {**start_body(HasWhiteboard=True)}, "whiteboard"),
-        ("StartRecord", {**start_body(), "RecordOutputParams": {"OutputFileFormat": "mp3"}}, "mp3"),
+        ("StartRecord", {**start_body(), "StorageParams": {**storage(), "Vendor": 5}}, "VOD"),
     ]
     for action, body, words in cases:
         answer = zego.call(action, body)
