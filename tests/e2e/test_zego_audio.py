@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.test_record_single import _worker_pid, storage_service
-from tests.e2e.test_zego_api import download, storage, wait_status
+from tests.e2e.test_zego_api import download, storage
 from tests.s3server import FaultyS3
 from tests.service import lavfi_publish
 from tests.zego import Zego
@@ -92,7 +92,7 @@ def record(
         assert answer["Code"] == 0, answer
         tasks[name] = answer["Data"]["TaskId"]
     for task_id in tasks.values():
-        wait_status(zego, task_id, 2, timeout_s=15)
+        zego.wait_status(task_id, 2, timeout_s=15)
     paused = dict.fromkeys(tasks, 0.0)
     if pause_s:
         time.sleep(seconds / 2)
@@ -104,7 +104,7 @@ def record(
     else:
         time.sleep(seconds)
     stops = call_all(zego, "StopRecord", tasks)
-    return {name: (wait_status(zego, tasks[name], 3), stops[name] - paused[name]) for name in tasks}
+    return {name: (zego.wait_status(tasks[name], 3), stops[name] - paused[name]) for name in tasks}
 
 
 def decoded(path: Path) -> tuple[set[str], str, np.ndarray, int]:
@@ -233,10 +233,10 @@ def test_a_killed_worker_leaves_a_playable_mp3_and_a_whole_sound_wave(world, tmp
     svc, s3, zego = world
     b = body("mp3", 1, 1, RecordStreamList=[{"StreamId": "low"}], RecordSoundWave=True)
     task_id = zego.call("StartRecord", b)["Data"]["TaskId"]
-    wait_status(zego, task_id, 2, timeout_s=15)
+    zego.wait_status(task_id, 2, timeout_s=15)
     time.sleep(4)
     subprocess.run(["kill", "-9", str(_worker_pid(svc, task_id))], check=True)
-    [f] = wait_status(zego, task_id, 4, timeout_s=40)["RecordFiles"]  # ended abnormally
+    [f] = zego.wait_status(task_id, 4, timeout_s=40)["RecordFiles"]  # ended abnormally
     deadline = time.monotonic() + 30
     while f["Status"] != 3:
         assert time.monotonic() < deadline, f
