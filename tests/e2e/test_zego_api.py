@@ -140,21 +140,22 @@ def test_a_single_stream_recording_as_a_zego_client_runs_it(world, tmp_path):
     assert abs(frames / 25 - f["Duration"] / 1000) < 0.2 and f["Duration"] > 3000
     again = zego.call("StopRecord", {"TaskId": task_id})
     assert again["Code"] == 300001001
-    # ZEGO v2 callbacks: 5 (recording completed), then 1 (upload status with the file).
+    # ZEGO v2 callbacks: 5 (recording completed), 7 (uploading), then 1 (upload status with
+    # the file).
     deadline = time.monotonic() + 20
-    while len(receiver.received) < 2:
+    while len(receiver.received) < 3:
         assert time.monotonic() < deadline, receiver.received
         time.sleep(0.2)
     bodies = sorted(receiver.bodies(), key=lambda b: b["sequence"])
     receiver.stop()
-    assert [b["event_type"] for b in bodies] == [5, 1]
-    assert [b["sequence"] for b in bodies] == [0, 1]
+    assert [b["event_type"] for b in bodies] == [5, 7, 1]
+    assert [b["sequence"] for b in bodies] == [0, 1, 2]
     for b in bodies:
         assert (b["app_id"], b["task_id"], b["room_id"]) == (APP, task_id, "zroom")
         expected = zego_callback_signature(svc.app["callback_secret"], b["timestamp"], b["nonce"])
         assert b["signature"] == expected
-    [info] = bodies[1]["detail"]["file_info"]
-    assert bodies[1]["detail"]["upload_status"] == 1
+    [info] = bodies[2]["detail"]["file_info"]
+    assert bodies[2]["detail"]["upload_status"] == 1
     assert (info["file_id"], info["status"], info["file_url"]) == (f["FileId"], 3, f["FileUrl"])
 
 
