@@ -125,7 +125,7 @@ def test_jpg_in_record_mode_1_takes_each_stream_every_interval_and_calls_back_pe
     stored = objects(s3, task_id)
     receiver.stop()
     assert len(stored) == len(ones) == 6, (sorted(stored), ones)
-    assert sorted(b["event_type"] for b in receiver.bodies()) == [1] * 6 + [5]
+    assert sorted(b["event_type"] for b in receiver.bodies()) == [1] * 6 + [5, 7]
     by_user: dict[str, list[int]] = {}
     for b in sorted(ones, key=lambda b: b["detail"]["file_info"][0]["begin_timestamp"]):
         [info] = b["detail"]["file_info"]  # one callback per screenshot
