@@ -393,8 +393,11 @@ def test_pause_and_resume_leave_the_paused_span_out_of_one_file(world, tmp_path)
         frames = sum(1 for _ in c.decode(video=0))
     times.sort()
     recorded = (t_stop - t_resume) + (t_pause - (f["BeginTimestamp"] / 1000))
-    # One file, the paused span (4 s) left out: about 6 s of picture, no hole in it.
-    assert abs(f["Duration"] / 1000 - recorded) < 1.0, (f["Duration"], recorded)
+    # One file, the paused span (4 s) left out: about 6 s of picture, no hole in it.  After
+    # the resume the file goes on at the next keyframe (GOP 1 s here), and the worker sees the
+    # pause and the resume within its 0.25 s tick (later on a loaded machine).
+    gop = 1.0
+    assert recorded - gop - 0.6 < f["Duration"] / 1000 < recorded + 0.6, (f["Duration"], recorded)
     assert max(b - a for a, b in itertools.pairwise(times)) < 0.2
     assert abs(frames / 25 - f["Duration"] / 1000) < 0.3
 
