@@ -260,3 +260,24 @@ def test_stream_config_list_takes_only_the_sound_or_only_the_picture(world, tmp_
     assert cells == {"black", "blue"}, cells  # red's cell: the (black) background
     peaks = tone_peaks(path, (500, 900))
     assert peaks[500] > 50 and peaks[900] < peaks[500] / 1000, peaks  # 900 Hz: codec noise
+
+
+def test_a_user_publishing_two_streams_has_both_in_the_grid(world, tmp_path):
+    """ZEGO lays out streams, not users: a camera and a screen share of one user are two
+    cells of the grid."""
+    svc, s3, zego, _ = world
+    room = "zdual"
+    pubs = [
+        colour_publish(svc.publish_url(APP, room, f"d-{c}", "--uid", "dual"), c, 500)
+        for c in ("red", "blue")
+    ]
+    try:
+        assert len(svc.wait_streams(svc.app, room, 2)) == 2
+        task_id = zego.record(mix_body(room, MixMode=2, MixOutputStreamId="dual"), 5)
+        [f] = wait_status(zego, task_id, 3)["RecordFiles"]
+    finally:
+        for p in pubs:
+            p.kill()
+            p.wait()
+    last = frames_of(download(s3, f, tmp_path))[-FPS]
+    assert {colour_at(last, 160, 180), colour_at(last, 480, 180)} == {"red", "blue"}

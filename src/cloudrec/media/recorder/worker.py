@@ -118,9 +118,17 @@ def _type_code(track: TrackType) -> str:
     return {TrackType.AUDIO: "A", TrackType.VIDEO: "V", TrackType.AUDIO_VIDEO: "VA"}[track]
 
 
+def _layout_key(stream: LiveStream, by_stream: bool) -> str:
+    """The mixer key of a stream in a template or ZEGO layout: per stream (the key a view
+    naming the stream has) or per user."""
+    if by_stream:
+        return f"{stream.room_id}/s:{stream.stream_id}"
+    return f"{stream.room_id}/{stream.user_id}"
+
+
 def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str]) -> str | None:
     """The mixer key of the stream that ``mix.main_stream_id`` names, for the large region of
-    a ZEGO layout, from ``keys_by_stream`` (stream id → ``room/user``, as ``_mix`` keys layout
+    a ZEGO layout, from ``keys_by_stream`` (stream id → mixer key, as ``_mix`` keys layout
     inputs, for every stream seen: one that left keeps its key, and so its region if FillBlank
     keeps it).  None when none is named (the first to join goes there); a stream never seen
     gets a key no input has (``room/s:stream``, the key of a view named by stream), so the
@@ -353,8 +361,10 @@ class TaskWorker:
         main_key = None
         if mix.template_id is not None or mix.zego_layout is not None:
             wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
-            shown = {f"{s.room_id}/{s.user_id}": s for s in wanted}
-            self.stream_keys.update({s.stream_id: f"{s.room_id}/{s.user_id}" for s in wanted})
+            # ZEGO lays out streams (a user may publish two: camera and screen); JoCloud users.
+            by_stream = task.spec.dialect == "zego"
+            shown = {_layout_key(s, by_stream): s for s in wanted}
+            self.stream_keys.update({s.stream_id: _layout_key(s, by_stream) for s in wanted})
             main_key = large_region_key(mix, task.spec.room_id, self.stream_keys)
         else:
             rooms = {i.room_id for i in mix.inputs} - {task.spec.room_id}
