@@ -168,7 +168,7 @@ class _FakeSpool:
     def remove(self, path: str, segments: bool = True) -> None:
         self.removed.append(path)
 
-    def finished_segments(self, playlist: str) -> list[Any]:
+    def finished_segments(self, playlist: str, final: bool = False) -> list[Any]:
         return []
 
 

@@ -88,7 +88,12 @@ def test_segments_are_uploaded_while_recording_and_the_playlist_at_the_end(world
     # Event 102 named the playlist, before the end.
     bodies = receiver.bodies()
     [named] = [b for b in bodies if b["event_type"] == 102]
-    assert named["detail"] == {"stream_id": "live1", "file_id": f["FileId"]}
+    assert named["detail"] == {
+        "stream_id": "live1",
+        "file_id": f["FileId"],
+        "file_url": f["FileUrl"],
+        "media_track_type": 3,
+    }
     assert bodies.index(named) < next(i for i, b in enumerate(bodies) if b["event_type"] == 5)
     receiver.stop()
     # Everything is in the bucket: download it all and play the playlist.

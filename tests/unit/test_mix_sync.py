@@ -209,3 +209,43 @@ def test_media_dropped_for_a_slow_reader_does_not_shift_the_sound() -> None:
     arrivals = [a for a in arrive(lambda t, k: 0.05) if not dropped(a.ts - 100)]
     flashes, beeps = run(arrivals, 10)
     assert_in_sync(flashes, beeps, 6)
+
+
+def test_a_publisher_clock_running_slow_is_followed_without_silence() -> None:
+    # The publisher's clock runs 0.2 % slow (source time = 0.998 x wall time): the buffer
+    # holds less and less; the schedule follows it, the sound never runs dry.
+    seconds = 300
+    arrivals = [
+        Arrival(a.ts - 100 + 0.05 + (a.ts - 100) * 0.002, a.ts, a.kind, a.payload)
+        for a in arrive(lambda t, k: 0.0, seconds)
+    ]
+    flashes, beeps = run(arrivals, seconds)
+    assert_in_sync(flashes, beeps, seconds - 3)
+    assert len(beeps) >= seconds - 3  # no second without its beep
+
+
+def test_jittery_sound_timestamps_do_not_cut_the_sound() -> None:
+    # An encoder stamping sound by the system clock: each chunk's timestamp off by up to
+    # +-20 ms, the sound itself continuous.
+    rng = np.random.default_rng(3)
+    arrivals = []
+    for a in arrive(lambda t, k: 0.05, 10):
+        if a.kind == "audio":
+            a = Arrival(a.at, a.ts + float(rng.uniform(-0.02, 0.02)), a.kind, a.payload)
+        arrivals.append(a)
+    buf = InputBuffer()
+    flashes, beeps = run(arrivals, 10, buf)
+    assert_in_sync(flashes, beeps, 9)
+    assert len(beeps) >= 9
+
+
+def test_a_publisher_clock_going_back_starts_the_input_again() -> None:
+    # At 5 s the encoder restarts its timestamps from 0: the input is put back on schedule.
+    arrivals = []
+    for a in arrive(lambda t, k: 0.05, 10):
+        if a.at >= 5.0:
+            a = Arrival(a.at, a.ts - 105.0, a.kind, a.payload)
+        arrivals.append(a)
+    flashes, beeps = run(arrivals, 10)
+    assert len([f for f in flashes if f > 6]) >= 3
+    assert_in_sync(flashes, beeps, 8)

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -51,6 +52,9 @@ class ObjectStore(Protocol):
     def put(self, target: StorageTarget, key: str, path: str, segments: bool = True) -> str:
         """Upload; return the object's URL."""
 
+    def url(self, target: StorageTarget, key: str) -> str:
+        """Where ``key`` is (or will be) in the bucket."""
+
 
 class BackupStore(Protocol):
     def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
@@ -74,8 +78,9 @@ class Segment:
 class Spool(Protocol):
     def remove(self, path: str, segments: bool = True) -> None: ...
 
-    def finished_segments(self, playlist: str) -> list[Segment]:
-        """The segments an HLS playlist lists so far (each one finished), in order."""
+    def finished_segments(self, playlist: str, final: bool = False) -> list[Segment]:
+        """The segments an HLS playlist lists so far (each one finished), in order; with
+        ``final``, also those it does not list (a recording cut short)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class DeliveryService:
         self._spool = spool
         self.policy = policy
         self._sleep = sleep
+        self._segments_lock = threading.Lock()
 
     # -- files ------------------------------------------------------------------------
     def files_due(self) -> list[RecordedFile]:
@@ -132,7 +138,7 @@ class DeliveryService:
                 uow.commit()
         segments = not task.spec.realtime_segments
         if file.format is FileFormat.HLS and not segments:
-            self._register_segments(task, file)  # the last ones, before the playlist
+            self._register_segments(task, file, final=True)  # the last ones, then the playlist
         source = file.backup_path or file.path
         attempts = 1 if file.status is FileStatus.BACKED_UP else self.policy.upload_attempts
         last: CloudrecError | None = None
@@ -179,8 +185,12 @@ class DeliveryService:
             ]
         return sum(self._register_segments(t, f) for t, f in playlists)
 
-    def _register_segments(self, task: Task, playlist: RecordedFile) -> int:
-        finished = self._spool.finished_segments(playlist.path)
+    def _register_segments(self, task: Task, playlist: RecordedFile, final: bool = False) -> int:
+        with self._segments_lock:  # the delivery loop and an upload thread may both look
+            return self._register_new_segments(task, playlist, final)
+
+    def _register_new_segments(self, task: Task, playlist: RecordedFile, final: bool) -> int:
+        finished = self._spool.finished_segments(playlist.path, final)
         if not finished:
             return 0
         folder = playlist.name.rsplit("/", 1)[0] + "/" if "/" in playlist.name else ""
@@ -207,10 +217,13 @@ class DeliveryService:
                     )
                 )
             stem = playlist.path.removesuffix(".m3u8") + "_"
-            if new and not any(k.startswith(stem) for k in known):  # its first: say where
+            target = uow.tasks.storage(task.task_id)
+            if new and target and not any(k.startswith(stem) for k in known):  # say where
                 extra = {
                     "stream_id": playlist.stream_id or "",
                     "file_id": playlist.name.rsplit("/", 1)[-1],
+                    "file_url": self._store.url(target, playlist.name),
+                    "media_track_type": int(playlist.track_type),
                 }
                 enqueue_callback(uow, now, task, "playlist_started", [], extra)
             uow.commit()

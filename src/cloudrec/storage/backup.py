@@ -41,14 +41,16 @@ class LocalSpool:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
 
-    def finished_segments(self, playlist: str) -> list[Segment]:
+    def finished_segments(self, playlist: str, final: bool = False) -> list[Segment]:
         """The segments the playlist lists so far that are still in the spool: the HLS
-        muxer adds one when it is finished.  A line still being written is not read."""
+        muxer adds one when it is finished.  A line still being written is not read.
+        ``final`` (the recording is over, perhaps cut short by a dead worker): also the
+        segments it does not list, so that none stays behind."""
         path = Path(playlist)
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            return []
+            text = ""
         found, duration = [], 0.0
         for line in text.split("\n")[:-1]:  # whole lines only
             line = line.strip()
@@ -59,6 +61,12 @@ class LocalSpool:
                 seg = path.parent / line
                 with contextlib.suppress(FileNotFoundError):
                     found.append(Segment(str(seg), duration, seg.stat().st_size))
+        if final:
+            listed = {s.path for s in found}
+            for seg in hls_segments(path):
+                if str(seg) not in listed:
+                    with contextlib.suppress(FileNotFoundError):
+                        found.append(Segment(str(seg), 0.0, seg.stat().st_size))
         return found
 
 

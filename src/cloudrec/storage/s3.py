@@ -169,6 +169,11 @@ class S3ObjectStore:
                 f"{type(exc).__name__}: {_safe(exc)}",
                 reason=_error_kind(exc),
             ) from exc
+        return self.url(target, key)
+
+    def url(self, target: StorageTarget, key: str) -> str:
+        """Where ``key`` is (or will be) in the bucket."""
+        ep = resolve_endpoint(target, self._override)
         base = ep.url.rstrip("/")
         if ep.path_style:
             return f"{base}/{target.bucket}/{key}"

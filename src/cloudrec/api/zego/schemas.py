@@ -118,11 +118,12 @@ def _bool(d: dict[str, Any], name: str, where: str) -> bool:
 
 
 def _rgb(d: dict[str, Any], name: str, where: str) -> str:
-    """A 0xRRGGBB00 integer as cloudrec's RRGGBB."""
+    """A 0xRRGGBB00 integer as cloudrec's RRGGBB (an int32 in ZEGO's files: a client may send
+    0xFF000000 and up as a negative number)."""
     value = d.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**32:
         raise _bad(f"{where}{name} must be a 0xRRGGBB00 integer, not {value!r}")
-    return f"{(value >> 8) & 0xFFFFFF:06X}"
+    return f"{((value & 0xFFFFFFFF) >> 8) & 0xFFFFFF:06X}"
 
 
 def _not_yet(what: str) -> CloudrecError:

@@ -42,6 +42,8 @@ def compatible(parts: list[Part]) -> bool:
                     getattr(s.codec_context, "height", None),
                     getattr(s.codec_context, "sample_rate", None),
                     getattr(s.codec_context, "channels", None),
+                    s.codec_context.profile,
+                    bytes(s.codec_context.extradata or b""),  # SPS/PPS, AudioSpecificConfig
                 )
                 for s in c.streams
                 if s.type in ("video", "audio")
@@ -67,6 +69,7 @@ def concatenate(
         streams = {s.index: out.add_stream_from_template(s) for s in templates}
         kinds = {s.index: s.type for s in templates}
         sound: Any = next((s.codec_context for s in templates if s.type == "audio"), None)
+        codec = sound.name if sound is not None else ""
         rate = sound.sample_rate if sound is not None else 0
         layout = sound.layout.name if sound is not None else ""
     at = 0.0  # where the next part starts in the output (s)
@@ -77,7 +80,7 @@ def concatenate(
                 gap = part.begin_s - (parts[n - 1].begin_s + parts[n - 1].duration_s)
                 if gap > 0:
                     audio = [i for i, k in kinds.items() if k == "audio"]
-                    if audio:
+                    if audio and codec == "aac":  # silence is encoded as AAC
                         _silence(out, streams[audio[0]], rate, layout, end, gap)
                     at = end + gap
             end = max(end, _append(part.path, out, streams, at))

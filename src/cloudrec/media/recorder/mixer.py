@@ -64,6 +64,13 @@ RESYNC_S = 1.5
 # An input still sending sound whose last picture is this old has its camera off: the fill
 # (patch) decides what its region shows.
 VIDEO_OFF_S = 2.0
+# Sound timestamps this far from where the queued sound ends are jitter (encoders that stamp
+# sound by the system clock): the sound is taken as continuous.
+GAP_TOLERANCE_S = 0.03
+# An input whose clock runs slower or faster than ours drifts from JITTER_S behind its newest
+# media: its schedule follows it by this much per output frame (5 ms/s at 25 fps), never
+# noticeably, where a clock 100 ppm off drifts 0.1 ms/s.
+SLEW_S = 0.0002
 PATCH_MODES: dict[int, PatchMode] = {0: "none", 1: "black", 2: "last", 3: "image"}
 
 
@@ -86,10 +93,14 @@ class InputBuffer:
         self._ended = False
         self.shown: Any = None  # the picture shown last, kept for patch mode "last"
         self._shown_ts = 0.0
+        self._last_picture_ts: float | None = None
 
     def add_picture(self, ts: float, picture: Any) -> None:
-        self._pictures.append((ts, picture))
+        if self._last_picture_ts is not None and ts < self._last_picture_ts - RESYNC_S:
+            self._restart(ts)
+        self._last_picture_ts = ts
         self._seen(ts)
+        self._pictures.append((ts, picture))
         horizon = ts - JITTER_S - RESYNC_S - 1.0
         while len(self._pictures) > 1 and self._pictures[0][0] < horizon:
             self._pictures.popleft()
@@ -101,12 +112,16 @@ class InputBuffer:
             # A gap (media the ingest dropped for a slow reader) or an overlap: keep every
             # sample at its own time, or the sound would drift from the pictures for good.
             gap = ts - (self._head_ts + len(self._audio) / RATE)
-            if SYNC_TOLERANCE_S < gap <= RESYNC_S:
+            if GAP_TOLERANCE_S < gap <= RESYNC_S:
                 self._audio = np.concatenate(
                     [self._audio, np.zeros((int(gap * RATE), CHANNELS), np.int16)]
                 )
-            elif abs(gap) > SYNC_TOLERANCE_S:
-                self._audio = self._audio[:0]
+            elif -RESYNC_S <= gap < -GAP_TOLERANCE_S:
+                pcm = pcm[int(-gap * RATE) :]  # the part already queued
+            elif gap > RESYNC_S:
+                self._audio = self._audio[:0]  # a jump: start again at this sound
+            elif gap < -RESYNC_S:
+                self._restart(ts)  # the clock went back
         if not len(self._audio) and ts is not None:
             self._head_ts = ts
         if self._head_ts is None:
@@ -120,6 +135,13 @@ class InputBuffer:
 
     def _seen(self, ts: float) -> None:
         self._newest = ts if self._newest is None else max(self._newest, ts)
+
+    def _restart(self, ts: float) -> None:
+        """The publisher's clock went back (an encoder restarted): start again from ``ts``."""
+        self._pictures = deque(p for p in self._pictures if p[0] <= ts)
+        self._audio = self._audio[:0]
+        self._offset = None
+        self._newest = ts
 
     def end(self) -> None:
         self._ended = True
@@ -138,6 +160,10 @@ class InputBuffer:
             lag = self._newest - (t + self._offset)
             if not -RESYNC_S <= lag <= JITTER_S + RESYNC_S:
                 self._offset = None
+            elif lag < JITTER_S / 2:  # its clock runs slow (or it stalls): follow it
+                self._offset -= SLEW_S
+            elif lag > JITTER_S * 1.5:  # fast
+                self._offset += SLEW_S
         if self._offset is None:
             self._offset = self._newest - JITTER_S - t
         target = t + self._offset
@@ -179,6 +205,7 @@ class InputReader(threading.Thread):
         self.key = key
         self.url = url
         self.media = media
+        self.has_video: bool | None = None  # whether the stream has pictures, once open
         self.buffer = InputBuffer()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -214,6 +241,7 @@ class InputReader(threading.Thread):
                     *(inp.streams.video[:1] if self.media.has_video else []),
                     *(inp.streams.audio[:1] if self.media.has_audio else []),
                 ]
+                self.has_video = bool(inp.streams.video)
                 if not streams:  # nothing of it to take (a sound-only stream, video asked)
                     self._stop.wait()
                     return
@@ -292,6 +320,7 @@ class Mixer(threading.Thread):
         self.frames = 0
         self._snapshots: list[SnapshotTaken] = []
         self.audio_tap: AudioTap | None = None  # set before start()
+        self.side_errors: list[str] = []  # sound-wave or screenshot work that failed
 
     # -- control (any thread) ---------------------------------------------------------
     def update(
@@ -360,6 +389,8 @@ class Mixer(threading.Thread):
         shows empty tiles."""
         with self._lock:
             readers = list(self.inputs.values())
+        # Inputs with no picture to give (sound only) are not waited for.
+        readers = [r for r in readers if r.media.has_video and r.has_video is not False]
         shown = [r for r in readers if r.last_picture is not None]
         return bool(shown) and all(r in shown or r.ended.is_set() for r in readers)
 
@@ -433,7 +464,7 @@ class Mixer(threading.Thread):
                 mixed += sounds[r.key]
             if self.audio_tap is not None:  # the inputs whose sound is mixed
                 heard = {r.key: sounds[r.key] for r in readers if r.media.has_audio}
-                self.audio_tap(audio_sent / RATE, heard)
+                self._guarded("audio_tap", self.audio_tap, audio_sent / RATE, heard)
             pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
             video = None
             with self._lock:
@@ -442,7 +473,7 @@ class Mixer(threading.Thread):
                 rgb = compose(canvas, self._layers(spec, readers, pictures, order))
                 marks.paint_onto(rgb, when)
                 if taken is not None:
-                    taken(rgb, when)
+                    self._guarded("snapshot", taken, rgb, when)
                 video = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
                 video.pts = n
                 video.time_base = Fraction(1, fps)
@@ -455,8 +486,20 @@ class Mixer(threading.Thread):
         for out, c, file_id in containers:
             self._flush(out, c)
             c["container"].close()
-            size = sum(p.stat().st_size for p in [out.path, *hls_segments(out.path)] if p.exists())
+            # Segments may be uploaded and gone meanwhile (RealtimeUploadFragment).
+            size = sum(_size(p) for p in [out.path, *hls_segments(out.path)])
             self._on_close(file_id, {"size": size, "duration_ms": int(n * 1000 / fps)})
+
+    def _guarded(self, what: str, call: Callable[..., None], *args: Any) -> None:
+        """A side job of the mix (sound waves, screenshots): when it fails the mix goes on
+        without it, and says so; the recording is never lost to it."""
+        try:
+            call(*args)
+        except Exception as exc:
+            log.exception("mixer.%s_failed", what)
+            if what == "audio_tap":
+                self.audio_tap = None
+            self.side_errors.append(f"{what}: {type(exc).__name__}: {exc}")
 
     def _layers(
         self,
@@ -608,6 +651,13 @@ class Mixer(threading.Thread):
             if name in c:
                 for packet in c[name].encode(None):
                     c["container"].mux(packet)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def with_sei(packet: Any, payload: bytes) -> Any:

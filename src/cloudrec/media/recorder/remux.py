@@ -56,7 +56,8 @@ class OutputFile:
 
     def size(self) -> int:
         if self.format is FileFormat.HLS:
-            return sum(p.stat().st_size for p in self.segment_paths()) + _size(self.path)
+            # Segments may be uploaded and gone meanwhile (RealtimeUploadFragment).
+            return sum(_size(p) for p in self.segment_paths()) + _size(self.path)
         return _size(self.path)
 
     def segment_paths(self) -> list[Path]:

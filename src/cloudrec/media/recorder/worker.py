@@ -230,6 +230,7 @@ class TaskWorker:
             return
         live = {s.stream_id for s in room}
         seen = {stream_id for stream_id, _ in self.sessions}
+        seen |= {s.stream_id for s in self.mix_streams.values()}
         for stream_id in task.spec.stream_ids:
             if stream_id not in live and stream_id not in seen | self.missing_told:
                 self.missing_told.add(stream_id)
@@ -373,6 +374,8 @@ class TaskWorker:
             wanted = list(shown.values())
         urls = {key: s.pull_url for key, s in shown.items()}
         media = {key: task.spec.media_of(s.stream_id) for key, s in shown.items()}
+        if not mix.media.has_video:  # a sound-only mix: no picture to decode
+            media = {k: Media.AUDIO if m.has_audio else m for k, m in media.items()}
         # Merged, not replaced: an input that left may still be in the mixer's next frame.
         self.mix_streams = {**self.mix_streams, **shown}
         if self.mixer is None:
@@ -579,16 +582,18 @@ class TaskWorker:
                     errors.append(f"joining {first.path.name}: {exc}")
                     joined.unlink(missing_ok=True)
                 else:
-                    for h in held[1:]:
-                        h.path.unlink(missing_ok=True)
                     fields = {
                         **first.fields,
                         "size": first.path.stat().st_size,
                         "duration_ms": round(seconds * 1000),
                     }
+                    # The rows first: a worker killed in between leaves files no row names
+                    # (spool clutter), never a row naming a file that is gone.
                     self.control.files_merged(
                         first.file_id, [h.file_id for h in held[1:]], **fields
                     )
+                    for h in held[1:]:
+                        h.path.unlink(missing_ok=True)
                     continue
             for h in held:
                 self.control.file_closed(h.file_id, str(h.file_id), **h.fields)
@@ -609,6 +614,8 @@ class TaskWorker:
         errors += self._join_sessions()
         if self.mixer is not None and self.mixer.error:
             errors.append(self.mixer.error)
+        if self.mixer is not None:
+            errors += self.mixer.side_errors
         self._reap()
         # With a bucket to deliver to, the service's uploader completes the task once every
         # file is delivered; without one the files stay in the spool and the task is done.
