@@ -4,9 +4,12 @@ paging, replays, skew, rate limits, and what this release refuses with a clear m
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import jsonschema
@@ -30,28 +33,41 @@ SPEC_DIR = next(
 )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@contextlib.contextmanager
+def zego_service(data_dir: Path, app_id: int, **env: str) -> Iterator[tuple[Any, FaultyS3, Zego]]:
+    """``cloudrec serve`` (private targets allowed: pictures and callbacks on loopback) with
+    app ``app_id``, its storage the bucket ``zegobucket`` of an S3 server on loopback, and a
+    ZEGO client for the app; all stopped after."""
     s3 = FaultyS3().start()
     s3.client().create_bucket(Bucket="zegobucket")
-    svc = storage_service(tmp_path_factory.mktemp("zego"), s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1")
-    svc.app = svc.create_app(APP)
-    pubs = [
-        ffmpeg_publish(
-            svc.publish_url(APP, "zroom", f"stream{i}", "--uid", f"user{i}"),
-            180,
-            size="320x240",
-            freq=400 + 300 * i,
-        )
-        for i in (1, 2)
-    ]
-    assert len(svc.wait_streams(svc.app, "zroom", 2)) == 2
-    yield svc, s3, Zego(svc.http, APP, svc.app["server_secret"])
-    for p in pubs:
-        p.kill()
-        p.wait()
-    assert svc.stop() == 0
-    s3.stop()
+    svc = storage_service(data_dir, s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1", **env)
+    svc.app = svc.create_app(app_id)
+    try:
+        yield svc, s3, Zego(svc.http, app_id, svc.app["server_secret"])
+        assert svc.stop() == 0
+    finally:
+        svc.stop()
+        s3.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with zego_service(tmp_path_factory.mktemp("zego"), APP) as world:
+        svc = world[0]
+        pubs = [
+            ffmpeg_publish(
+                svc.publish_url(APP, "zroom", f"stream{i}", "--uid", f"user{i}"),
+                180,
+                size="320x240",
+                freq=400 + 300 * i,
+            )
+            for i in (1, 2)
+        ]
+        assert len(svc.wait_streams(svc.app, "zroom", 2)) == 2
+        yield world
+        for p in pubs:
+            p.kill()
+            p.wait()
 
 
 def storage() -> dict:

@@ -15,8 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from tests.e2e.test_record_single import _worker_pid, storage_service
-from tests.e2e.test_zego_api import download, storage
+from tests.e2e.test_record_single import _worker_pid
+from tests.e2e.test_zego_api import download, storage, zego_service
 from tests.s3server import FaultyS3
 from tests.service import lavfi_publish
 from tests.zego import Zego
@@ -42,21 +42,17 @@ def tone_publish(url: str, hz: int | None) -> subprocess.Popen[bytes]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    s3 = FaultyS3().start()
-    s3.client().create_bucket(Bucket="zegobucket")
-    svc = storage_service(tmp_path_factory.mktemp("zaudio"), s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1")
-    svc.app = svc.create_app(APP)
-    pubs = [
-        tone_publish(svc.publish_url(APP, ROOM, stream, "--uid", f"u-{stream}"), hz)
-        for stream, hz in (*TONES.items(), ("mute", None))
-    ]
-    assert len(svc.wait_streams(svc.app, ROOM, 3)) == 3
-    yield svc, s3, Zego(svc.http, APP, svc.app["server_secret"])
-    for p in pubs:
-        p.kill()
-        p.wait()
-    assert svc.stop() == 0
-    s3.stop()
+    with zego_service(tmp_path_factory.mktemp("zaudio"), APP) as world:
+        svc = world[0]
+        pubs = [
+            tone_publish(svc.publish_url(APP, ROOM, stream, "--uid", f"u-{stream}"), hz)
+            for stream, hz in (*TONES.items(), ("mute", None))
+        ]
+        assert len(svc.wait_streams(svc.app, ROOM, 3)) == 3
+        yield world
+        for p in pubs:
+            p.kill()
+            p.wait()
 
 
 def body(fmt: str, mode: int, stream_type: int = 3, **inp: object) -> dict:

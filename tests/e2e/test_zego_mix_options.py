@@ -16,11 +16,8 @@ import pytest
 
 from tests.e2e.test_record_mixed import colour_at, colour_publish, frames_of
 from tests.e2e.test_record_mixed_overlays import MAGENTA, QUADRANTS, Pictures, png, quadrant_png
-from tests.e2e.test_record_single import storage_service
-from tests.e2e.test_zego_api import download, mix_body, wait_status
+from tests.e2e.test_zego_api import download, mix_body, wait_status, zego_service
 from tests.receiver import Receiver
-from tests.s3server import FaultyS3
-from tests.zego import Zego
 
 APP = 1234567891
 FPS = 15
@@ -29,10 +26,6 @@ GREEN = (0, 255, 0)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    s3 = FaultyS3().start()
-    s3.client().create_bucket(Bucket="zegobucket")
-    svc = storage_service(tmp_path_factory.mktemp("zmix"), s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1")
-    svc.app = svc.create_app(APP)
     pics = Pictures(
         {
             "/green.png": png(64, 36, GREEN),
@@ -40,8 +33,8 @@ def world(tmp_path_factory):
             "/quadrants.png": quadrant_png(160, 120),
         }
     )
-    yield svc, s3, Zego(svc.http, APP, svc.app["server_secret"]), pics
-    assert svc.stop() == 0
+    with zego_service(tmp_path_factory.mktemp("zmix"), APP) as (svc, s3, zego):
+        yield svc, s3, zego, pics
     pics.close()
     s3.stop()
 

@@ -16,12 +16,16 @@ import pytest
 from PIL import Image
 
 from tests.e2e.test_record_mixed import colour_at
-from tests.e2e.test_record_single import storage_service
-from tests.e2e.test_zego_api import check_response, mix_body, start_body, wait_status
+from tests.e2e.test_zego_api import (
+    check_response,
+    mix_body,
+    start_body,
+    wait_status,
+    zego_service,
+)
 from tests.receiver import Receiver
 from tests.s3server import FaultyS3
 from tests.service import lavfi_publish
-from tests.zego import Zego
 
 APP = 1234567890
 ROOM = "zshots"
@@ -40,21 +44,17 @@ def solid_publish(url: str, colour: str, size: tuple[int, int]) -> subprocess.Po
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    s3 = FaultyS3().start()
-    s3.client().create_bucket(Bucket="zegobucket")
-    svc = storage_service(tmp_path_factory.mktemp("zshots"), s3, CLOUDREC_ALLOW_PRIVATE_TARGETS="1")
-    svc.app = svc.create_app(APP)
-    pubs = [
-        solid_publish(svc.publish_url(APP, ROOM, f"cam-{user}", "--uid", user), colour, size)
-        for user, (colour, size) in PUBLISHERS.items()
-    ]
-    assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
-    yield svc, s3, Zego(svc.http, APP, svc.app["server_secret"])
-    for p in pubs:
-        p.kill()
-        p.wait()
-    assert svc.stop() == 0
-    s3.stop()
+    with zego_service(tmp_path_factory.mktemp("zshots"), APP) as world:
+        svc = world[0]
+        pubs = [
+            solid_publish(svc.publish_url(APP, ROOM, f"cam-{user}", "--uid", user), colour, size)
+            for user, (colour, size) in PUBLISHERS.items()
+        ]
+        assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
+        yield world
+        for p in pubs:
+            p.kill()
+            p.wait()
 
 
 def jpg_body(receiver: Receiver, **inp: Any) -> dict[str, Any]:

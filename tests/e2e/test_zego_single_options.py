@@ -13,12 +13,10 @@ import av
 import numpy as np
 import pytest
 
-from tests.e2e.test_record_single import storage_service
-from tests.e2e.test_zego_api import start_body, wait_status
+from tests.e2e.test_zego_api import download, start_body, wait_status, zego_service
 from tests.receiver import Receiver
 from tests.s3server import FaultyS3
 from tests.service import ffmpeg_publish
-from tests.zego import Zego
 
 APP = 1234567892
 ROOM = "zlive"
@@ -26,22 +24,17 @@ ROOM = "zlive"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    s3 = FaultyS3().start()
-    s3.client().create_bucket(Bucket="zegobucket")
-    svc = storage_service(
-        tmp_path_factory.mktemp("zlive"),
-        s3,
-        CLOUDREC_ALLOW_PRIVATE_TARGETS="1",
-        CLOUDREC_ROOM_NOTICE_S="2",  # ZEGO events 4 and 6 after 2 s, not 30
-    )
-    svc.app = svc.create_app(APP)
-    pub = ffmpeg_publish(svc.publish_url(APP, ROOM, "live1", "--uid", "u1"), 120, size="320x240")
-    assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
-    yield svc, s3, Zego(svc.http, APP, svc.app["server_secret"])
-    pub.kill()
-    pub.wait()
-    assert svc.stop() == 0
-    s3.stop()
+    data_dir = tmp_path_factory.mktemp("zlive")
+    # ZEGO events 4 and 6 after 2 s, not 30.
+    with zego_service(data_dir, APP, CLOUDREC_ROOM_NOTICE_S="2") as world:
+        svc = world[0]
+        pub = ffmpeg_publish(
+            svc.publish_url(APP, ROOM, "live1", "--uid", "u1"), 120, size="320x240"
+        )
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        yield world
+        pub.kill()
+        pub.wait()
 
 
 def keys(s3: FaultyS3) -> list[str]:
@@ -185,9 +178,7 @@ def test_a_stream_that_leaves_and_comes_back_is_one_file(world, tmp_path, option
         pub.wait()
     files = wait_status(zego, task_id, 3)["RecordFiles"]
     assert [f["StreamId"] for f in files] == ["back1"], files
-    path = tmp_path / files[0]["FileId"]
-    key = "record/" + files[0]["FileId"]
-    path.write_bytes(s3.client().get_object(Bucket="zegobucket", Key=key)["Body"].read())
+    path = download(s3, files[0], tmp_path)
     with av.open(str(path)) as c:
         times = [float(f.time) for f in c.decode(video=0)]
     with av.open(str(path)) as c:

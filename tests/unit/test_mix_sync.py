@@ -233,8 +233,7 @@ def test_jittery_sound_timestamps_do_not_cut_the_sound() -> None:
         if a.kind == "audio":
             a = Arrival(a.at, a.ts + float(rng.uniform(-0.02, 0.02)), a.kind, a.payload)
         arrivals.append(a)
-    buf = InputBuffer()
-    flashes, beeps = run(arrivals, 10, buf)
+    flashes, beeps = run(arrivals, 10)
     assert_in_sync(flashes, beeps, 9)
     assert len(beeps) >= 9
 

@@ -44,7 +44,7 @@ from cloudrec.media.compositor.overlay import (
     parse_color,
 )
 from cloudrec.media.recorder.audio import ENCODED_FORMATS, add_audio_encoder
-from cloudrec.media.recorder.remux import open_output
+from cloudrec.media.recorder.remux import file_size, open_output
 from cloudrec.media.recorder.sei import avcc_prefixed, sei_nal
 from cloudrec.storage.backup import hls_segments
 
@@ -487,7 +487,7 @@ class Mixer(threading.Thread):
             self._flush(out, c)
             c["container"].close()
             # Segments may be uploaded and gone meanwhile (RealtimeUploadFragment).
-            size = sum(_size(p) for p in [out.path, *hls_segments(out.path)])
+            size = sum(file_size(p) for p in [out.path, *hls_segments(out.path)])
             self._on_close(file_id, {"size": size, "duration_ms": int(n * 1000 / fps)})
 
     def _guarded(self, what: str, call: Callable[..., None], *args: Any) -> None:
@@ -651,13 +651,6 @@ class Mixer(threading.Thread):
             if name in c:
                 for packet in c[name].encode(None):
                     c["container"].mux(packet)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def with_sei(packet: Any, payload: bytes) -> Any:

@@ -57,14 +57,15 @@ class OutputFile:
     def size(self) -> int:
         if self.format is FileFormat.HLS:
             # Segments may be uploaded and gone meanwhile (RealtimeUploadFragment).
-            return sum(_size(p) for p in self.segment_paths()) + _size(self.path)
-        return _size(self.path)
+            return sum(file_size(p) for p in self.segment_paths()) + file_size(self.path)
+        return file_size(self.path)
 
     def segment_paths(self) -> list[Path]:
         return sorted(self.path.parent.glob(self.path.stem + "_*.ts"))
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """The file's size, 0 when it is not (or no longer) there."""
     try:
         return path.stat().st_size
     except OSError:
@@ -385,7 +386,7 @@ class StreamRecorder(threading.Thread):
             except OSError as exc:
                 self.error = self.error or f"closing {self.sound_wave.path.name}: {exc}"
             fields: dict[str, object] = {
-                "size": _size(self.sound_wave.path),
+                "size": file_size(self.sound_wave.path),
                 "duration_ms": self.sound_wave.entries * 1000,
             }
             self._on_close(self._sound_wave_id, fields)
@@ -427,7 +428,7 @@ def trim_to_last_box(path: Path) -> int:
     """Cut a fragmented MP4 that a dead worker left after its last complete top-level box, so
     that it ends on a whole fragment (``moof`` + ``mdat``) and plays to the end.  Returns the
     number of bytes removed."""
-    size = _size(path)
+    size = file_size(path)
     offset, last_start, last_type = 0, 0, b""
     with path.open("r+b") as f:
         while offset + 8 <= size:
@@ -454,10 +455,10 @@ def probe_file(path: Path, fmt: FileFormat) -> dict[str, object]:
         trim_to_last_box(path)
     if fmt is FileFormat.SOUND_WAVE:
         entries = repair(path)
-        return {"size": _size(path), "duration_ms": entries * 1000}
-    size = _size(path)
+        return {"size": file_size(path), "duration_ms": entries * 1000}
+    size = file_size(path)
     if fmt is FileFormat.HLS:
-        size += sum(p.stat().st_size for p in path.parent.glob(path.stem + "_*.ts"))
+        size += sum(file_size(p) for p in path.parent.glob(path.stem + "_*.ts"))
     duration_ms = 0
     try:
         with av.open(str(path)) as c:
