@@ -121,6 +121,14 @@ class _FakeTaskRows:
     def __init__(self, task: Any, target: Any, file: Any, events: list[tuple[Any, ...]]) -> None:
         self.task, self.target, self.events = task, target, events
         self.rows = {file.id: file}
+        self.claims: dict[int, datetime | None] = {}
+
+    def claim_file(self, file_id: int, now: datetime, until: datetime) -> Any:
+        held = self.claims.get(file_id)
+        if held is not None and held >= now:
+            return None
+        self.claims[file_id] = until
+        return self.rows[file_id]
 
     def get(self, task_id: str) -> Any:
         return self.task
@@ -129,6 +137,8 @@ class _FakeTaskRows:
         return self.target
 
     def update_file(self, file_id: int, **fields: Any) -> None:
+        if "claim_until" in fields:
+            self.claims[file_id] = fields.pop("claim_until")
         self.rows[file_id] = dataclasses.replace(self.rows[file_id], **fields)
 
     def add_event(self, *args: Any) -> None:
@@ -164,6 +174,9 @@ class _FakeBackup:
 class _FakeSpool:
     def __init__(self) -> None:
         self.removed: list[str] = []
+
+    def exists(self, path: str) -> bool:
+        return path not in self.removed
 
     def remove(self, path: str, segments: bool = True) -> None:
         self.removed.append(path)

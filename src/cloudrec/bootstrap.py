@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,8 @@ def bootstrap(
             executor,
             settings.max_tasks_per_app,
             timedelta(seconds=settings.resource_ttl_s),
+            spool_free=lambda: shutil.disk_usage(settings.data_dir).free,
+            min_free_bytes=settings.min_free_spool_mb * 2**20,
         ),
         delivery=DeliveryService(
             uow,

@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(url)
 
     run_task = sub.add_parser("run-task")  # the per-task worker; started by the service
+    run_task.add_argument("--attempt", type=int, default=1)
     run_task.add_argument("task_id")
     _common(run_task)
     # Hide the worker entry point from --help: users never run it themselves.
@@ -123,20 +124,25 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
-    container = bootstrap(settings)
+    # The service migrated the database before it started any worker.
+    container = bootstrap(settings, migrate=args.command != "run-task")
     if args.command == "serve":
-        from cloudrec.serve import serve
+        from cloudrec.serve import AlreadyServingError, serve
 
-        asyncio.run(serve(container))
+        try:
+            asyncio.run(serve(container))
+        except (AlreadyServingError, OSError) as exc:
+            print(f"cloudrec serve: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "migrate":
         print(f"database at head: {settings.database.split('@')[-1]}")
         return 0
     if args.command == "run-task":
-        from cloudrec.core.recording import TaskControl
+        from cloudrec.core.control import TaskControl
         from cloudrec.media.recorder.worker import TaskWorker
 
-        control = TaskControl(container.uow, container.clock, args.task_id)
+        control = TaskControl(container.uow, container.clock, args.task_id, args.attempt)
         TaskWorker(control, settings).run()
         return 0
     if args.app_command == "create":

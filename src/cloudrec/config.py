@@ -74,6 +74,10 @@ class Settings:
     callback_backoff_max_s: float = 300.0
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
+    # A worker that dies is replaced by a new attempt this many times, then its task fails.
+    max_worker_restarts: int = 5
+    # New recordings are refused while the spool's disk has less than this free (MiB).
+    min_free_spool_mb: int = 256
     log_level: str = "INFO"
     log_format: str = "json"  # "json" or "text"
     allow_private_targets: bool = False

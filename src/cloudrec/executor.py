@@ -1,57 +1,76 @@
 """The local executor: one ``cloudrec run-task`` OS process per recording task.
 
-A crash in native media code fails one task, not the service.  The worker gets everything it
-needs from the database and the settings passed through its environment.
+A crash in native media code fails one attempt of one task, not the service.  The worker gets
+the task from the database and every setting through its environment (``CLOUDREC_*``: the
+settings the service itself runs with, a ``--config`` file's included).  Workers run in a
+session of their own, so that they outlive a service that is killed; the service reaps those
+it started, and adopts the others through their leases.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
-from cloudrec.config import Settings
+from cloudrec.config import ENV_PREFIX, Settings
+
+KEEP_ENDED_S = 60.0
 
 
-def worker_argv(task_id: str) -> list[str]:
+def worker_argv(task_id: str, attempt: int = 1) -> list[str]:
     """The worker's command line.  ``--`` ends the options: a ZEGO TaskId (URL-safe base64)
     may start with ``-``."""
-    return [sys.executable, "-m", "cloudrec.cli", "run-task", "--", task_id]
+    return [
+        sys.executable,
+        "-m",
+        "cloudrec.cli",
+        "run-task",
+        "--attempt",
+        str(attempt),
+        "--",
+        task_id,
+    ]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as its ``CLOUDREC_*`` variable (paths made absolute)."""
+    env = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, Path):
+            value = value.resolve()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[ENV_PREFIX + f.name.upper()] = str(value)
+    env[ENV_PREFIX + "DATABASE_URL"] = settings.database
+    return env
 
 
 class LocalExecutor:
     def __init__(self, settings: Settings, log_dir: Path | None = None) -> None:
         self._settings = settings
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._ended: dict[int, float] = {}  # pid -> when reap first saw it ended (monotonic)
         self._lock = threading.Lock()
         self._log_dir = log_dir or settings.data_dir / "logs"
 
     def _env(self) -> dict[str, str]:
-        s = self._settings
-        env = dict(os.environ)
-        env.update(
-            {
-                "CLOUDREC_DATA_DIR": str(s.data_dir.resolve()),
-                "CLOUDREC_DATABASE_URL": s.database,
-                "CLOUDREC_RTMP_PORT": str(s.rtmp_port),
-                "CLOUDREC_IDLE_TIMEOUT_S": str(s.idle_timeout_s),
-                "CLOUDREC_MAX_TASK_DURATION_S": str(s.max_task_duration_s),
-                "CLOUDREC_LOG_LEVEL": s.log_level,
-                "CLOUDREC_LOG_FORMAT": s.log_format,
-            }
-        )
-        if s.secret_key:
-            env["CLOUDREC_SECRET_KEY"] = s.secret_key
+        env = {k: v for k, v in os.environ.items() if k != "CLOUDREC_CONFIG"}
+        env.update(settings_env(self._settings))
         return env
 
-    def start(self, task_id: str) -> str:
+    def start(self, task_id: str, attempt: int = 1) -> str:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         with (self._log_dir / f"task-{task_id}.log").open("ab") as log:
             proc = subprocess.Popen(
-                worker_argv(task_id),
+                worker_argv(task_id, attempt),
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -72,7 +91,7 @@ class LocalExecutor:
     def alive(self, handle: str) -> bool | None:
         proc = self._proc(handle)
         if proc is None:
-            return None  # another process started it: heartbeats tell
+            return None  # another process started it: its lease tells
         return proc.poll() is None
 
     def exit_detail(self, handle: str) -> str:
@@ -83,6 +102,28 @@ class LocalExecutor:
         if code < 0:
             return f"worker killed by signal {-code} ({signal.Signals(-code).name})"
         return f"worker exited with status {code}"
+
+    def kill(self, handle: str) -> None:
+        proc = self._proc(handle)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(5)
+
+    def reap(self) -> None:
+        """Collect every ended worker: ``poll`` waits for the child, so no zombie is left.
+        An ended worker's status stays known for ``exit_detail`` for a minute."""
+        now = time.monotonic()
+        with self._lock:
+            procs = list(self._procs.items())
+        for pid, proc in procs:
+            if proc.poll() is None:
+                continue
+            ended = self._ended.setdefault(pid, now)
+            if now - ended > KEEP_ENDED_S:
+                with self._lock:
+                    self._procs.pop(pid, None)
+                    self._ended.pop(pid, None)
 
     def forget(self, handle: str) -> None:
         proc = self._proc(handle)

@@ -1,11 +1,21 @@
-"""``cloudrec serve``: the HTTP API and the embedded RTMP ingest on one event loop."""
+"""``cloudrec serve``: the HTTP API and the embedded RTMP ingest on one event loop, the
+reconciler and the delivery threads.
+
+One ``serve`` per data directory: a second one is refused before it touches anything (a lock
+file), and the ports are bound before stale streams of a previous run are closed, so that a
+second service on the same database (another data directory) that cannot bind dies without
+disturbing the first one's streams.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +26,7 @@ import uvicorn
 
 from cloudrec.api.app import create_app
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
+from cloudrec.core.reconcile import Reconciler, RestartPolicy
 from cloudrec.core.tasks import RecordedFile
 from cloudrec.media.ingest.server import RtmpServer
 from cloudrec.media.recorder.remux import probe_file
@@ -23,17 +34,18 @@ from cloudrec.media.recorder.remux import probe_file
 log = logging.getLogger("cloudrec.serve")
 
 
-SUPERVISE_S = 1.0
+RECONCILE_S = 1.0
 
 
-async def _supervise(container: Container) -> None:
-    """Fail the tasks whose worker died, keeping what they recorded (in a thread: db + probe)."""
+async def _reconcile(reconciler: Reconciler) -> None:
+    """Move every unfinished task forward whose worker is gone (in a thread: db + probe)."""
     while True:
         try:
-            await asyncio.to_thread(container.tasks.supervise, _finalise)
+            for line in await asyncio.to_thread(reconciler.run_once):
+                log.info("reconcile.acted", extra={"fields": {"action": line}})
         except Exception:
-            log.exception("supervisor.error")
-        await asyncio.sleep(SUPERVISE_S)
+            log.exception("reconcile.error")
+        await asyncio.sleep(RECONCILE_S)
 
 
 DELIVER_S = 0.5
@@ -70,9 +82,13 @@ def _deliver_forever(container: Container, stop: threading.Event) -> None:
     ):
         while not stop.wait(DELIVER_S):
             try:
+                with lock:
+                    held = [n for kind, n in busy if kind == "file"]
+                d.renew_claims(held)
                 d.register_segments()
                 for file in d.files_due():
-                    submit(uploads, ("file", file.id or 0), partial(d.deliver_file, file))
+                    fid = file.id or 0
+                    submit(uploads, ("file", fid), partial(d.deliver_file, fid))
                 for cb in d.callbacks_due():
                     submit(callbacks, ("callback", cb.id or 0), partial(d.send, cb))
                 d.complete_tasks()
@@ -93,15 +109,54 @@ class _Server(uvicorn.Server):
         yield
 
 
+class AlreadyServingError(RuntimeError):
+    """Another ``cloudrec serve`` holds this data directory."""
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Hold ``serve.lock`` in the data directory for as long as this process lives (the
+    kernel lets go of it when the process dies, however it dies)."""
+    path = data_dir / "serve.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyServingError(
+            f"another cloudrec serve (pid {holder}) runs on data dir {data_dir.resolve()}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
 async def serve(container: Container) -> None:
     """Run until SIGTERM or SIGINT; then disconnect publishers and players, record their
-    unpublish, and stop the HTTP server."""
+    unpublish, and stop the HTTP server.  Workers are left running: they are adopted (by
+    their leases) when the service comes back."""
     s = container.settings
+    lock = _lock_data_dir(s.data_dir)
+    http_socket = _bind(s.host, s.http_port)
+    rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port)
+    await rtmp.start()
+    # Only now that this service owns the ports: the streams a previous one left open.
     await asyncio.to_thread(
         container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
     )
-    rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port)
-    await rtmp.start()
     config = uvicorn.Config(
         create_app(container),
         host=s.host,
@@ -130,14 +185,21 @@ async def serve(container: Container) -> None:
             }
         },
     )
-    supervisor = asyncio.create_task(_supervise(container))
+    reconciler = Reconciler(
+        container.uow,
+        container.clock,
+        container.executor,
+        _finalise,
+        RestartPolicy(max_restarts=s.max_worker_restarts),
+    )
+    supervisor = asyncio.create_task(_reconcile(reconciler))
     stop_delivery = threading.Event()
     delivery = threading.Thread(
         target=_deliver_forever, args=(container, stop_delivery), name="delivery", daemon=True
     )
     delivery.start()
     try:
-        await server.serve()
+        await server.serve(sockets=[http_socket])
     finally:
         supervisor.cancel()
         stop_delivery.set()
@@ -146,4 +208,5 @@ async def serve(container: Container) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         container.engine.dispose()
+        os.close(lock)
         log.info("service.stopped", extra={"fields": {"signal": ",".join(stop_reason)}})

@@ -42,6 +42,10 @@ from cloudrec.core.tasks import (
 log = logging.getLogger("cloudrec.delivery")
 Clock = Callable[[], datetime]
 
+# An uploader or callback sender holds its row this long, renewed while it works; a service
+# that dies mid-upload lets go of its rows when their claims run out.
+CLAIM = timedelta(seconds=30)
+
 
 class ObjectStore(Protocol):
     """Puts a local file into an app's bucket.  Raises ``CloudrecError`` whose ``reason`` is
@@ -77,6 +81,8 @@ class Segment:
 
 class Spool(Protocol):
     def remove(self, path: str, segments: bool = True) -> None: ...
+
+    def exists(self, path: str) -> bool: ...
 
     def finished_segments(self, playlist: str, final: bool = False) -> list[Segment]:
         """The segments an HLS playlist lists so far (each one finished), in order; with
@@ -125,17 +131,42 @@ class DeliveryService:
         with self._uow() as uow:
             return uow.tasks.files_to_deliver(self._clock())
 
-    def deliver_file(self, file: RecordedFile) -> FileStatus:
-        """Upload one file (with retries); on failure keep it in the backup store."""
-        assert file.id is not None
+    def deliver_file(self, file: RecordedFile | int) -> FileStatus | None:
+        """Upload one file (with retries); on failure keep it in the backup store.  The file
+        is claimed first and re-read: a file someone else holds, or that has moved on since
+        it was listed, is left alone (None, or its status)."""
+        file_id = file if isinstance(file, int) else file.id
+        assert file_id is not None
+        now = self._clock()
         with self._uow() as uow:
-            task = uow.tasks.get(file.task_id)
-            target = uow.tasks.storage(file.task_id)
-            if task is None or target is None:
-                return file.status
-            if file.status is FileStatus.RECORDED:
-                uow.tasks.update_file(file.id, status=FileStatus.UPLOADING)
+            claimed = uow.tasks.claim_file(file_id, now, now + CLAIM)
+            if claimed is None:
+                return None
+            task = uow.tasks.get(claimed.task_id)
+            target = uow.tasks.storage(claimed.task_id)
+            due = claimed.status in (FileStatus.RECORDED, FileStatus.UPLOADING) or (
+                claimed.status is FileStatus.BACKED_UP
+                and any(t is None or t <= now for t in (claimed.retry_at, claimed.keep_until))
+            )
+            if task is None or target is None or not due:
+                uow.tasks.update_file(file_id, claim_until=None)
                 uow.commit()
+                return claimed.status
+            if claimed.status is FileStatus.RECORDED:
+                uow.tasks.update_file(file_id, status=FileStatus.UPLOADING)
+            uow.commit()
+        file = claimed
+        assert file.id is not None
+        if not self._spool.exists(file.backup_path or file.path):
+            # Nothing left to upload (removed by hand, or a disk lost): say so once.
+            return self._set(
+                task,
+                file,
+                FileStatus.FAILED,
+                "file_upload_failed",
+                retry_at=None,
+                detail=f"the file is gone from {'backup' if file.backup_path else 'the spool'}",
+            )
         segments = not task.spec.realtime_segments
         if file.format is FileFormat.HLS and not segments:
             self._register_segments(task, file, final=True)  # the last ones, then the playlist
@@ -256,7 +287,12 @@ class DeliveryService:
         except CloudrecError as exc:
             self._attempt(file.id or 0, "backup", False, started, exc)
             return self._set(
-                task, file, FileStatus.RECORDED, None, detail=f"backup failed: {exc.message}"
+                task,
+                file,
+                FileStatus.RECORDED,
+                None,
+                detail=f"backup failed: {exc.message}",
+                retry_at=now + timedelta(seconds=self.policy.backup_retry_s),
             )
         self._attempt(file.id or 0, "backup", True, started, None)
         return self._set(
@@ -297,7 +333,7 @@ class DeliveryService:
     ) -> FileStatus:
         assert file.id is not None
         with self._uow() as uow:
-            uow.tasks.update_file(file.id, status=status, **fields)
+            uow.tasks.update_file(file.id, status=status, claim_until=None, **fields)
             if event is not None:
                 uow.tasks.add_event(
                     task.task_id,
@@ -334,7 +370,10 @@ class DeliveryService:
                 files = uow.tasks.files(task.task_id)
                 if not all(f.status.delivered for f in files):
                     continue
-                uow.tasks.update(task.task_id, state=TaskState.COMPLETED)
+                if not uow.tasks.update_if(
+                    task.task_id, states=(TaskState.UPLOADING,), state=TaskState.COMPLETED
+                ):
+                    continue  # another service completed it
                 uow.tasks.add_event(task.task_id, "completed", self._clock(), task.end_reason or "")
                 self._enqueue(uow, task, "task_completed", files)
                 uow.commit()
@@ -349,9 +388,20 @@ class DeliveryService:
         with self._uow() as uow:
             return uow.delivery.due_callbacks(self._clock())
 
-    def send(self, cb: Callback) -> bool:
-        assert cb.id is not None
+    def renew_claims(self, file_ids: list[int]) -> None:
+        """Keep holding the files being uploaded (the delivery loop, every tick)."""
         with self._uow() as uow:
+            uow.tasks.renew_file_claims(file_ids, self._clock() + CLAIM)
+            uow.commit()
+
+    def send(self, cb: Callback) -> bool:
+        """Deliver one callback (one attempt), once claimed; False if not delivered."""
+        assert cb.id is not None
+        now = self._clock()
+        with self._uow() as uow:
+            if not uow.delivery.claim_callback(cb.id, now, now + CLAIM):
+                return False  # another sender holds it, or it is no longer pending
+            uow.commit()
             app = uow.apps.get(cb.app_id)
         secret = app.callback_secret if app is not None else ""
         body = cb.body.encode()
@@ -377,17 +427,22 @@ class DeliveryService:
             )
             if error is None:
                 uow.delivery.update_callback(
-                    cb.id, status="delivered", attempts=attempts, delivered_at=now
+                    cb.id, status="delivered", attempts=attempts, delivered_at=now, claim_until=None
                 )
             elif attempts >= self.policy.callback_attempts:
-                uow.delivery.update_callback(cb.id, status="failed", attempts=attempts)
+                uow.delivery.update_callback(
+                    cb.id, status="failed", attempts=attempts, claim_until=None
+                )
             else:
                 delay = min(
                     self.policy.callback_backoff_max_s,
                     self.policy.callback_backoff_s * 2 ** max(0, attempts - 1),
                 )
                 uow.delivery.update_callback(
-                    cb.id, attempts=attempts, next_at=now + timedelta(seconds=delay)
+                    cb.id,
+                    attempts=attempts,
+                    next_at=now + timedelta(seconds=delay),
+                    claim_until=None,
                 )
             uow.commit()
         log.info(

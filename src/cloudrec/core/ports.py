@@ -10,6 +10,7 @@ from cloudrec.core.rooms import LiveStream, PlayRequest, PublishRequest, RoomEve
 from cloudrec.core.tasks import (
     Callback,
     CallbackAttempt,
+    FileStatus,
     RecordedFile,
     StorageTarget,
     Task,
@@ -76,7 +77,11 @@ class DeliveryRepository(Protocol):
 
     def add_callback(self, callback: Callback) -> None: ...
 
-    def due_callbacks(self, now: datetime) -> list[Callback]: ...
+    def due_callbacks(self, now: datetime) -> list[Callback]:
+        """Pending callbacks due by ``now`` that nobody holds (candidates: claim each)."""
+
+    def claim_callback(self, callback_id: int, now: datetime, until: datetime) -> bool:
+        """Hold a pending callback for sending until ``until``; False if someone else does."""
 
     def update_callback(self, callback_id: int, **fields: object) -> None: ...
 
@@ -120,6 +125,27 @@ class TaskRepository(Protocol):
     def update(self, task_id: str, **fields: object) -> None:
         """Set columns of a task (``state``, ``desired``, ``heartbeat_at``, ...)."""
 
+    def update_if(
+        self,
+        task_id: str,
+        *,
+        attempt: int | None = None,
+        states: tuple[TaskState, ...] | None = None,
+        **fields: object,
+    ) -> bool:
+        """Compare-and-set: set ``fields`` only if the task's attempt is ``attempt`` and its
+        state one of ``states`` (each when given); True if it did."""
+
+    def renew_lease(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
+        """Extend attempt ``attempt``'s lease to ``until`` if it still owns the task and the
+        task is still being recorded; False otherwise (the writer has lost the task)."""
+
+    def lock_app(self, app_id: int) -> None:
+        """Serialise this transaction with every other one that locks the same app."""
+
+    def by_client_ref(self, app_id: int, ref: str, since: datetime) -> Task | None:
+        """The newest task created since ``since`` with this client reference."""
+
     def request_snapshot(self, task_id: str) -> None:
         """Add one to the task's ``snapshot_requests``."""
 
@@ -131,6 +157,17 @@ class TaskRepository(Protocol):
     def add_file(self, file: RecordedFile) -> int: ...
 
     def update_file(self, file_id: int, **fields: object) -> None: ...
+
+    def update_file_if(
+        self, file_id: int, statuses: tuple[FileStatus, ...], **fields: object
+    ) -> bool:
+        """Set ``fields`` only if the file's status is one of ``statuses``; True if it did."""
+
+    def claim_file(self, file_id: int, now: datetime, until: datetime) -> RecordedFile | None:
+        """Hold the file for delivery until ``until``; the file as it is now, or None when
+        someone else holds it."""
+
+    def renew_file_claims(self, file_ids: list[int], until: datetime) -> None: ...
 
     def remove_file(self, file_id: int) -> None: ...
 

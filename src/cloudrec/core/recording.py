@@ -12,15 +12,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from cloudrec.core.delivery import enqueue_callback
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
 from cloudrec.core.ports import UnitOfWork
-from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import (
-    END_WORKER_DIED,
     Desired,
-    FileStatus,
     RecordedFile,
     RecordingSpec,
     StorageTarget,
@@ -33,26 +29,31 @@ log = logging.getLogger("cloudrec.tasks")
 Clock = Callable[[], datetime]
 
 RESOURCE_TTL = timedelta(minutes=5)
-HEARTBEAT_STALE = timedelta(seconds=20)
+# The worker handle of a task whose worker is being started.
+STARTING = "starting"
 
 
 class Executor(Protocol):
     """Starts the worker of a task.  The worker gets everything else from the database."""
 
-    def start(self, task_id: str) -> str:
-        """Start the worker; return a handle (``"local:PID"``) stored on the task."""
+    def start(self, task_id: str, attempt: int) -> str:
+        """Start the worker of attempt ``attempt``; return a handle (``"local:PID"``)."""
 
     def alive(self, handle: str) -> bool | None:
         """Whether the worker behind ``handle`` runs; None if this executor cannot tell."""
 
     def exit_detail(self, handle: str) -> str:
-        """How the worker ended (``"killed by signal 9"``), for the task's error."""
+        """How the worker ended (``"killed by signal 9"``), for the task's events."""
+
+    def kill(self, handle: str) -> None:
+        """End a worker that has lost its task (frozen past its lease), if it is ours."""
+
+    def reap(self) -> None:
+        """Collect the exit status of every worker that has ended (no zombie is left)."""
 
 
-class FileFinaliser(Protocol):
-    """Reads what an abandoned file holds (size, duration) after its worker died."""
-
-    def __call__(self, file: RecordedFile) -> dict[str, object]: ...
+# A new worker has this long to start (an interpreter and PyAV) and claim its lease.
+START_GRACE = timedelta(seconds=20)
 
 
 class TaskService:
@@ -63,8 +64,12 @@ class TaskService:
         executor: Executor,
         max_active_per_app: int = 200,
         resource_ttl: timedelta = RESOURCE_TTL,
+        spool_free: Callable[[], int] | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self._resource_ttl = resource_ttl
+        self._spool_free = spool_free
+        self._min_free = min_free_bytes
         self._uow = uow
         self._clock = clock
         self._executor = executor
@@ -118,12 +123,17 @@ class TaskService:
         task_id: str | None = None,
         require_live: bool = True,
         client_ref: str | None = None,
+        same_ref_within: timedelta | None = None,
     ) -> Task:
         """Create a task and start its worker.  Refuses when no wanted stream is live.
         ``task_id``: the dialect's own id format (default: 35 hex characters).
         ``require_live=False`` starts it on an empty room (ZEGO waits for streams, up to the
-        idle timeout).  ``client_ref``: the caller's own id for the task (ZEGO ClientTaskId),
-        found again by :meth:`by_client_ref`."""
+        idle timeout).  ``client_ref``: the caller's own id for the task (ZEGO ClientTaskId):
+        a task started with the same one within ``same_ref_within`` is returned instead of a
+        new one.  The checks (the resource, the client reference, the app's limit) and the
+        insert are one transaction serialised per app: concurrent starts cannot pass them
+        together."""
+        self._check_spool()
         now = self._clock()
         task = Task(
             task_id=task_id or new_task_id(),
@@ -133,8 +143,15 @@ class TaskService:
             desired=Desired.RUNNING,
             created_at=now,
             resource_id=resource_id or client_ref,
+            attempt=1,
+            lease_until=now + START_GRACE,
         )
         with self._uow() as uow:
+            uow.tasks.lock_app(app_id)
+            if client_ref is not None and same_ref_within is not None:
+                earlier = uow.tasks.by_client_ref(app_id, client_ref, now - same_ref_within)
+                if earlier is not None:
+                    return earlier  # the same client id, the same task
             if resource_id is not None:
                 self._claim_resource(uow, app_id, resource_id, task.task_id)
             live = [
@@ -154,11 +171,12 @@ class TaskService:
                     reason="too_many_tasks",
                 )
             uow.tasks.add(task, storage)
+            uow.tasks.update(task.task_id, worker=STARTING)
             uow.tasks.add_event(task.task_id, "created", now)
             uow.commit()
-        handle = self._executor.start(task.task_id)
+        handle = self._executor.start(task.task_id, task.attempt)
         with self._uow() as uow:
-            uow.tasks.update(task.task_id, worker=handle)
+            uow.tasks.update_if(task.task_id, attempt=task.attempt, worker=handle)
             uow.commit()
         log.info(
             "task.created",
@@ -173,6 +191,19 @@ class TaskService:
             },
         )
         return task
+
+    def _check_spool(self) -> None:
+        """Refuse a start while the spool's disk is nearly full: a recording that cannot be
+        written is better refused than started."""
+        if self._spool_free is None or self._min_free <= 0:
+            return
+        free = self._spool_free()
+        if free < self._min_free:
+            raise CloudrecError.resource_exhausted(
+                f"the spool disk has {free // 2**20} MiB free, less than the "
+                f"{self._min_free // 2**20} MiB kept free (min_free_spool_mb)",
+                reason="disk_full",
+            )
 
     def get(self, app_id: int, task_id: str) -> Task:
         with self._uow() as uow:
@@ -295,168 +326,3 @@ class TaskService:
             uow.tasks.add_event(task_id, "layout_updated", self._clock())
             uow.commit()
         return self.get(app_id, task_id)
-
-    def supervise(self, finalise: FileFinaliser) -> list[str]:
-        """Fail tasks whose worker died (or went silent); keep what they recorded.
-
-        Returns the ids of the tasks failed in this pass.
-        """
-        failed = []
-        now = self._clock()
-        with self._uow() as uow:
-            active = uow.tasks.active()
-        for task in active:
-            if task.state is TaskState.UPLOADING:
-                continue  # the worker is done; the uploader owns the task now
-            alive = self._executor.alive(task.worker) if task.worker else None
-            beat = task.heartbeat_at or task.created_at
-            if alive is False:
-                detail = self._executor.exit_detail(task.worker or "")
-            elif alive is None and now - beat > HEARTBEAT_STALE:
-                detail = f"no heartbeat since {beat.isoformat()}"
-            else:
-                continue
-            with self._uow() as uow:
-                current = uow.tasks.get(task.task_id)
-                if current is None or current.state.terminal:
-                    continue
-                for f in uow.tasks.files(task.task_id):
-                    if f.status is FileStatus.RECORDING and f.id is not None:
-                        uow.tasks.update_file(
-                            f.id, status=FileStatus.RECORDED, complete=False, **finalise(f)
-                        )
-                uow.tasks.update(
-                    task.task_id,
-                    state=TaskState.FAILED,
-                    ended_at=now,
-                    end_reason=END_WORKER_DIED,
-                    error=detail,
-                )
-                uow.tasks.add_event(task.task_id, "failed", now, detail)
-                failed_task = uow.tasks.get(task.task_id)
-                if failed_task is not None:
-                    enqueue_callback(
-                        uow, now, failed_task, "task_failed", uow.tasks.files(task.task_id)
-                    )
-                uow.commit()
-            log.error(
-                "task.failed",
-                extra={
-                    "fields": {"task_id": task.task_id, "reason": END_WORKER_DIED, "error": detail}
-                },
-            )
-            failed.append(task.task_id)
-        return failed
-
-
-class TaskControl:
-    """One task as its worker sees it: read the desired state, report what happens."""
-
-    def __init__(self, uow: Callable[[], UnitOfWork], clock: Clock, task_id: str) -> None:
-        self._uow = uow
-        self._clock = clock
-        self.task_id = task_id
-
-    def load(self) -> Task:
-        with self._uow() as uow:
-            task = uow.tasks.get(self.task_id)
-        if task is None:
-            raise CloudrecError.not_found(f"task {self.task_id} does not exist")
-        return task
-
-    def storage(self) -> StorageTarget | None:
-        with self._uow() as uow:
-            return uow.tasks.storage(self.task_id)
-
-    def poll(self, room_id: str, heartbeat: bool) -> tuple[Task, list[LiveStream]]:
-        """One transaction per reconcile tick: optionally record that the worker lives, then
-        read the task as the API last left it and the room's live streams."""
-        with self._uow() as uow:
-            if heartbeat:
-                uow.tasks.update(self.task_id, heartbeat_at=self._clock())
-                uow.commit()
-            task = uow.tasks.get(self.task_id)
-            if task is None:
-                raise CloudrecError.not_found(f"task {self.task_id} does not exist")
-            return task, uow.rooms.live(task.app_id, room_id)
-
-    def room(self, app_id: int, room_id: str) -> list[LiveStream]:
-        """Live streams of another room (cross-room mixing)."""
-        with self._uow() as uow:
-            return uow.rooms.live(app_id, room_id)
-
-    def set_state(
-        self,
-        state: TaskState,
-        event: str,
-        detail: str = "",
-        callback: str | None = None,
-        **fields: object,
-    ) -> None:
-        """Report a new state; ``callback`` names the event to call the app back with."""
-        with self._uow() as uow:
-            uow.tasks.update(self.task_id, state=state, **fields)
-            uow.tasks.add_event(self.task_id, event, self._clock(), detail)
-            task = uow.tasks.get(self.task_id)
-            if callback is not None and task is not None:
-                enqueue_callback(uow, self._clock(), task, callback, uow.tasks.files(task.task_id))
-            uow.commit()
-        log.info(
-            "task.%s",
-            event,
-            extra={"fields": {"task_id": self.task_id, "state": state.value, "detail": detail}},
-        )
-
-    def file_opened(self, file: RecordedFile) -> int:
-        with self._uow() as uow:
-            file_id = uow.tasks.add_file(file)
-            uow.tasks.add_event(self.task_id, "file_opened", self._clock(), file.name)
-            uow.commit()
-        return file_id
-
-    def file_written(self, file: RecordedFile) -> int:
-        """A file written whole at once (a screenshot): recorded, so delivered from now on."""
-        with self._uow() as uow:
-            file_id = uow.tasks.add_file(replace(file, status=FileStatus.RECORDED))
-            uow.tasks.add_event(self.task_id, "file_written", self._clock(), file.name)
-            uow.commit()
-        return file_id
-
-    def file_closed(self, file_id: int, name: str, **fields: object) -> None:
-        with self._uow() as uow:
-            uow.tasks.update_file(file_id, status=FileStatus.RECORDED, **fields)
-            uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
-            uow.commit()
-
-    def files_merged(self, into: int, merged: list[int], **fields: object) -> None:
-        """Files of a stream that left and came back, now one file (``into``): the others'
-        rows go, the one left is finished."""
-        with self._uow() as uow:
-            for file_id in merged:
-                uow.tasks.remove_file(file_id)
-            uow.tasks.update_file(into, status=FileStatus.RECORDED, **fields)
-            detail = f"{len(merged) + 1} sessions into file {into}"
-            uow.tasks.add_event(self.task_id, "files_merged", self._clock(), detail)
-            uow.commit()
-
-    def event(self, kind: str, detail: str = "") -> None:
-        with self._uow() as uow:
-            uow.tasks.add_event(self.task_id, kind, self._clock(), detail)
-            uow.commit()
-
-    def image_failed(self, url: str, message: str, image_type: int) -> None:
-        """A picture of the mix could not be had (ZEGO event 3; ``image_type`` as ZEGO
-        numbers them, 0 for others)."""
-        extra = {"image_type": image_type, "image_url": url}
-        self.notify("image_failed", f"{url}: {message}", extra)
-
-    def notify(self, kind: str, detail: str = "", extra: dict[str, object] | None = None) -> None:
-        """An event of the task, and a callback where the dialect has one for it (``extra``:
-        the callback's own detail)."""
-        now = self._clock()
-        with self._uow() as uow:
-            uow.tasks.add_event(self.task_id, kind, now, detail)
-            task = uow.tasks.get(self.task_id)
-            if task is not None:
-                enqueue_callback(uow, now, task, kind, [], dict(extra or {}))
-            uow.commit()

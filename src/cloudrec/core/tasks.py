@@ -144,7 +144,8 @@ class TrackType(enum.IntEnum):
 END_STOPPED = "stopped by request"
 END_IDLE = "no stream in the room"
 END_MAX_DURATION = "maximum recording time reached"
-END_WORKER_DIED = "worker ended abnormally"
+END_WORKER_DIED = "worker ended abnormally"  # and kept dying: the restart limit was reached
+END_DISK_FULL = "spool disk full"
 END_UPLOADS_DONE = "files delivered"
 
 
@@ -284,6 +285,12 @@ class Task:
     resource_id: str | None = None
     # Screenshots of the mix asked for so far (a counter: the worker takes one per increment).
     snapshot_requests: int = 0
+    # Ownership: the attempt number of the worker that owns the task (a fencing token: every
+    # write of a worker names it), the end of its lease, and where a new attempt's files
+    # begin (the last moment the previous attempt was known to record).
+    attempt: int = 1
+    lease_until: datetime | None = None
+    resume_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -314,6 +321,7 @@ class RecordedFile:
     # The publisher's own Unix time (ms) carried in the stream's SEI, 0 when none (ZEGO's
     # CustomBeginTimestamp).
     custom_begin_ms: int = 0
+    attempt: int = 1  # the task's attempt that wrote it
 
 
 def new_task_id() -> str:

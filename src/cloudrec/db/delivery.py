@@ -61,10 +61,27 @@ class SqlDeliveryRepository:
     def due_callbacks(self, now: datetime) -> list[Callback]:
         rows = self._s.scalars(
             select(CallbackRow)
-            .where(CallbackRow.status == "pending", CallbackRow.next_at <= now)
+            .where(
+                CallbackRow.status == "pending",
+                CallbackRow.next_at <= now,
+                (CallbackRow.claim_until.is_(None)) | (CallbackRow.claim_until < now),
+            )
             .order_by(CallbackRow.id)
         )
         return [_to_callback(r) for r in rows]
+
+    def claim_callback(self, callback_id: int, now: datetime, until: datetime) -> bool:
+        """Take a pending callback for sending until ``until`` unless someone holds it."""
+        result = self._s.execute(
+            update(CallbackRow)
+            .where(
+                CallbackRow.id == callback_id,
+                CallbackRow.status == "pending",
+                (CallbackRow.claim_until.is_(None)) | (CallbackRow.claim_until < now),
+            )
+            .values(claim_until=until)
+        )
+        return bool(getattr(result, "rowcount", 0))
 
     def update_callback(self, callback_id: int, **fields: object) -> None:
         self._s.execute(update(CallbackRow).where(CallbackRow.id == callback_id).values(**fields))

@@ -107,6 +107,12 @@ class TaskRow(Base):
     resource_id: Mapped[str | None] = mapped_column(String(100))
     # Screenshots of the mix asked for (ZEGO TakeSnapshot): the worker takes one per increment.
     snapshot_requests: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Ownership (docs/reliability.md): the attempt is the fencing token of the worker that
+    # owns the task; that worker renews ``lease_until`` about every second.  A new attempt
+    # starts its files at ``resume_at`` (the last moment the previous one was known alive).
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resume_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class TaskFileRow(Base):
@@ -132,6 +138,9 @@ class TaskFileRow(Base):
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     keep_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     custom_begin_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # An uploader holds the file until then (a claimed row: one uploader at a time).
+    claim_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class UploadAttemptRow(Base):
@@ -166,6 +175,7 @@ class CallbackRow(Base):
     next_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claim_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CallbackAttemptRow(Base):

@@ -20,7 +20,7 @@ from cloudrec.core.tasks import (
     TaskState,
     TrackType,
 )
-from cloudrec.db.models import ResourceRow, TaskEventRow, TaskFileRow, TaskRow, utc
+from cloudrec.db.models import AppRow, ResourceRow, TaskEventRow, TaskFileRow, TaskRow, utc
 
 _TERMINAL = [TaskState.COMPLETED.value, TaskState.FAILED.value]
 # Recording is over (files may still be uploading).
@@ -48,6 +48,9 @@ def _to_task(r: TaskRow) -> Task:
         error=r.error,
         resource_id=r.resource_id,
         snapshot_requests=r.snapshot_requests or 0,
+        attempt=r.attempt or 1,
+        lease_until=_opt(r.lease_until),
+        resume_at=_opt(r.resume_at),
     )
 
 
@@ -73,6 +76,7 @@ def _to_file(r: TaskFileRow) -> RecordedFile:
         retry_at=_opt(r.retry_at),
         keep_until=_opt(r.keep_until),
         custom_begin_ms=r.custom_begin_ms,
+        attempt=r.attempt or 1,
     )
 
 
@@ -98,6 +102,8 @@ class SqlTaskRepository:
                 desired=task.desired.value,
                 created_at=task.created_at,
                 resource_id=task.resource_id,
+                attempt=task.attempt,
+                lease_until=task.lease_until,
             )
         )
         self._s.flush()
@@ -114,6 +120,57 @@ class SqlTaskRepository:
 
     def update(self, task_id: str, **fields: object) -> None:
         self._s.execute(update(TaskRow).where(TaskRow.task_id == task_id).values(**_plain(fields)))
+
+    def update_if(
+        self,
+        task_id: str,
+        *,
+        attempt: int | None = None,
+        states: tuple[TaskState, ...] | None = None,
+        **fields: object,
+    ) -> bool:
+        """Compare-and-set: change the task only if its attempt and state are still the ones
+        the caller saw; True if it did (the caller won)."""
+        q = update(TaskRow).where(TaskRow.task_id == task_id)
+        if attempt is not None:
+            q = q.where(TaskRow.attempt == attempt)
+        if states is not None:
+            q = q.where(TaskRow.state.in_([s.value for s in states]))
+        result = self._s.execute(q.values(**_plain(fields)))
+        return bool(getattr(result, "rowcount", 0))
+
+    def renew_lease(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
+        """The fence of every write of a worker: extend attempt ``attempt``'s lease, which
+        holds only while that attempt owns a task still being recorded.  On PostgreSQL the
+        update also locks the row until the transaction ends."""
+        result = self._s.execute(
+            update(TaskRow)
+            .where(
+                TaskRow.task_id == task_id,
+                TaskRow.attempt == attempt,
+                TaskRow.state.not_in(_ENDED),
+            )
+            .values(heartbeat_at=now, lease_until=until)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    def lock_app(self, app_id: int) -> None:
+        """Serialise the transactions that start tasks of one app until this one ends (a
+        write to the app's row: a row lock on PostgreSQL, the write lock on SQLite), so that
+        a limit or a client's task id checked in it cannot be passed by a concurrent start."""
+        self._s.execute(update(AppRow).where(AppRow.app_id == app_id).values(app_id=AppRow.app_id))
+
+    def by_client_ref(self, app_id: int, ref: str, since: datetime) -> Task | None:
+        row = self._s.scalars(
+            select(TaskRow)
+            .where(
+                TaskRow.app_id == app_id,
+                TaskRow.resource_id == ref,
+                TaskRow.created_at >= since,
+            )
+            .order_by(TaskRow.created_at.desc())
+        ).first()
+        return None if row is None else _to_task(row)
 
     def request_snapshot(self, task_id: str) -> None:
         # In the database, not read-modify-write: two requests at once count as two.
@@ -150,6 +207,7 @@ class SqlTaskRepository:
             duration_ms=file.duration_ms,
             width=file.width,
             height=file.height,
+            attempt=file.attempt,
         )
         self._s.add(row)
         self._s.flush()
@@ -159,6 +217,44 @@ class SqlTaskRepository:
         self._s.execute(
             update(TaskFileRow).where(TaskFileRow.id == file_id).values(**_plain(fields))
         )
+
+    def update_file_if(
+        self, file_id: int, statuses: tuple[FileStatus, ...], **fields: object
+    ) -> bool:
+        """Compare-and-set on a file's status; True if the file was in one of ``statuses``."""
+        result = self._s.execute(
+            update(TaskFileRow)
+            .where(
+                TaskFileRow.id == file_id,
+                TaskFileRow.status.in_([s.value for s in statuses]),
+            )
+            .values(**_plain(fields))
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    def claim_file(self, file_id: int, now: datetime, until: datetime) -> RecordedFile | None:
+        """Take the file for delivery until ``until`` unless someone else holds it; the file
+        as it is now (re-read after the claim: never a status read before it), or None."""
+        result = self._s.execute(
+            update(TaskFileRow)
+            .where(
+                TaskFileRow.id == file_id,
+                (TaskFileRow.claim_until.is_(None)) | (TaskFileRow.claim_until < now),
+            )
+            .values(claim_until=until)
+        )
+        if not getattr(result, "rowcount", 0):
+            return None
+        row = self._s.get(TaskFileRow, file_id, populate_existing=True)
+        return None if row is None else _to_file(row)
+
+    def renew_file_claims(self, file_ids: list[int], until: datetime) -> None:
+        if file_ids:
+            self._s.execute(
+                update(TaskFileRow)
+                .where(TaskFileRow.id.in_(file_ids), TaskFileRow.claim_until.is_not(None))
+                .values(claim_until=until)
+            )
 
     def remove_file(self, file_id: int) -> None:
         self._s.execute(delete(TaskFileRow).where(TaskFileRow.id == file_id))
@@ -175,17 +271,22 @@ class SqlTaskRepository:
 
     def files_to_deliver(self, now: datetime) -> list[RecordedFile]:
         """Recorded files of tasks with a storage target (and uploading ones: an upload cut
-        short by a restart starts again), and backed-up files due a retry."""
+        short by a restart starts again), and backed-up files due a retry; none that an
+        uploader holds (a candidate list: each is claimed before anything is done with it)."""
         q = (
             select(TaskFileRow)
             .join(TaskRow, TaskRow.task_id == TaskFileRow.task_id)
             .where(
                 TaskRow.storage_enc.is_not(None),
-                TaskFileRow.status.in_([FileStatus.RECORDED.value, FileStatus.UPLOADING.value])
+                (
+                    TaskFileRow.status.in_([FileStatus.RECORDED.value, FileStatus.UPLOADING.value])
+                    & (TaskFileRow.retry_at.is_(None) | (TaskFileRow.retry_at <= now))
+                )
                 | (
                     (TaskFileRow.status == FileStatus.BACKED_UP.value)
                     & (TaskFileRow.retry_at <= now)
                 ),
+                (TaskFileRow.claim_until.is_(None)) | (TaskFileRow.claim_until < now),
             )
             .order_by(TaskFileRow.id)
         )

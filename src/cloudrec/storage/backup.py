@@ -36,6 +36,9 @@ class LocalBackupStore:
 
 
 class LocalSpool:
+    def exists(self, path: str) -> bool:
+        return Path(path).exists()
+
     def remove(self, path: str, segments: bool = True) -> None:
         for p in [Path(path), *(hls_segments(Path(path)) if segments else [])]:
             with contextlib.suppress(FileNotFoundError):

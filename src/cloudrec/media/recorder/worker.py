@@ -18,8 +18,11 @@ output frame to :meth:`TaskWorker._measure`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -30,11 +33,12 @@ import av
 import numpy as np
 
 from cloudrec.config import Settings
+from cloudrec.core.control import HEARTBEAT_S, LeaseLostError, TaskControl
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec, assign_views
-from cloudrec.core.recording import TaskControl
 from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import (
+    END_DISK_FULL,
     END_IDLE,
     END_MAX_DURATION,
     END_STOPPED,
@@ -67,9 +71,12 @@ from cloudrec.outbound import OutboundPolicy, fetch
 log = logging.getLogger("cloudrec.worker")
 
 RECONCILE_S = 0.25
-# The supervisor declares a worker dead after 20 s without one (core.recording).
-HEARTBEAT_S = 2.0
-STOP_GRACE_S = 3.0
+# After a stop, how long the recorders may take to write up to the stop and close their files
+# (a publisher that stalls holds a read up to the recorder's read timeout), and the mixer to
+# encode up to the stop when it runs slower than real time.  A file still open after that is
+# left to the reconciler, which finalises it once this worker has exited.
+STOP_WAIT_S = 30.0
+MIX_STOP_WAIT_S = 120.0
 # Ask the embedded ingest for a backlog so that the first file can start at the keyframe
 # nearest the moment the recording was asked for, even if the worker starts late.
 BACKLOG_MS = 8000
@@ -138,6 +145,38 @@ def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str])
     return keys_by_stream.get(mix.main_stream_id, f"{room_id}/s:{mix.main_stream_id}")
 
 
+def disk_full(error: str | None) -> bool:
+    """Whether a recorder's or mixer's error is the spool disk being full (ENOSPC)."""
+    if not error:
+        return False
+    return f"[Errno {errno.ENOSPC}]" in error or os.strerror(errno.ENOSPC) in error
+
+
+class Heartbeat(threading.Thread):
+    """Renews the worker's lease every ``HEARTBEAT_S`` on a thread of its own, so that a
+    worker busy closing its files (or waiting for a slow database) keeps its task; sets
+    ``lost`` once the task is no longer this attempt's."""
+
+    def __init__(self, control: TaskControl) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.control = control
+        self.lost = threading.Event()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(HEARTBEAT_S):
+            try:
+                self.control.renew()
+            except LeaseLostError:
+                self.lost.set()
+                return
+            except Exception:  # a slow or locked database: try again next beat
+                log.exception("worker.heartbeat_failed")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
 class TaskWorker:
     def __init__(self, control: TaskControl, settings: Settings) -> None:
         self.control = control
@@ -159,14 +198,46 @@ class TaskWorker:
         # its file id once the mix's file is open.
         self.mix_streams: dict[str, LiveStream] = {}
         self.mix_wave: _MixWave | None = None
+        self.terminated = threading.Event()  # SIGTERM: close the files, give the task up
+        self.heartbeat = Heartbeat(control)
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
 
-    def run(self) -> TaskState:
-        task = self.control.load()
-        if task.state.terminal:
-            return task.state
+    def run(self) -> TaskState | None:
+        """Own the task for this attempt until the recording ends (the state it ended in),
+        or until the task is lost or given up (None)."""
+        task = self.control.claim()
+        if task is None:
+            log.info(
+                "worker.superseded",
+                extra={
+                    "fields": {"task_id": self.control.task_id, "attempt": self.control.attempt}
+                },
+            )
+            return None
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self.terminated.set())
+        self.heartbeat.start()
+        try:
+            return self._run(task)
+        except LeaseLostError:
+            log.warning("worker.lease_lost", extra={"fields": {"task_id": task.task_id}})
+            self._abandon()
+            return None
+        finally:
+            self.heartbeat.stop()
+
+    def _abandon(self) -> None:
+        """The task is another attempt's now: stop writing (the files stay as they are; the
+        reconciler has finalised them)."""
+        now = time.time()
+        for s in self.sessions.values():
+            s.recorder.stop(now)
+        if self.mixer is not None:
+            self.mixer.stop(now)
+
+    def _run(self, task: Task) -> TaskState | None:
         spec = task.spec
         idle_timeout = spec.idle_timeout_s or self.settings.idle_timeout_s
         max_duration = spec.max_duration_s or self.settings.max_task_duration_s
@@ -175,12 +246,17 @@ class TaskWorker:
         notice_s = self.settings.room_notice_s
         log.info("worker.started", extra={"fields": {"task_id": task.task_id}})
         reason = END_STOPPED
-        last_beat = 0.0
         while True:
             now = time.time()
-            beat = now - last_beat >= HEARTBEAT_S
-            task, room = self.control.poll(spec.room_id, heartbeat=beat)
-            last_beat = now if beat else last_beat
+            if self.heartbeat.lost.is_set():
+                raise LeaseLostError(f"task {task.task_id}: lease lost")
+            task, room = self.control.poll(spec.room_id)
+            if self.terminated.is_set() and task.desired is not Desired.STOPPED:
+                self._give_up(now)
+                return None
+            if self._disk_full():
+                reason, stop_at = END_DISK_FULL, now
+                break
             if task.desired is Desired.STOPPED:
                 stop_at = task.stop_requested_at.timestamp() if task.stop_requested_at else now
                 break
@@ -299,7 +375,7 @@ class TaskWorker:
             formats=spec.formats,
             directory=self.spool(task).joinpath(*spec.output_prefix),
             name=name,
-            start_at=max(task.created_at.timestamp(), stream.started_at.timestamp()),
+            start_at=self._start_at(task, stream),
             hls_segment_s=spec.hls_segment_s,
             sound_wave=None if wave_key is None else (wave_key.value, who),
         )
@@ -309,6 +385,16 @@ class TaskWorker:
         recorder.start()
         self.sessions[key] = _Session(recorder, stream)
         self.control.event("stream_recording", f"{stream.user_id}/{stream.stream_id}")
+
+    @staticmethod
+    def _start_at(task: Task, stream: LiveStream) -> float:
+        """Where a stream's file begins: when the recording was asked for or the stream came,
+        and for a later attempt where the previous one was last known to record (its parts
+        meet there, from the ingest's backlog)."""
+        moments = [task.created_at, stream.started_at]
+        if task.resume_at is not None:
+            moments.append(task.resume_at)
+        return max(m.timestamp() for m in moments)
 
     def _start_snapshotter(self, task: Task, stream: LiveStream, key: tuple[str, str]) -> None:
         """Screenshots only (jpg): a JPG of the stream every ``snapshot_interval_s``, from the
@@ -327,7 +413,7 @@ class TaskWorker:
             url=url,
             directory=self.spool(task).joinpath(*spec.output_prefix),
             name=lambda begin_ms: f"{base}_V_{_stamp(begin_ms)}.jpg",
-            start_at=max(task.created_at.timestamp(), stream.started_at.timestamp()),
+            start_at=self._start_at(task, stream),
             interval_s=spec.snapshot_interval_s,
         )
         shooter = StreamSnapshotter(plan, on_shot, name=f"shots-{stream.stream_id}")
@@ -539,6 +625,9 @@ class TaskWorker:
         mixing = self.mixer is not None and self.mixer.wrote_media.is_set()
         if mixing or any(s.recorder.wrote_media.is_set() for s in self.sessions.values()):
             self.recording_started = True
+            if self.control.attempt > 1 and self.control.load().started_at is not None:
+                self.control.event("recording_resumed", f"attempt {self.control.attempt}")
+                return  # an earlier attempt said it started
             self.control.set_state(
                 TaskState.RECORDING,
                 "recording",
@@ -600,16 +689,28 @@ class TaskWorker:
         self.held = []
         return errors
 
-    def _finish(self, reason: str, stop_at: float) -> TaskState:
-        self.control.set_state(TaskState.STOPPING, "stopping", reason)
+    def _disk_full(self) -> bool:
+        errors = [s.recorder.error for s in self.sessions.values()]
+        if self.mixer is not None:
+            errors.append(self.mixer.error)
+        return any(disk_full(e) for e in errors)
+
+    def _close(self, stop_at: float) -> list[str]:
+        """Stop every recorder (and the mixer) at ``stop_at`` and wait until each has written
+        up to it and closed its files; returns their errors."""
         if self.mixer is not None:
             self.mixer.stop(stop_at)
-            self.mixer.join(STOP_GRACE_S + max(0.0, stop_at - time.time()) + 5)
+            self.mixer.join(MIX_STOP_WAIT_S + max(0.0, stop_at - time.time()))
         for s in self.sessions.values():
             s.recorder.stop(stop_at)
-        deadline = time.time() + STOP_GRACE_S + max(0.0, stop_at - time.time())
+        deadline = time.time() + STOP_WAIT_S + max(0.0, stop_at - time.time())
         for s in self.sessions.values():
             s.recorder.join(max(0.1, deadline - time.time()))
+        still = [s.stream.stream_id for s in self.sessions.values() if s.recorder.is_alive()]
+        if self.mixer is not None and self.mixer.is_alive():
+            still.append("the mix")
+        if still:
+            self.control.event("files_left_open", ", ".join(still))
         errors = [s.recorder.error for s in self.sessions.values() if s.recorder.error]
         errors += self._join_sessions()
         if self.mixer is not None and self.mixer.error:
@@ -617,21 +718,18 @@ class TaskWorker:
         if self.mixer is not None:
             errors += self.mixer.side_errors
         self._reap()
-        # With a bucket to deliver to, the service's uploader completes the task once every
-        # file is delivered; without one the files stay in the spool and the task is done.
-        uploading = self.control.storage() is not None and (
-            any(s.recorder.files for s in self.sessions.values()) or bool(self.mixed_files)
-        )
-        state = TaskState.UPLOADING if uploading else TaskState.COMPLETED
-        self.control.set_state(
-            state,
-            "stopped",
-            reason,
-            callback="task_stopped",
-            ended_at=datetime.now(UTC),  # recording ended; uploads may go on
-            end_reason=reason,
-            error="; ".join(errors) or None,
-        )
-        if state is TaskState.UPLOADING:
-            self.control.notify("task_uploading")  # ZEGO event 7
-        return state
+        return errors
+
+    def _give_up(self, now: float) -> None:
+        """SIGTERM while the task should go on: close the files as parts of the recording and
+        give the task up at once, so that the next attempt takes over from here."""
+        log.info("worker.terminated", extra={"fields": {"task_id": self.control.task_id}})
+        self._close(now)
+        self.control.release("SIGTERM: files closed, the next attempt goes on")
+
+    def _finish(self, reason: str, stop_at: float) -> TaskState:
+        self.control.set_state(TaskState.STOPPING, "stopping", reason, end_reason=reason)
+        errors = self._close(stop_at)
+        if reason == END_DISK_FULL:
+            errors.insert(0, "the spool disk is full: no more could be written")
+        return self.control.finish(reason, "; ".join(errors) or None)

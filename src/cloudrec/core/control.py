@@ -1,0 +1,221 @@
+"""One task as its worker sees it: read the desired state, report what happens — every report
+fenced by the worker's attempt.
+
+A worker is started for one attempt of a task (the attempt number is its fencing token).  It
+first claims the task's lease for that attempt (:meth:`TaskControl.claim`), then renews it
+about every second (:meth:`TaskControl.renew`, from a thread of its own).  Every write it makes
+begins with that renewal in the same transaction: once the task has a newer attempt, or has
+ended, the renewal fails, nothing is written and :class:`LeaseLostError` is raised, so a worker that
+was given up for dead (frozen, cut off) can never overwrite what its successor wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from cloudrec.core.delivery import enqueue_callback
+from cloudrec.core.errors import CloudrecError
+from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.rooms import LiveStream
+from cloudrec.core.tasks import (
+    FileStatus,
+    RecordedFile,
+    StorageTarget,
+    Task,
+    TaskState,
+)
+
+log = logging.getLogger("cloudrec.tasks")
+Clock = Callable[[], datetime]
+
+# A worker renews its lease every HEARTBEAT_S; a lease not renewed for LEASE_S is lost.
+HEARTBEAT_S = 1.0
+LEASE_S = 5.0
+
+
+class LeaseLostError(Exception):
+    """The worker no longer owns its task (a newer attempt does, or the task has ended)."""
+
+
+def end_recording(
+    uow: UnitOfWork, task: Task, now: datetime, reason: str, error: str | None
+) -> TaskState:
+    """The recording of ``task`` is over: UPLOADING while it has files to deliver to a bucket,
+    else COMPLETED; the stop callback (and ZEGO's uploading one) queued.  The caller has
+    fenced the transaction (a worker) or compared-and-set the state (the reconciler)."""
+    files = uow.tasks.files(task.task_id)
+    uploading = uow.tasks.storage(task.task_id) is not None and bool(files)
+    state = TaskState.UPLOADING if uploading else TaskState.COMPLETED
+    uow.tasks.update(
+        task.task_id, state=state, ended_at=now, end_reason=reason, error=error, lease_until=now
+    )
+    uow.tasks.add_event(task.task_id, "stopped", now, reason)
+    ended = replace(task, state=state, ended_at=now, end_reason=reason, error=error)
+    enqueue_callback(uow, now, ended, "task_stopped", files)
+    if uploading:
+        enqueue_callback(uow, now, ended, "task_uploading", [])  # ZEGO event 7
+    return state
+
+
+class TaskControl:
+    """One attempt of one task, as its worker sees it."""
+
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        clock: Clock,
+        task_id: str,
+        attempt: int = 1,
+        lease: timedelta = timedelta(seconds=LEASE_S),
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self.task_id = task_id
+        self.attempt = attempt
+        self._lease = lease
+
+    @contextmanager
+    def _fenced(self) -> Iterator[UnitOfWork]:
+        """One transaction that holds only while this attempt owns the task; committed at
+        the end of the block."""
+        now = self._clock()
+        with self._uow() as uow:
+            if not uow.tasks.renew_lease(self.task_id, self.attempt, now, now + self._lease):
+                raise LeaseLostError(f"task {self.task_id}: attempt {self.attempt} lost its lease")
+            yield uow
+            uow.commit()
+
+    def claim(self) -> Task | None:
+        """Take the lease for this attempt; the task, or None when this attempt does not own
+        it (superseded, or the task has ended)."""
+        try:
+            with self._fenced() as uow:
+                return uow.tasks.get(self.task_id)
+        except LeaseLostError:
+            return None
+
+    def renew(self) -> None:
+        """Keep the lease (the worker's heartbeat); raises :class:`LeaseLostError`."""
+        with self._fenced():
+            pass
+
+    def release(self, why: str) -> None:
+        """Give the task up now, files closed, so that the next attempt starts at once (a
+        worker told to terminate while its room is live)."""
+        with self._fenced() as uow:
+            uow.tasks.update_if(self.task_id, attempt=self.attempt, lease_until=self._clock())
+            uow.tasks.add_event(self.task_id, "worker_released", self._clock(), why)
+
+    def load(self) -> Task:
+        with self._uow() as uow:
+            task = uow.tasks.get(self.task_id)
+        if task is None:
+            raise CloudrecError.not_found(f"task {self.task_id} does not exist")
+        return task
+
+    def storage(self) -> StorageTarget | None:
+        with self._uow() as uow:
+            return uow.tasks.storage(self.task_id)
+
+    def poll(self, room_id: str) -> tuple[Task, list[LiveStream]]:
+        """One read per reconcile tick: the task as the API last left it and the room's live
+        streams (the lease is renewed by the heartbeat, not here)."""
+        with self._uow() as uow:
+            task = uow.tasks.get(self.task_id)
+            if task is None:
+                raise CloudrecError.not_found(f"task {self.task_id} does not exist")
+            return task, uow.rooms.live(task.app_id, room_id)
+
+    def room(self, app_id: int, room_id: str) -> list[LiveStream]:
+        """Live streams of another room (cross-room mixing)."""
+        with self._uow() as uow:
+            return uow.rooms.live(app_id, room_id)
+
+    def set_state(
+        self,
+        state: TaskState,
+        event: str,
+        detail: str = "",
+        callback: str | None = None,
+        **fields: object,
+    ) -> None:
+        """Report a new state; ``callback`` names the event to call the app back with."""
+        with self._fenced() as uow:
+            uow.tasks.update(self.task_id, state=state, **fields)  # fenced: ours to change
+            uow.tasks.add_event(self.task_id, event, self._clock(), detail)
+            task = uow.tasks.get(self.task_id)
+            if callback is not None and task is not None:
+                enqueue_callback(uow, self._clock(), task, callback, uow.tasks.files(task.task_id))
+        log.info(
+            "task.%s",
+            event,
+            extra={"fields": {"task_id": self.task_id, "state": state.value, "detail": detail}},
+        )
+
+    def finish(self, reason: str, error: str | None) -> TaskState:
+        """The recording is over and every file of this attempt is closed."""
+        with self._fenced() as uow:
+            task = uow.tasks.get(self.task_id)
+            assert task is not None
+            state = end_recording(uow, task, self._clock(), reason, error)
+        log.info(
+            "task.stopped",
+            extra={"fields": {"task_id": self.task_id, "state": state.value, "detail": reason}},
+        )
+        return state
+
+    def file_opened(self, file: RecordedFile) -> int:
+        with self._fenced() as uow:
+            file_id = uow.tasks.add_file(replace(file, attempt=self.attempt))
+            uow.tasks.add_event(self.task_id, "file_opened", self._clock(), file.name)
+        return file_id
+
+    def file_written(self, file: RecordedFile) -> int:
+        """A file written whole at once (a screenshot): recorded, so delivered from now on."""
+        with self._fenced() as uow:
+            file_id = uow.tasks.add_file(
+                replace(file, status=FileStatus.RECORDED, attempt=self.attempt)
+            )
+            uow.tasks.add_event(self.task_id, "file_written", self._clock(), file.name)
+        return file_id
+
+    def file_closed(self, file_id: int, name: str, **fields: object) -> None:
+        with self._fenced() as uow:
+            uow.tasks.update_file_if(
+                file_id, (FileStatus.RECORDING,), status=FileStatus.RECORDED, **fields
+            )
+            uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
+
+    def files_merged(self, into: int, merged: list[int], **fields: object) -> None:
+        """Files of a stream that left and came back, now one file (``into``): the others'
+        rows go, the one left is finished."""
+        with self._fenced() as uow:
+            for file_id in merged:
+                uow.tasks.remove_file(file_id)
+            uow.tasks.update_file(into, status=FileStatus.RECORDED, **fields)
+            detail = f"{len(merged) + 1} sessions into file {into}"
+            uow.tasks.add_event(self.task_id, "files_merged", self._clock(), detail)
+
+    def event(self, kind: str, detail: str = "") -> None:
+        with self._fenced() as uow:
+            uow.tasks.add_event(self.task_id, kind, self._clock(), detail)
+
+    def image_failed(self, url: str, message: str, image_type: int) -> None:
+        """A picture of the mix could not be had (ZEGO event 3; ``image_type`` as ZEGO
+        numbers them, 0 for others)."""
+        extra = {"image_type": image_type, "image_url": url}
+        self.notify("image_failed", f"{url}: {message}", extra)
+
+    def notify(self, kind: str, detail: str = "", extra: dict[str, object] | None = None) -> None:
+        """An event of the task, and a callback where the dialect has one for it (``extra``:
+        the callback's own detail)."""
+        now = self._clock()
+        with self._fenced() as uow:
+            uow.tasks.add_event(self.task_id, kind, now, detail)
+            task = uow.tasks.get(self.task_id)
+            if task is not None:
+                enqueue_callback(uow, now, task, kind, [], dict(extra or {}))

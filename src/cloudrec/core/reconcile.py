@@ -1,0 +1,248 @@
+"""The reconciler: the one owner that moves every unfinished task forward when its worker is
+gone (docs/reliability.md).
+
+Run about every second by the service (``cloudrec serve``; several may run on one database:
+every change is a compare-and-set on the attempt and state it saw, so two reconcilers, or a
+reconciler and a worker, never both win).  For each task not yet ended:
+
+- its worker is gone (the executor saw it exit, or its lease ran out) while the task is
+  recording: the dead attempt's files are finalised (trimmed to whole fragments, probed) and
+  kept as parts of the recording, and the next attempt is started, its files beginning where
+  the dead one stopped (from the ingest's backlog).  Deaths back off (1, 2, 4, … s) and the
+  task ends FAILED after ``max_restarts`` of them;
+- its worker is gone while the task was stopping: the files are finalised and the task ends
+  as the worker would have ended it (uploading or completed);
+- a worker whose lease ran out but which still runs (frozen) is killed first: it could not
+  write anything anyway (its writes are fenced), but it would hold its files open;
+- a task already uploading with files still marked recording (a worker that exited before its
+  recorders closed them): those files are finalised, so that delivery can complete the task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from cloudrec.core.control import end_recording
+from cloudrec.core.delivery import enqueue_callback
+from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.recording import START_GRACE, STARTING, Executor
+from cloudrec.core.tasks import (
+    END_STOPPED,
+    END_WORKER_DIED,
+    Desired,
+    FileStatus,
+    RecordedFile,
+    Task,
+    TaskState,
+)
+
+log = logging.getLogger("cloudrec.reconcile")
+Clock = Callable[[], datetime]
+
+_RECORDING = (TaskState.INITIALISING, TaskState.RECORDING, TaskState.PAUSED, TaskState.STOPPING)
+# A worker that still runs is given this long past its lease before it is killed (a machine
+# so loaded that a heartbeat is late is not a dead worker).
+FROZEN_GRACE = timedelta(seconds=10)
+
+
+class FileFinaliser(Protocol):
+    """Reads what an abandoned file holds (size, duration) after its worker died, cutting it
+    back to what a player can read."""
+
+    def __call__(self, file: RecordedFile) -> dict[str, object]: ...
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    max_restarts: int = 5  # attempts after the first; then the task fails
+    backoff_s: float = 1.0  # before the second restart; doubles after each, capped
+    backoff_max_s: float = 30.0
+
+    def delay(self, attempt: int) -> timedelta:
+        """The wait before attempt ``attempt + 1`` starts (the first restart is at once)."""
+        if attempt <= 1:
+            return timedelta(0)
+        return timedelta(seconds=min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 2)))
+
+
+class Reconciler:
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        clock: Clock,
+        executor: Executor,
+        finalise: FileFinaliser,
+        policy: RestartPolicy = RestartPolicy(),
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._executor = executor
+        self._finalise = finalise
+        self.policy = policy
+
+    def run_once(self) -> list[str]:
+        """One pass over every task not ended; returns what it did, one line each."""
+        self._executor.reap()
+        with self._uow() as uow:
+            active = uow.tasks.active()
+        done = []
+        for task in active:
+            try:
+                action = self._reconcile(task)
+            except Exception:  # one task's trouble must not stop the others' reconciling
+                log.exception("reconcile.error", extra={"fields": {"task_id": task.task_id}})
+                continue
+            if action:
+                done.append(f"{task.task_id}: {action}")
+        return done
+
+    def _reconcile(self, task: Task) -> str | None:
+        now = self._clock()
+        if task.state is TaskState.UPLOADING:
+            return self._orphaned_files(task, now)
+        if task.state not in _RECORDING:
+            return None
+        if task.worker is None:
+            return self._start_next(task, now)
+        gone = self._gone(task, now)
+        if gone is None:
+            return None
+        action = self._replace(task, now, gone)
+        with self._uow() as uow:
+            after = uow.tasks.get(task.task_id)
+        if after is not None and after.worker is None and after.state in _RECORDING:
+            started = self._start_next(after, self._clock())  # at once when no backoff is due
+            action = f"{action}; {started}" if started else action
+        return action
+
+    def _gone(self, task: Task, now: datetime) -> str | None:
+        """Why the task's worker is gone, or None while it owns the task."""
+        handle = task.worker or ""
+        alive = None if handle == STARTING else self._executor.alive(handle)
+        lease = task.lease_until or task.created_at
+        if alive is False:
+            return self._executor.exit_detail(handle)
+        if lease >= now:
+            return None
+        if alive is None:
+            return f"no heartbeat since {(task.heartbeat_at or task.created_at).isoformat()}"
+        if now - lease < FROZEN_GRACE:
+            return None
+        self._executor.kill(handle)
+        return f"worker frozen: no heartbeat since {lease.isoformat()}, killed"
+
+    def _finalise_files(self, uow: UnitOfWork, task_id: str) -> int:
+        count = 0
+        for f in uow.tasks.files(task_id):
+            if f.status is FileStatus.RECORDING and f.id is not None:
+                fields = self._finalise(f)
+                if uow.tasks.update_file_if(
+                    f.id,
+                    (FileStatus.RECORDING,),
+                    status=FileStatus.RECORDED,
+                    complete=False,
+                    **fields,
+                ):
+                    count += 1
+        return count
+
+    def _replace(self, task: Task, now: datetime, why: str) -> str | None:
+        """The worker of ``task.attempt`` is gone: keep what it wrote, then end the task or
+        start its next attempt."""
+        n = task.attempt
+        with self._uow() as uow:
+            # Fence first: whoever moved the task on since we read it wins.
+            if not uow.tasks.update_if(
+                task.task_id, attempt=n, states=_RECORDING, lease_until=now, worker=None
+            ):
+                return None
+            kept = self._finalise_files(uow, task.task_id)
+            detail = f"attempt {n}: {why}; {kept} file(s) kept"
+            stopping = task.desired is Desired.STOPPED or task.state is TaskState.STOPPING
+            if stopping:
+                end_recording(uow, task, now, task.end_reason or END_STOPPED, None)
+                uow.tasks.add_event(task.task_id, "worker_lost", now, detail)
+                uow.commit()
+                log.warning("task.worker_lost", extra={"fields": {"task_id": task.task_id}})
+                return f"ended after its worker was lost ({detail})"
+            if n > self.policy.max_restarts:
+                self._fail(uow, task, now, f"{detail}; {n} attempts, no more restarts")
+                uow.commit()
+                return "failed: restart limit reached"
+            uow.tasks.update(
+                task.task_id,
+                attempt=n + 1,
+                resume_at=task.heartbeat_at or task.created_at,
+                lease_until=now + self.policy.delay(n),
+            )
+            uow.tasks.add_event(task.task_id, "worker_died", now, detail)
+            uow.commit()
+        log.warning(
+            "task.worker_died",
+            extra={"fields": {"task_id": task.task_id, "attempt": n, "error": why}},
+        )
+        return f"attempt {n} died ({why})"
+
+    def _start_next(self, task: Task, now: datetime) -> str | None:
+        """A task waiting for its next attempt's worker: start it once its backoff is over."""
+        if task.lease_until is not None and task.lease_until > now:
+            return None
+        with self._uow() as uow:
+            if not uow.tasks.update_if(
+                task.task_id,
+                attempt=task.attempt,
+                states=_RECORDING,
+                worker=STARTING,
+                lease_until=now + START_GRACE,
+            ):
+                return None
+            uow.commit()
+        handle = self._executor.start(task.task_id, task.attempt)
+        with self._uow() as uow:
+            uow.tasks.update_if(task.task_id, attempt=task.attempt, worker=handle)
+            uow.tasks.add_event(
+                task.task_id, "worker_restarted", self._clock(), f"attempt {task.attempt}"
+            )
+            uow.commit()
+        log.warning(
+            "task.worker_restarted",
+            extra={"fields": {"task_id": task.task_id, "attempt": task.attempt, "worker": handle}},
+        )
+        return f"attempt {task.attempt} started ({handle})"
+
+    def _fail(self, uow: UnitOfWork, task: Task, now: datetime, detail: str) -> None:
+        uow.tasks.update(
+            task.task_id,
+            state=TaskState.FAILED,
+            ended_at=now,
+            end_reason=END_WORKER_DIED,
+            error=detail,
+        )
+        uow.tasks.add_event(task.task_id, "failed", now, detail)
+        failed = uow.tasks.get(task.task_id)
+        if failed is not None:
+            enqueue_callback(uow, now, failed, "task_failed", uow.tasks.files(task.task_id))
+        log.error(
+            "task.failed",
+            extra={"fields": {"task_id": task.task_id, "reason": END_WORKER_DIED, "error": detail}},
+        )
+
+    def _orphaned_files(self, task: Task, now: datetime) -> str | None:
+        """Files still marked recording under an uploading task, once its worker is gone."""
+        with self._uow() as uow:
+            files = uow.tasks.files(task.task_id)
+        if not any(f.status is FileStatus.RECORDING for f in files):
+            return None
+        handle = task.worker or ""
+        alive = None if handle == STARTING else self._executor.alive(handle)
+        if alive or (alive is None and (task.lease_until or now) > now - timedelta(seconds=5)):
+            return None
+        with self._uow() as uow:
+            kept = self._finalise_files(uow, task.task_id)
+            uow.tasks.add_event(task.task_id, "files_finalised", now, f"{kept} file(s)")
+            uow.commit()
+        return f"{kept} orphaned file(s) finalised"
