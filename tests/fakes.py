@@ -224,3 +224,36 @@ class FakeDeliveryWorld:
 
     def commit(self) -> None:
         pass
+
+
+class FakeExecutor:
+    """An executor that starts nothing: it remembers each start, and says of each handle
+    what the test decides (``alive``: True, False once ``died`` is called, None for unknown)."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, int]] = []
+        self.dead: set[str] = set()
+        self.killed: list[str] = []
+        self.reaps = 0
+
+    def start(self, task_id: str, attempt: int = 1) -> str:
+        self.starts.append((task_id, attempt))
+        return f"fake:{len(self.starts)}"
+
+    def died(self, handle: str) -> None:
+        self.dead.add(handle)
+
+    def alive(self, handle: str) -> bool | None:
+        if not handle.startswith("fake:"):
+            return None
+        return handle not in self.dead
+
+    def exit_detail(self, handle: str) -> str:
+        return "worker killed by signal 9 (SIGKILL)"
+
+    def kill(self, handle: str) -> None:
+        self.killed.append(handle)
+        self.dead.add(handle)
+
+    def reap(self) -> None:
+        self.reaps += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
+from tests.fakes import FakeExecutor
 from sqlalchemy import inspect, text
 
 from cloudrec.bootstrap import bootstrap
@@ -103,17 +105,6 @@ def test_times_round_trip_as_utc(container):
     assert abs((datetime.now(UTC) - created.created_at).total_seconds()) < 60
 
 
-class _NoWorker:
-    def start(self, task_id: str) -> str:
-        return "none:0"
-
-    def alive(self, handle: str) -> bool | None:
-        return True
-
-    def exit_detail(self, handle: str) -> str:
-        return ""
-
-
 def test_tasks_files_attempts_and_callbacks_round_trip(database_url, data_dir):
     from cloudrec.core.delivery import enqueue_callback
     from cloudrec.core.tasks import (
@@ -127,7 +118,7 @@ def test_tasks_files_attempts_and_callbacks_round_trip(database_url, data_dir):
     )
 
     settings = load_settings({"data_dir": data_dir, "database_url": database_url}, env={})
-    c = bootstrap(settings, executor=_NoWorker())
+    c = bootstrap(settings, executor=FakeExecutor())
     try:
         c.apps.create(9)
         t = c.rooms.understand(9, "room1", "s1")
@@ -176,7 +167,7 @@ def test_take_snapshot_counts_the_requests_of_a_running_mix_and_refuses_the_rest
     from cloudrec.core.tasks import Desired, Media, RecordingSpec, RecordMode, TaskState
 
     settings = load_settings({"data_dir": data_dir, "database_url": database_url}, env={})
-    c = bootstrap(settings, executor=_NoWorker())
+    c = bootstrap(settings, executor=FakeExecutor())
     try:
         c.apps.create(9)
         mixed = RecordingSpec(room_id="room1", mode=RecordMode.MIXED, mix={"width": 640})
