@@ -101,12 +101,9 @@ async def start_record(
         )
     client = spec.extra.get("ClientTaskId")
     ref = f"zego-client:{client}" if client else None
-    if ref is not None:
-        earlier = await asyncio.to_thread(c.tasks.by_client_ref, app_id, ref)
-        if earlier is not None and c.clock() - earlier.created_at <= QUERY_WINDOW:
-            return {"Data": {"TaskId": earlier.task_id}}  # the same ClientTaskId, the same task
+    # The same ClientTaskId within the window is the same task (one atomic check and insert).
     task = await asyncio.to_thread(
-        c.tasks.start, app_id, spec, storage, None, new_task_id(), False, ref
+        c.tasks.start, app_id, spec, storage, None, new_task_id(), False, ref, QUERY_WINDOW
     )
     return {"Data": {"TaskId": task.task_id}}
 
