@@ -255,34 +255,6 @@ def test_variants_record_the_tracks_and_format_asked(world, over, fmt, video, au
         assert "#EXT-X-ENDLIST" in path.read_text()
 
 
-def test_a_killed_worker_leaves_a_playable_file_and_a_failed_task(world):
-    svc, jo = world
-    resid = jo.apply()
-    answer = jo.call("POST", "startrecord", jo.start_body(resid, ROOM, "bob"))
-    record_id = answer["recordid"]
-    task = wait_task(svc, record_id, {"recording"})
-    time.sleep(4)
-    task = svc.get(f"/v1/apps/{APP}/tasks/{record_id}", svc.app).json()
-    pid = int(next(e for e in [task] if e)["task_id"] and _worker_pid(svc, record_id))
-    subprocess.run(["kill", "-9", str(pid)], check=True)
-    task = wait_task(svc, record_id, {"failed"})
-    assert task["state"] == "failed" and task["end_reason"] == "worker ended abnormally"
-    assert "signal 9" in task["error"]
-    [f] = task["files"]
-    assert f["complete"] is False and f["duration_ms"] >= 2500
-    info = probe(fetched(svc, task, f))
-    assert info["first_key"] is True and info["frames"] >= 2 * FPS
-    assert jo.call("GET", f"queryrecord/{ROOM}/{record_id}")["code"] == 4013
-
-
-def _worker_pid(svc: Service, record_id: str) -> int:
-    import sqlite3
-
-    with sqlite3.connect(svc.data_dir / "cloudrec.db") as db:
-        (worker,) = db.execute("SELECT worker FROM tasks WHERE task_id=?", (record_id,)).fetchone()
-    return int(worker.split(":")[1])
-
-
 def test_the_task_stops_by_itself_when_its_user_leaves_for_the_idle_timeout(world, sources):
     svc, jo = world
     url = svc.publish_url(APP, ROOM, "cam-carol", "--uid", "carol")

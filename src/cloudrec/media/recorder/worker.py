@@ -57,7 +57,7 @@ from cloudrec.core.tasks import (
 from cloudrec.media.compositor.overlay import decode_image
 from cloudrec.media.recorder.concat import Part, compatible, concatenate
 from cloudrec.media.recorder.mixer import Mixer, MixOutput, SnapshotTaken
-from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder
+from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder, probe_file
 from cloudrec.media.recorder.sei import begin_timestamp
 from cloudrec.media.recorder.snapshots import (
     SnapshotPlan,
@@ -200,6 +200,7 @@ class TaskWorker:
         self.mix_wave: _MixWave | None = None
         self.terminated = threading.Event()  # SIGTERM: close the files, give the task up
         self.heartbeat = Heartbeat(control)
+        self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
 
     def spool(self, task: Task) -> Path:
         return self.settings.spool_dir / str(task.app_id) / task.task_id
@@ -348,6 +349,7 @@ class TaskWorker:
             )
             paths[file_id] = path
             opened[file_id] = (fmt, track, begin_ms)
+            self.written[file_id] = (path, fmt)
             return file_id
 
         def on_close(file_id: int, fields: dict[str, object]) -> None:
@@ -557,6 +559,7 @@ class TaskWorker:
                 )
             )
             self.mixed_files.append(file_id)
+            self.written[file_id] = (path, fmt)
             return file_id
 
         def on_open(out: MixOutput, begin_ms: int) -> int:
@@ -732,4 +735,7 @@ class TaskWorker:
         errors = self._close(stop_at)
         if reason == END_DISK_FULL:
             errors.insert(0, "the spool disk is full: no more could be written")
+            # A write cut short leaves half a fragment: back to what a player reads.
+            for file_id, (path, fmt) in self.written.items():
+                self.control.file_repaired(file_id, **probe_file(path, fmt))
         return self.control.finish(reason, "; ".join(errors) or None)

@@ -1,0 +1,396 @@
+"""Nothing lost, nothing stuck, through ``cloudrec serve`` as a user runs it (issue 10): a
+worker killed mid-recording is replaced and its parts hold the window; a stop during a
+publisher's stall completes; the service itself killed and started again finishes the task; a
+second service on the same data directory is refused without disturbing the first; no worker
+is left a zombie; a full spool disk ends the task at once with its reason.  Files are checked
+in the bucket, packet by packet against what was published."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.jocloud import JoCloud
+from tests.s3server import FaultyS3
+from tests.service import Service
+
+APP = 10077
+ROOM = "own1"
+FPS = 25
+GOP = 5
+FFMPEG = ("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin")
+SERVE = (sys.executable, "-m", "cloudrec.cli", "serve")
+
+
+def make_source(path: Path, seconds: int = 240) -> Path:
+    """A pre-encoded H.264/AAC FLV that publishers copy untouched (short GOP, 25 fps), so a
+    recording can be compared with it packet by packet."""
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=320x240:rate={FPS}:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=660:sample_rate=48000:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            str(GOP),
+            "-keyint_min",
+            str(GOP),
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            str(path),
+        ],
+        check=True,
+        timeout=180,
+    )
+    return path
+
+
+def publish(source: Path, url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*FFMPEG, "-re", "-i", str(source), "-c", "copy", "-f", "flv", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def hashes(path: Path, kind: str) -> list[str]:
+    with av.open(str(path)) as c:
+        streams = c.streams.video if kind == "video" else c.streams.audio
+        return [hashlib.sha1(bytes(p)).hexdigest() for p in c.demux(streams[0]) if p.size]
+
+
+def decode_errors(path: Path) -> str:
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return out.stderr.strip()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return make_source(tmp_path_factory.mktemp("src") / "cam.flv")
+
+
+@pytest.fixture(scope="module")
+def source_hashes(source) -> dict[str, list[str]]:
+    return {kind: hashes(source, kind) for kind in ("video", "audio")}
+
+
+@pytest.fixture
+def s3():
+    server = FaultyS3().start()
+    server.client().create_bucket(Bucket="own")
+    yield server
+    server.stop()
+
+
+def service(data_dir: Path, s3: FaultyS3, **env: str) -> Service:
+    svc = Service(data_dir, env={"CLOUDREC_STORAGE_ENDPOINT_OVERRIDE": s3.url, **env})
+    svc.app = svc.create_app(APP)
+    svc.s3 = s3
+    return svc.start()
+
+
+def storage() -> dict[str, object]:
+    return {
+        "vender": 2,
+        "endpoint": "s3-cn-south-1.qiniucs.com",
+        "bucket": "own",
+        "accesskey": "AK",
+        "secretkey": "SK",
+        "fileprefix": ["own"],
+    }
+
+
+def task_of(svc: Service, record_id: str) -> dict:
+    return svc.get(f"/v1/apps/{APP}/tasks/{record_id}", svc.app).json()
+
+
+def wait(svc: Service, record_id: str, check, timeout_s: float = 45) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task = task_of(svc, record_id)
+        if check(task):
+            return task
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+
+
+def worker_pid(svc: Service, record_id: str) -> int | None:
+    import sqlite3
+
+    with sqlite3.connect(svc.data_dir / "cloudrec.db") as db:
+        (worker,) = db.execute("SELECT worker FROM tasks WHERE task_id=?", (record_id,)).fetchone()
+    kind, _, pid = (worker or "").partition(":")
+    return int(pid) if kind == "local" else None
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def zombies_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def fetch(svc: Service, name: str, dest: Path) -> Path:
+    body = svc.s3.client().get_object(Bucket="own", Key=name)["Body"].read()
+    path = dest / name.rsplit("/", 1)[-1]
+    path.write_bytes(body)
+    return path
+
+
+def span(part: list[str], published: list[str]) -> tuple[int, int]:
+    """Where a part's packets are in what was published: first and last index, checking
+    that the part is one unbroken run of published packets."""
+    first = published.index(part[0])
+    assert published[first : first + len(part)] == part, "packets dropped or reordered"
+    return first, first + len(part) - 1
+
+
+def test_a_killed_worker_is_replaced_within_10_s_and_its_parts_hold_the_window(
+    tmp_path, s3, source, source_hashes
+):
+    """Issue 10 #5 and #6: a worker killed with SIGKILL ended its task although the room was
+    live, and finished workers were left as zombies of ``cloudrec serve``."""
+    svc = service(tmp_path / "data", s3)
+    pub = publish(source, svc.publish_url(APP, ROOM, "cam", "--uid", "alice"))
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        resid, record_id = jo.start(ROOM, "alice", storagecfg=storage())
+        wait(svc, record_id, lambda t: t["state"] == "recording")
+        time.sleep(5)
+        first = worker_pid(svc, record_id)
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+        deadline = killed + 10
+        while True:
+            pid = worker_pid(svc, record_id)
+            if pid not in (None, first) and running(pid):
+                break
+            assert time.monotonic() < deadline, task_of(svc, record_id)
+            time.sleep(0.1)
+        replaced_in = time.monotonic() - killed
+        assert task_of(svc, record_id)["state"] == "recording"
+        time.sleep(6)
+        assert jo.stop(resid, ROOM, record_id)["code"] == 0
+        task = wait(svc, record_id, lambda t: t["state"] in ("completed", "failed"))
+        assert task["state"] == "completed", task
+        assert replaced_in < 10
+        kinds = [e["kind"] for e in task["events"]]
+        assert "worker_died" in kinds and "worker_restarted" in kinds
+        parts = sorted(task["files"], key=lambda f: f["begin_ms"])
+        assert len(parts) == 2, parts
+        assert [f["status"] for f in parts] == ["uploaded", "uploaded"]
+        assert parts[0]["complete"] is False and parts[1]["complete"] is True
+        spans = []
+        for f in parts:
+            path = fetch(svc, f["name"], tmp_path)
+            assert decode_errors(path) == ""
+            video = hashes(path, "video")
+            audio = hashes(path, "audio")
+            assert len(audio) > 0 and all(h in set(source_hashes["audio"]) for h in audio)
+            spans.append(span(video, source_hashes["video"]))
+        gap_frames = spans[1][0] - spans[0][1] - 1
+        assert gap_frames <= 10 * FPS, spans  # at most the 10 s around the death are missing
+        assert spans[1][1] - spans[0][0] >= 14 * FPS  # together: the whole window, ~16 s
+        assert zombies_of(svc.proc.pid) == []
+    finally:
+        pub.kill()
+        pub.wait()
+        assert svc.stop() == 0
+
+
+def test_a_stop_during_a_publisher_stall_completes_within_45_s(tmp_path, s3, source):
+    """Issue 10 #1: StopRecord while the publisher stalled left the task uploading for good
+    (the worker gave its recorders 3 s against a 5 s read timeout, then exited with their
+    files still open)."""
+    svc = service(tmp_path / "data", s3)
+    pub = publish(source, svc.publish_url(APP, ROOM, "cam", "--uid", "alice"))
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        resid, record_id = jo.start(ROOM, "alice", storagecfg=storage())
+        wait(svc, record_id, lambda t: t["state"] == "recording")
+        time.sleep(3)
+        pub.send_signal(signal.SIGSTOP)
+        time.sleep(1)
+        stopped = time.monotonic()
+        assert jo.stop(resid, ROOM, record_id)["code"] == 0
+        time.sleep(10)  # the stall goes on past the stop
+        pub.send_signal(signal.SIGCONT)
+        task = wait(svc, record_id, lambda t: t["state"] in ("completed", "failed"))
+        assert task["state"] == "completed", task
+        assert time.monotonic() - stopped < 45
+        [f] = task["files"]
+        assert f["status"] == "uploaded"
+        path = fetch(svc, f["name"], tmp_path)
+        assert decode_errors(path) == ""
+        assert len(hashes(path, "video")) >= 2 * FPS
+    finally:
+        pub.kill()
+        pub.wait()
+        assert svc.stop() == 0
+
+
+def test_a_second_serve_on_the_same_data_dir_is_refused_and_disturbs_nothing(tmp_path, s3, source):
+    """Issue 10 #3: a second ``cloudrec serve`` on the same database closed every embedded
+    stream before it found its port taken, so the first one's recordings lost their inputs."""
+    svc = service(tmp_path / "data", s3)
+    pub = publish(source, svc.publish_url(APP, ROOM, "cam", "--uid", "alice"))
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        second = subprocess.run(
+            [*SERVE, "--data-dir", str(svc.data_dir), "--http-port", str(svc.http_port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "another cloudrec serve" in second.stderr and str(svc.proc.pid) in second.stderr
+        # Another data directory on the same database, on the same ports: it cannot bind.
+        third = subprocess.run(
+            [
+                *SERVE,
+                *("--data-dir", str(tmp_path / "d2"), "--http-port", str(svc.http_port)),
+                *("--database-url", f"sqlite:///{svc.data_dir / 'cloudrec.db'}"),
+                *("--rtmp-port", str(svc.rtmp_port)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "CLOUDREC_SECRET_KEY": (svc.data_dir / "secret.key").read_text()},
+        )
+        assert third.returncode == 1 and "in use" in third.stderr
+        assert len(svc.streams(svc.app, ROOM)) == 1  # still live
+        jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        resid, record_id = jo.start(ROOM, "alice", storagecfg=storage())
+        wait(svc, record_id, lambda t: t["state"] == "recording")
+        assert jo.stop(resid, ROOM, record_id)["code"] == 0
+        task = wait(svc, record_id, lambda t: t["state"] in ("completed", "failed"))
+        assert task["state"] == "completed", task
+    finally:
+        pub.kill()
+        pub.wait()
+        assert svc.stop() == 0
+
+
+def test_the_service_killed_mid_recording_comes_back_and_the_task_completes(
+    tmp_path, s3, source, source_hashes
+):
+    """kill -9 of ``cloudrec serve``: its workers go on (their own session), the publisher
+    reconnects once the service is back, and every file is uploaded."""
+    svc = service(tmp_path / "data", s3)
+    pub = publish(source, svc.publish_url(APP, ROOM, "cam", "--uid", "alice"))
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        resid, record_id = jo.start(ROOM, "alice", storagecfg=storage())
+        wait(svc, record_id, lambda t: t["state"] == "recording")
+        time.sleep(4)
+        worker = worker_pid(svc, record_id)
+        svc.proc.send_signal(signal.SIGKILL)
+        svc.proc.wait()
+        pub.wait(timeout=30)  # the publisher loses its server
+        assert worker is not None and running(worker)  # the worker outlives the service
+        svc.start()
+        pub = publish(source, svc.publish_url(APP, ROOM, "cam", "--uid", "alice"))
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        wait(svc, record_id, lambda t: len(t["files"]) >= 2, timeout_s=30)
+        time.sleep(3)
+        assert jo.stop(resid, ROOM, record_id)["code"] == 0
+        task = wait(svc, record_id, lambda t: t["state"] in ("completed", "failed"))
+        assert task["state"] == "completed", task
+        assert [f["status"] for f in task["files"]] == ["uploaded"] * len(task["files"])
+        for f in task["files"]:
+            path = fetch(svc, f["name"], tmp_path)
+            assert decode_errors(path) == ""
+            span(hashes(path, "video"), source_hashes["video"])
+    finally:
+        pub.kill()
+        pub.wait()
+        assert svc.stop() == 0
+
+
+@pytest.fixture
+def small_spool(tmp_path):
+    """The spool on a 3 MiB tmpfs (root only: mount)."""
+    spool = tmp_path / "data" / "spool"
+    spool.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(spool)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    yield spool
+    subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+def test_a_full_spool_disk_ends_the_task_at_once_with_its_reason(tmp_path, small_spool, s3):
+    """Issue 10 #10: a recorder that hit ENOSPC stopped writing while the task went on saying
+    ``recording`` until the stop.  The documented behaviour: the task ends at once, its
+    reason "spool disk full", and what was written is kept, playable."""
+    big = make_source(tmp_path / "big.flv", seconds=120)  # 320x240: ~50 KB/s, 3 MiB in ~60 s
+    svc = service(tmp_path / "data", s3, CLOUDREC_MIN_FREE_SPOOL_MB="0")
+    pub = publish(big, svc.publish_url(APP, ROOM, "cam", "--uid", "alice"))
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        (small_spool / "filler").write_bytes(b"\0" * (2 * 2**20 + 512 * 1024))
+        _, record_id = jo.start(ROOM, "alice", storagecfg=storage())
+        task = wait(svc, record_id, lambda t: t["state"] in ("completed", "failed"), 90)
+        assert task["state"] == "completed" and task["end_reason"] == "spool disk full", task
+        assert "spool disk is full" in task["error"]
+        [f] = task["files"]
+        assert f["status"] == "uploaded"
+        path = fetch(svc, f["name"], tmp_path)
+        assert decode_errors(path) == ""
+        assert len(hashes(path, "video")) >= FPS
+    finally:
+        pub.kill()
+        pub.wait()
+        assert svc.stop() == 0
