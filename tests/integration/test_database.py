@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from tests.fakes import FakeExecutor
 from sqlalchemy import inspect, text
 
 from cloudrec.bootstrap import bootstrap
 from cloudrec.config import load_settings
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.rooms import StreamMeta
+from tests.fakes import FakeExecutor
 
 
 @pytest.fixture
