@@ -178,3 +178,16 @@ def test_a_zego_upload_callback_lists_recordings_and_counts_their_sound_waves():
     lost = _file("m_A_1.sw", FileFormat.SOUND_WAVE, FileStatus.BACKED_UP)
     body = zego_body(task, "task_completed", [mp3, lost], FakeClock()(), "secret", 1)
     assert body is not None and body["detail"]["upload_status"] == 2
+
+
+def test_a_zego_task_ended_by_a_full_disk_says_quit_reason_1004():
+    """ZEGO's recording-status-callback: quit_reason 1004, the storage space available to
+    the recording service is insufficient (issue 10 #10)."""
+    from dataclasses import replace
+
+    from cloudrec.core.tasks import END_DISK_FULL
+
+    task = replace(_zego_task(FileFormat.MP4), end_reason=END_DISK_FULL)
+    body = zego_body(task, "task_stopped", [], FakeClock()(), "secret", 1)
+    assert body is not None and body["event_type"] == 2
+    assert body["detail"] == {"quit_reason": 1004}

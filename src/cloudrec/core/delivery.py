@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.tasks import (
+    END_DISK_FULL,
     END_IDLE,
     END_MAX_DURATION,
     END_WORKER_DIED,
@@ -521,7 +522,8 @@ ZEGO_EVENTS = {
 }
 # A screenshot's upload is done (in the bucket, in the backup store, or given up on).
 ZEGO_SCREENSHOT_EVENTS = ("file_uploaded", "file_backed_up", "file_upload_failed")
-ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6}
+# 1004: "the storage space available to the recording service is insufficient".
+ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6, END_DISK_FULL: 1004}
 
 
 def zego_body(
