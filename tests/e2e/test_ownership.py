@@ -394,3 +394,38 @@ def test_a_full_spool_disk_ends_the_task_at_once_with_its_reason(tmp_path, small
         pub.kill()
         pub.wait()
         assert svc.stop() == 0
+
+
+def test_a_worker_told_to_terminate_closes_its_part_and_the_next_attempt_goes_on(
+    tmp_path, s3, source, source_hashes
+):
+    """SIGTERM (systemd, docker stop) to a worker: its file is closed whole, not left to be
+    cut back, and the recording goes on in a new attempt at once."""
+    svc = service(tmp_path / "data", s3)
+    pub = publish(source, svc.publish_url(APP, ROOM, "cam", "--uid", "alice"))
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
+        jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        resid, record_id = jo.start(ROOM, "alice", storagecfg=storage())
+        wait(svc, record_id, lambda t: t["state"] == "recording")
+        time.sleep(4)
+        first = worker_pid(svc, record_id)
+        assert first is not None
+        os.kill(first, signal.SIGTERM)
+        wait(svc, record_id, lambda t: len(t["files"]) == 2, timeout_s=20)
+        time.sleep(3)
+        assert jo.stop(resid, ROOM, record_id)["code"] == 0
+        task = wait(svc, record_id, lambda t: t["state"] in ("completed", "failed"))
+        assert task["state"] == "completed", task
+        parts = sorted(task["files"], key=lambda f: f["begin_ms"])
+        assert [f["complete"] for f in parts] == [True, True]
+        assert "worker_released" in [e["kind"] for e in task["events"]]
+        spans = [
+            span(hashes(fetch(svc, f["name"], tmp_path), "video"), source_hashes["video"])
+            for f in parts
+        ]
+        assert spans[1][0] - spans[0][1] - 1 <= 10 * FPS
+    finally:
+        pub.kill()
+        pub.wait()
+        assert svc.stop() == 0
