@@ -199,7 +199,7 @@ class TaskService:
             return
         free = self._spool_free()
         if free < self._min_free:
-            raise CloudrecError.resource_exhausted(
+            raise CloudrecError.unavailable(
                 f"the spool disk has {free // 2**20} MiB free, less than the "
                 f"{self._min_free // 2**20} MiB kept free (min_free_spool_mb)",
                 reason="disk_full",
