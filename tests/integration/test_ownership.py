@@ -400,3 +400,17 @@ def test_a_start_is_refused_while_the_spool_disk_is_nearly_full(database_url, da
         assert world.executor.starts == []
     finally:
         world.c.engine.dispose()
+
+
+def test_a_task_stopped_while_its_restart_backs_off_ends_without_a_new_worker(world):
+    task_id = world.start()
+    for attempt in (1, 2):
+        world.control(task_id, attempt).claim()
+        world.executor.died(world.task(task_id).worker)
+        world.reconciler.run_once()
+    assert world.task(task_id).worker is None  # waiting 1 s before attempt 3
+    world.c.tasks.stop(APP, task_id)
+    world.reconciler.run_once()
+    task = world.task(task_id)
+    assert task.state is TaskState.COMPLETED and task.end_reason == "stopped by request"
+    assert [a for _, a in world.executor.starts] == [1, 2]

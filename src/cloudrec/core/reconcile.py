@@ -189,6 +189,15 @@ class Reconciler:
 
     def _start_next(self, task: Task, now: datetime) -> str | None:
         """A task waiting for its next attempt's worker: start it once its backoff is over."""
+        if task.desired is Desired.STOPPED:
+            with self._uow() as uow:  # stopped while it waited: nothing more to record
+                if not uow.tasks.update_if(
+                    task.task_id, attempt=task.attempt, states=_RECORDING, worker=None
+                ):
+                    return None
+                end_recording(uow, task, now, task.end_reason or END_STOPPED, None)
+                uow.commit()
+            return "stopped while waiting for its next attempt"
         if task.lease_until is not None and task.lease_until > now:
             return None
         with self._uow() as uow:
