@@ -17,6 +17,7 @@ import uvicorn
 from cloudrec.api.app import create_app
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
 from cloudrec.core.tasks import RecordedFile
+from cloudrec.media.ingest.limits import IngestLimits
 from cloudrec.media.ingest.server import RtmpServer
 from cloudrec.media.recorder.remux import probe_file
 
@@ -100,7 +101,8 @@ async def serve(container: Container) -> None:
     await asyncio.to_thread(
         container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
     )
-    rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port)
+    limits = IngestLimits.from_settings(s)
+    rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port, limits=limits)
     await rtmp.start()
     config = uvicorn.Config(
         create_app(container),
