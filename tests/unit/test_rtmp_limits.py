@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import struct
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudrec.config import Settings
+from cloudrec.config import Settings, SettingsError, load_settings
 from cloudrec.media.ingest import messages
 from cloudrec.media.ingest.chunks import ChunkLimits, ChunkReader, LimitError, Message
 from cloudrec.media.ingest.chunks import encode_message as encode
@@ -197,3 +198,14 @@ def test_the_limits_come_from_the_settings() -> None:
     assert limits.auth_timeout_s == 2.5
     assert limits.connection_cap_exempt == frozenset({"10.0.0.7", "127.0.0.1"})
     assert IngestLimits.from_settings(Settings()) == IngestLimits()
+
+
+def test_the_limits_are_read_from_the_environment_and_must_be_positive(tmp_path: Path) -> None:
+    flags = {"data_dir": tmp_path}
+    env = {"CLOUDREC_RTMP_AUTH_TIMEOUT_S": "2.5", "CLOUDREC_RTMP_MAX_CONNECTIONS": "9"}
+    s = load_settings(flags, env=env)
+    assert (s.rtmp_auth_timeout_s, s.rtmp_max_connections) == (2.5, 9)
+    with pytest.raises(
+        SettingsError, match=exactly("setting rtmp_min_chunk_size: 0 is not positive")
+    ):
+        load_settings(flags, env={"CLOUDREC_RTMP_MIN_CHUNK_SIZE": "0"})
