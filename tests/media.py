@@ -179,10 +179,20 @@ def pull_with_ffmpeg(
 class RtmpTestClient:
     """A blocking RTMP client speaking just enough to publish or play (tests only)."""
 
-    def __init__(self, host: str, port: int, app: str, *, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        app: str,
+        *,
+        rcvbuf: int | None = None,
+        source: str | None = None,
+    ) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:  # e.g. 127.0.0.2: loopback, but another address than 127.0.0.1
+            self.sock.bind((source, 0))
         self.sock.settimeout(5.0)
         self.sock.connect((host, port))
         self.reader = ChunkReader()
@@ -302,9 +312,15 @@ class ListHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
         self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        self.records.append(record)
+
+    def fields(self, event: str) -> list[dict[str, Any]]:
+        """The ``fields`` of every record logged as ``event`` (structured events)."""
+        return [getattr(r, "fields", {}) for r in self.records if r.getMessage() == event]
 
 
 class IngestThread:

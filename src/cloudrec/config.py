@@ -72,6 +72,22 @@ class Settings:
     callback_attempts: int = 3
     callback_backoff_s: float = 5.0
     callback_backoff_max_s: float = 300.0
+    # Embedded RTMP ingest bounds (docs/security.md, "RTMP ingest bounds"): the smallest Set
+    # Chunk Size, chunk stream ids per connection, unfinished messages at once, the largest
+    # message other than a publisher's audio/video (and all unfinished bytes before a publish is
+    # accepted), all unfinished bytes of an accepted publisher, seconds from accept to an
+    # accepted publish/play, unread replies, connections in all and per remote address (the
+    # exempt addresses, comma-separated, count only in the total: recorders pull over loopback).
+    rtmp_min_chunk_size: int = 128
+    rtmp_max_chunk_streams: int = 64
+    rtmp_max_unfinished_messages: int = 8
+    rtmp_max_command_bytes: int = 65536
+    rtmp_max_buffered_bytes: int = 16777216
+    rtmp_auth_timeout_s: float = 10.0
+    rtmp_max_reply_backlog_bytes: int = 65536
+    rtmp_max_connections: int = 512
+    rtmp_max_connections_per_address: int = 16
+    rtmp_connection_cap_exempt: str = "127.0.0.1,::1"
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
@@ -99,6 +115,19 @@ class Settings:
     @property
     def public_rtmp_host(self) -> str:
         return self.rtmp_public_host or self.host
+
+
+_RTMP_POSITIVE = (
+    "rtmp_min_chunk_size",
+    "rtmp_max_chunk_streams",
+    "rtmp_max_unfinished_messages",
+    "rtmp_max_command_bytes",
+    "rtmp_max_buffered_bytes",
+    "rtmp_auth_timeout_s",
+    "rtmp_max_reply_backlog_bytes",
+    "rtmp_max_connections",
+    "rtmp_max_connections_per_address",
+)
 
 
 def _coerce(name: str, typ: Any, value: Any) -> Any:
@@ -167,6 +196,9 @@ def load_settings(
         port = getattr(settings, port_name)
         if not 0 <= port <= 65535:
             raise SettingsError(f"setting {port_name}: {port} is not a TCP port")
+    for name in _RTMP_POSITIVE:
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"setting {name}: {getattr(settings, name)} is not positive")
     if settings.log_format not in ("json", "text"):
         raise SettingsError(f"setting log_format: {settings.log_format!r} is not 'json' or 'text'")
     return settings

@@ -28,6 +28,7 @@ from cloudrec.api.app import create_app
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
 from cloudrec.core.reconcile import Reconciler, RestartPolicy
 from cloudrec.core.tasks import RecordedFile
+from cloudrec.media.ingest.limits import IngestLimits
 from cloudrec.media.ingest.server import RtmpServer
 from cloudrec.media.recorder.remux import probe_file
 
@@ -151,7 +152,8 @@ async def serve(container: Container) -> None:
     s = container.settings
     lock = _lock_data_dir(s.data_dir)
     http_socket = _bind(s.host, s.http_port)
-    rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port)
+    limits = IngestLimits.from_settings(s)
+    rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port, limits=limits)
     await rtmp.start()
     # Only now that this service owns the ports: the streams a previous one left open.
     await asyncio.to_thread(

@@ -5,6 +5,12 @@ messages and media goes straight to the live stream's players.  Only the steps t
 gate (publish, play, the first media message, the end of a publish) are coroutines; while one
 runs, reading is paused and later messages wait in order, so no media is accepted before the
 gate has answered.
+
+Bounds (:class:`~cloudrec.media.ingest.limits.IngestLimits`): a connection over the server's
+connection caps is dropped at accept; one that has no publish or play accepted within
+``auth_timeout_s`` of accept (or of the end of its publish), that leaves more than
+``max_reply_backlog_bytes`` of replies unread, or whose chunks go past the chunk reader's limits
+is dropped too.  Each is logged once as ``rtmp.refused`` with the reason and the limit's name.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from cloudrec.core.errors import CloudrecError, Kind
 from cloudrec.core.rooms import PlayRequest, PublishRequest
 from cloudrec.media.ingest import flv, messages
-from cloudrec.media.ingest.chunks import ChunkReader, Message, encode_message
+from cloudrec.media.ingest.chunks import ChunkReader, LimitError, Message, encode_message
 from cloudrec.media.ingest.handshake import ServerHandshake
 from cloudrec.media.ingest.live import CSID_DATA, LiveStream, Player
 from cloudrec.media.ingest.meta import build_meta
@@ -43,7 +49,10 @@ class RtmpConnection(asyncio.Protocol):
         self.remote_addr = ""
         self.label = "?"
         self.handshake: ServerHandshake | None = ServerHandshake()
-        self.chunks = ChunkReader()
+        self.chunks = ChunkReader(limits=server.limits.chunks)
+        self.admitted = False  # counted in the server's connection caps
+        self.refused = False
+        self.auth_timer: asyncio.TimerHandle | None = None
         self.pending: collections.deque[Message] = collections.deque()
         self.busy: asyncio.Task[None] | None = None
         self.finished: asyncio.Future[None] = self.loop.create_future()
@@ -68,6 +77,12 @@ class RtmpConnection(asyncio.Protocol):
         if peer:
             self.remote_addr, self.label = str(peer[0]), f"{peer[0]}:{peer[1]}"
         self.server.connections.add(self)
+        refusal = self.server.admit(self.remote_addr)
+        if refusal is not None:
+            self.refuse_connection(*refusal)
+            return
+        self.admitted = True
+        self._await_authorisation()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -83,6 +98,9 @@ class RtmpConnection(asyncio.Protocol):
                 self.acked = self.received
                 self.send(messages.acknowledgement(self.received), CSID_CONTROL)
             msgs = self.chunks.feed(data)
+        except LimitError as exc:
+            self.refuse_connection(str(exc), exc.limit)
+            return
         except ValueError as exc:
             self.logger.warning("RTMP %s: protocol error: %s", self.label, exc)
             self.abort()
@@ -100,7 +118,38 @@ class RtmpConnection(asyncio.Protocol):
     # Sending and closing.
     def send(self, msg: Message, csid: int = CSID_COMMAND) -> None:
         assert self.transport is not None
+        if self.refused:
+            return
         self.transport.write(encode_message(msg, csid, self.server.chunk_size))
+        # A player's backlog is the Player's business (skip to a key frame, then disconnect).
+        backlog = self.transport.get_write_buffer_size()
+        limit = self.server.limits.max_reply_backlog_bytes
+        if self.playing is None and backlog > limit:
+            reason = f"{backlog} bytes of replies unread (limit {limit})"
+            self.refuse_connection(reason, "max_reply_backlog_bytes")
+
+    def refuse_connection(self, reason: str, limit: str) -> None:
+        """Drop the connection for going past a bound; log it once, with the reason."""
+        if not self.refused:
+            self.refused = True
+            fields = {"peer": self.label, "reason": reason, "limit": limit}
+            self.logger.warning("rtmp.refused", extra={"fields": fields})
+        self.abort()
+
+    def _await_authorisation(self) -> None:
+        timeout_s = self.server.limits.auth_timeout_s
+        self.auth_timer = self.loop.call_later(timeout_s, self._authorisation_expired, timeout_s)
+
+    def _authorised(self) -> None:
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+            self.auth_timer = None
+
+    def _authorisation_expired(self, timeout_s: float) -> None:
+        self.auth_timer = None
+        if not self.closing:
+            reason = f"no publish or play accepted within {timeout_s:g} s"
+            self.refuse_connection(reason, "auth_timeout_s")
 
     def close(self) -> None:
         """Close after the queued bytes are sent."""
@@ -118,6 +167,7 @@ class RtmpConnection(asyncio.Protocol):
         return 0.0 if self.playing is not None else now - self.last_read
 
     async def _finish(self) -> None:
+        self._authorised()  # nothing left to wait for
         if self.busy is not None:
             await asyncio.gather(self.busy, return_exceptions=True)
         try:
@@ -125,6 +175,9 @@ class RtmpConnection(asyncio.Protocol):
             self._end_play()
         finally:
             self.server.connections.discard(self)
+            if self.admitted:
+                self.admitted = False
+                self.server.release(self.remote_addr)
             self.finished.set_result(None)
 
     def _handshake(self, data: bytes) -> bytes:
@@ -295,6 +348,8 @@ class RtmpConnection(asyncio.Protocol):
         if not self.server.add_stream(stream):
             return self._refuse(stream_id, bad_name, "publish", key, "stream is already publishing")
         self.publishing, self.publish_stream_id = stream, stream_id
+        self.chunks.publishing = True  # audio and video may now be as large as a key frame is
+        self._authorised()
         self.logger.info("RTMP %s: publish %s accepted", self.label, key)
         self.send(messages.UserControl(messages.STREAM_BEGIN, stream_id).message(), CSID_CONTROL)
         self._status(stream_id, "NetStream.Publish.Start", f"{req.stream_name} is now published.")
@@ -311,6 +366,7 @@ class RtmpConnection(asyncio.Protocol):
         except CloudrecError as exc:
             code = "NetStream.Play.StreamNotFound" if exc.kind is Kind.NOT_FOUND else failed
             return self._refuse(stream_id, code, "play", key, exc.message)
+        self._authorised()
         stream = await self.server.wait_stream(key)
         if self.closing or self.transport is None:
             return None
@@ -341,7 +397,10 @@ class RtmpConnection(asyncio.Protocol):
         if stream is None:
             return
         self.publishing = None
+        self.chunks.publishing = False
         self.server.remove_stream(stream)
+        if not self.closing:  # a connection that stays needs a new publish or play in time
+            self._await_authorisation()
         self.logger.info(
             "RTMP %s: publish %s ended (%s)", self.label, stream.request.stream_key, why
         )

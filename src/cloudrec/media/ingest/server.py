@@ -12,21 +12,27 @@ publisher (recorders pull right after a publish is announced), then gets
 ``NetStream.Play.StreamNotFound``.  When the publisher stops, its players get
 ``NetStream.Play.UnpublishNotify`` and are disconnected, so that pulling clients see the end.
 A second publish of a stream key that is live is refused with ``NetStream.Publish.BadName``.
+
+What a client can make the server hold before and after it is authorised is bounded by
+:class:`~cloudrec.media.ingest.limits.IngestLimits`; each refusal is one ``rtmp.refused`` log
+line with the peer, the reason and the limit's name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 
 from cloudrec.core.ports import IngestGate
 from cloudrec.media.ingest.connection import RtmpConnection
+from cloudrec.media.ingest.limits import IngestLimits, normal_address
 from cloudrec.media.ingest.live import LiveStream, LiveStreamInfo
 
 CLOSE_TIMEOUT_S = 3.0
 
-__all__ = ["LiveStreamInfo", "RtmpServer"]
+__all__ = ["IngestLimits", "LiveStreamInfo", "RtmpServer"]
 
 
 class RtmpServer:
@@ -36,7 +42,8 @@ class RtmpServer:
     ``play_wait_s`` how long a player waits for a publisher that is not live yet;
     ``idle_timeout_s`` how long a publishing (or not yet playing) connection may send nothing;
     ``player_buffer_bytes`` the unsent bytes above which a player skips to the next key frame,
-    and ``player_stall_timeout_s`` how long it may stay behind before it is disconnected.
+    and ``player_stall_timeout_s`` how long it may stay behind before it is disconnected;
+    ``limits`` what a client may make the server hold, and for how long.
     """
 
     def __init__(
@@ -50,6 +57,7 @@ class RtmpServer:
         idle_timeout_s: float = 30.0,
         player_buffer_bytes: int = 4 * 1024 * 1024,
         player_stall_timeout_s: float = 30.0,
+        limits: IngestLimits | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.gate = gate
@@ -59,12 +67,15 @@ class RtmpServer:
         self.idle_timeout_s = idle_timeout_s
         self.player_buffer_bytes = player_buffer_bytes
         self.player_stall_timeout_s = player_stall_timeout_s
+        self.limits = limits or IngestLimits()
         self.logger = logger or logging.getLogger("cloudrec.media.ingest")
         self._port = port
         self._server: asyncio.Server | None = None
         self._streams: dict[str, LiveStream] = {}
         self._stream_added = asyncio.Event()
         self.connections: set[RtmpConnection] = set()
+        self._admitted = 0
+        self._per_address: collections.Counter[str] = collections.Counter()
         self._closing = False
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -123,6 +134,28 @@ class RtmpServer:
                         "RTMP %s: idle for %.0f s; closing", conn.label, self.idle_timeout_s
                     )
                     conn.abort()
+
+    def admit(self, address: str) -> tuple[str, str] | None:
+        """Count a new connection from ``address``, or say why not: (reason, limit name)."""
+        limits = self.limits
+        address = normal_address(address)
+        if self._admitted >= limits.max_connections:
+            return f"{limits.max_connections} connections are open", "max_connections"
+        exempt = address in limits.connection_cap_exempt
+        if not exempt and self._per_address[address] >= limits.max_connections_per_address:
+            reason = f"{limits.max_connections_per_address} connections from {address} are open"
+            return reason, "max_connections_per_address"
+        self._admitted += 1
+        self._per_address[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        """An admitted connection from ``address`` has ended."""
+        address = normal_address(address)
+        self._admitted -= 1
+        self._per_address[address] -= 1
+        if self._per_address[address] <= 0:
+            del self._per_address[address]
 
     def is_live(self, key: str) -> bool:
         return key in self._streams
