@@ -20,7 +20,7 @@ from cloudrec.core.rooms import PublishRequest, StreamMeta
 from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
 from cloudrec.db.engine import make_engine, upgrade
 from cloudrec.db.repositories import uow_factory
-from cloudrec.executor import LocalExecutor
+from cloudrec.executor import HostExecutor, LocalExecutor
 from cloudrec.outbound import OutboundPolicy, resolve_target
 from cloudrec.secretbox import FernetSecretBox, load_key
 from cloudrec.storage.backup import LocalBackupStore, LocalSpool
@@ -74,7 +74,12 @@ def bootstrap(
         upgrade(engine)
     box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
     uow = uow_factory(engine, box)
-    executor = executor or LocalExecutor(settings)
+    if executor is None:
+        executor = (
+            HostExecutor(settings, settings.tasks_per_host)
+            if settings.executor == "host"
+            else LocalExecutor(settings)
+        )
     return Container(
         settings=settings,
         engine=engine,

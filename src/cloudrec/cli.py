@@ -95,8 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_task.add_argument("--attempt", type=int, default=1)
     run_task.add_argument("task_id")
     _common(run_task)
-    # Hide the worker entry point from --help: users never run it themselves.
-    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "run-task"]
+    host = sub.add_parser("recorder-host")  # a warm process running many tasks' workers
+    _common(host)
+    # Hide the worker entry points from --help: users never run them themselves.
+    hidden = ("run-task", "recorder-host")
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest not in hidden]
     return parser
 
 
@@ -125,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
     # The service migrated the database before it started any worker.
-    container = bootstrap(settings, migrate=args.command != "run-task")
+    container = bootstrap(settings, migrate=args.command not in ("run-task", "recorder-host"))
     if args.command == "serve":
         from cloudrec.serve import AlreadyServingError, serve
 
@@ -138,6 +141,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "migrate":
         print(f"database at head: {settings.database.split('@')[-1]}")
         return 0
+    if args.command == "recorder-host":
+        from cloudrec.media.recorder.host import main as host_main
+
+        return host_main(container.uow, container.clock, settings)
     if args.command == "run-task":
         from cloudrec.core.control import TaskControl
         from cloudrec.media.recorder.worker import TaskWorker

@@ -90,6 +90,10 @@ class Settings:
     rtmp_connection_cap_exempt: str = "127.0.0.1,::1"
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
+    # How recordings run: "host", warm recorder-host processes each running up to
+    # tasks_per_host recordings in threads; or "process", one process per recording.
+    executor: str = "process"
+    tasks_per_host: int = 16
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
     max_worker_restarts: int = 5
     # New recordings are refused while the spool's disk has less than this free (MiB).
@@ -199,6 +203,10 @@ def load_settings(
     for name in _RTMP_POSITIVE:
         if getattr(settings, name) <= 0:
             raise SettingsError(f"setting {name}: {getattr(settings, name)} is not positive")
+    if settings.executor not in ("host", "process"):
+        raise SettingsError(f"setting executor: {settings.executor!r} is not 'host' or 'process'")
+    if settings.tasks_per_host < 1:
+        raise SettingsError(f"setting tasks_per_host: {settings.tasks_per_host} is not positive")
     if settings.log_format not in ("json", "text"):
         raise SettingsError(f"setting log_format: {settings.log_format!r} is not 'json' or 'text'")
     return settings

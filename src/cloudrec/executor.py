@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudrec.config import ENV_PREFIX, Settings
@@ -130,3 +131,161 @@ class LocalExecutor:
         if proc is not None and proc.poll() is not None:
             with self._lock:
                 self._procs.pop(proc.pid, None)
+
+
+def host_argv() -> list[str]:
+    return [sys.executable, "-m", "cloudrec.cli", "recorder-host"]
+
+
+@dataclass
+class _Host:
+    proc: subprocess.Popen[str]
+    tasks: set[tuple[str, int]] = field(default_factory=set)
+    done: dict[tuple[str, int], str] = field(default_factory=dict)  # attempt -> how it ended
+    accepting: bool = True
+    ended_at: float | None = None  # monotonic, when reap first saw the host gone
+
+
+class HostExecutor:
+    """Recorder hosts: warm ``cloudrec recorder-host`` processes, each running up to
+    ``per_host`` tasks (one spare host kept started, so that no start waits for an
+    interpreter).  Handles are ``host:PID:TASK_ID:ATTEMPT``.  A host that dies ends every
+    task it held; the reconciler replaces each (``alive`` says False at once)."""
+
+    def __init__(self, settings: Settings, per_host: int = 16, log_dir: Path | None = None) -> None:
+        self._settings = settings
+        self._per_host = max(1, per_host)
+        self._hosts: dict[int, _Host] = {}
+        self._lock = threading.Lock()
+        self._log_dir = log_dir or settings.data_dir / "logs"
+
+    def _spawn(self) -> _Host:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k != "CLOUDREC_CONFIG"}
+        env.update(settings_env(self._settings))
+        log = (self._log_dir / "hosts.log").open("ab")
+        proc = subprocess.Popen(
+            host_argv(),
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        log.close()
+        host = _Host(proc)
+        threading.Thread(target=self._listen, args=(host,), daemon=True).start()
+        self._hosts[proc.pid] = host
+        return host
+
+    def _listen(self, host: _Host) -> None:
+        assert host.proc.stdout is not None
+        for line in host.proc.stdout:
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[0] == "done" and parts[2].isdigit():
+                key = (parts[1], int(parts[2]))
+                with self._lock:
+                    host.tasks.discard(key)
+                    host.done[key] = parts[3].strip() if len(parts) > 3 else ""
+
+    def warm(self) -> None:
+        """Have a host with room ready before the first start."""
+        with self._lock:
+            self._spare()
+
+    def _spare(self) -> _Host:
+        """A running host with room (started if there is none); the lock is held."""
+        for host in self._hosts.values():
+            if host.accepting and host.proc.poll() is None and len(host.tasks) < self._per_host:
+                return host
+        return self._spawn()
+
+    def start(self, task_id: str, attempt: int = 1) -> str:
+        with self._lock:
+            for _ in range(3):
+                host = self._spare()
+                try:
+                    assert host.proc.stdin is not None
+                    host.proc.stdin.write(f"run {task_id} {attempt}\n")
+                    host.proc.stdin.flush()
+                except (BrokenPipeError, OSError):
+                    host.accepting = False
+                    continue
+                host.tasks.add((task_id, attempt))
+                handle = f"host:{host.proc.pid}:{task_id}:{attempt}"
+                if len(host.tasks) >= self._per_host:
+                    self._spare()  # the next start finds a warm host
+                return handle
+        raise RuntimeError("no recorder host could be started")
+
+    def _find(self, handle: str) -> tuple[_Host, tuple[str, int]] | None:
+        kind, _, rest = handle.partition(":")
+        pid, _, key = rest.partition(":")
+        task_id, _, attempt = key.rpartition(":")
+        if kind != "host" or not pid.isdigit() or not attempt.isdigit():
+            return None
+        with self._lock:
+            host = self._hosts.get(int(pid))
+        return None if host is None else (host, (task_id, int(attempt)))
+
+    def alive(self, handle: str) -> bool | None:
+        found = self._find(handle)
+        if found is None:
+            return None  # a host another service started: the lease tells
+        host, key = found
+        if host.proc.poll() is not None:
+            return False
+        with self._lock:
+            return key not in host.done
+
+    def exit_detail(self, handle: str) -> str:
+        found = self._find(handle)
+        if found is None:
+            return "worker is gone"
+        host, key = found
+        code = host.proc.returncode
+        if code is not None and code < 0:
+            return f"recorder host killed by signal {-code} ({signal.Signals(-code).name})"
+        if code is not None:
+            return f"recorder host exited with status {code}"
+        with self._lock:
+            return f"worker ended: {host.done.get(key, '?')}"
+
+    def kill(self, handle: str) -> None:
+        """A task whose worker froze: tell its host to stop it (the host and its other
+        tasks go on; the frozen thread can write nothing: its writes are fenced)."""
+        found = self._find(handle)
+        if found is None:
+            return
+        host, (task_id, attempt) = found
+        with self._lock:
+            host.tasks.discard((task_id, attempt))
+            host.done[(task_id, attempt)] = "abandoned: lease lost"
+            try:
+                assert host.proc.stdin is not None
+                host.proc.stdin.write(f"abandon {task_id} {attempt}\n")
+                host.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass
+
+    def reap(self) -> None:
+        """Collect hosts that have ended; ask hosts left idle beyond one spare to exit."""
+        with self._lock:
+            idle = 0
+            for pid, host in list(self._hosts.items()):
+                if host.proc.poll() is not None:
+                    host.ended_at = host.ended_at or time.monotonic()
+                    if time.monotonic() - host.ended_at > KEEP_ENDED_S:
+                        del self._hosts[pid]
+                    continue
+                if host.tasks or not host.accepting:
+                    continue
+                idle += 1
+                if idle > 1:
+                    host.accepting = False
+                    with contextlib.suppress(BrokenPipeError, OSError):
+                        assert host.proc.stdin is not None
+                        host.proc.stdin.write("exit\n")
+                        host.proc.stdin.flush()

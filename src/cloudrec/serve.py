@@ -187,6 +187,9 @@ async def serve(container: Container) -> None:
             }
         },
     )
+    warm = getattr(container.executor, "warm", None)
+    if warm is not None:
+        await asyncio.to_thread(warm)  # a recorder host ready before the first start
     reconciler = Reconciler(
         container.uow,
         container.clock,
