@@ -74,6 +74,11 @@ class Settings:
     callback_backoff_max_s: float = 300.0
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
+    # Where recorders pull a stream announced by an nginx-rtmp hook: {hook_rtmp_base}/{app}/
+    # {name}.  Never the client's own tcurl (issue 11).
+    hook_rtmp_base: str = "rtmp://127.0.0.1:1935"
+    # Largest HTTP request body accepted (bytes); a larger one is refused with 413 unread.
+    max_body_bytes: int = 1048576
     log_level: str = "INFO"
     log_format: str = "json"  # "json" or "text"
     allow_private_targets: bool = False
@@ -163,6 +168,12 @@ def load_settings(
         port = getattr(settings, port_name)
         if not 0 <= port <= 65535:
             raise SettingsError(f"setting {port_name}: {port} is not a TCP port")
+    if settings.max_body_bytes < 1:
+        raise SettingsError(f"setting max_body_bytes: {settings.max_body_bytes} is not positive")
+    if not settings.hook_rtmp_base.startswith("rtmp://"):
+        raise SettingsError(
+            f"setting hook_rtmp_base: {settings.hook_rtmp_base!r} is not an rtmp:// URL"
+        )
     if settings.log_format not in ("json", "text"):
         raise SettingsError(f"setting log_format: {settings.log_format!r} is not 'json' or 'text'")
     return settings
