@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from cloudrec.api.app import create_app
 from cloudrec.bootstrap import Container, bootstrap
@@ -245,11 +246,10 @@ def test_the_hooks_refuse_a_stranger_before_reading_the_body(world):
 # -- 4. pull URLs from configuration ---------------------------------------------------------
 
 
-def test_a_hook_lists_the_pull_url_from_configuration_not_the_publishers_tcurl(world):
-    """Bug (issue 11): the hooks built the pull URL from the client-controlled tcurl, so a
-    publisher could point recorders at http://10.…, file: or concat:."""
-    token = world.c.apps.publish_token(APP, "room1", "cam1", 600)
-    form = {
+def hook_form(world: World) -> dict[str, str]:
+    """What nginx-rtmp posts to on_publish for a publisher of cam1 in room1 (tcurl is the
+    URL the publisher connected to: the client's to choose)."""
+    return {
         "call": "publish",
         "app": "live",
         "name": "cam1",
@@ -258,8 +258,14 @@ def test_a_hook_lists_the_pull_url_from_configuration_not_the_publishers_tcurl(w
         "appid": str(APP),
         "room": "room1",
         "uid": "bob",
-        "token": token,
+        "token": world.c.apps.publish_token(APP, "room1", "cam1", 600),
     }
+
+
+def test_a_hook_lists_the_pull_url_from_configuration_not_the_publishers_tcurl(world):
+    """Bug (issue 11): the hooks built the pull URL from the client-controlled tcurl, so a
+    publisher could point recorders at http://10.…, file: or concat:."""
+    form = hook_form(world)
     r = send(world, "POST", "/hooks/rtmp/on_publish", data=form)
     assert r.status_code == 200, r.text
     [stream] = world.c.rooms.live(APP, "room1")
@@ -271,33 +277,45 @@ def test_a_hook_lists_the_pull_url_from_configuration_not_the_publishers_tcurl(w
 # -- 6. the event loop never waits on the database --------------------------------------------
 
 
-@pytest.mark.parametrize("endpoint", ["jocloud applyrecord", "zego StopRecord"])
+@pytest.mark.parametrize("endpoint", ["jocloud applyrecord", "zego StopRecord", "hook on_publish"])
 def test_the_event_loop_answers_while_a_request_waits_for_a_database_lock(world, endpoint):
     """Bug (issue 11): JoCloud handlers were ``async`` but called the repositories directly
     (and ZEGO StopRecord, PauseRecord, DescribeRecordStatus): one SQLite lock wait froze the
     event loop that carries every HTTP request and RTMP connection."""
     if endpoint.startswith("jocloud"):
         method, url, kw = "GET", jocloud_url("applyrecord"), {"headers": world.jocloud.headers()}
-    else:
+    elif endpoint.startswith("zego"):
         add_task(world, "TASKZEGO00000001")
         kw = {"params": world.zego.signed("StopRecord"), "json": {"TaskId": "TASKZEGO00000001"}}
         method, url = "POST", "/"
+    else:
+        method, url, kw = "POST", "/hooks/rtmp/on_publish", {"data": hook_form(world)}
     db = sqlite3.connect(world.data_dir / "cloudrec.db", check_same_thread=False)
     db.isolation_level = None
     db.execute("BEGIN IMMEDIATE")  # the write lock, held by another connection
-    answered = threading.Event()
+    answered, writing, released = threading.Event(), threading.Event(), threading.Event()
+
+    def on_execute(conn, cursor, statement: str, *args: Any) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            writing.set()  # the request's write: it waits for the lock from here on
+
+    event.listen(world.c.engine, "before_cursor_execute", on_execute)
 
     def release() -> None:  # once the loop has answered, or after 5 s on the old code
         answered.wait(timeout=5)
         db.execute("ROLLBACK")
+        released.set()
 
     holder = threading.Thread(target=release)
     holder.start()
 
     async def scenario() -> tuple[bool, httpx.Response, httpx.Response]:
         locked = asyncio.create_task(_send(world, method, url, **kw))
+        # On the old code the loop itself is stuck in the write, so this returns only after
+        # the lock is released.
+        await asyncio.to_thread(writing.wait, 10)
         health = await _send(world, "GET", "/healthz")
-        waiting = not locked.done()  # the locked request is still waiting for the lock
+        waiting = not released.is_set()  # answered while the lock was still held
         answered.set()
         return waiting, health, await locked
 
@@ -308,7 +326,10 @@ def test_the_event_loop_answers_while_a_request_waits_for_a_database_lock(world,
         holder.join()
         db.close()
     assert health.status_code == 200
-    assert waiting, "the event loop answered only after the locked request was done"
+    assert waiting, "the event loop answered only after the database lock was released"
+    if endpoint.startswith("hook"):
+        assert (locked.status_code, locked.text) == (200, "ok\n")
+        return
     answer = locked.json()
     assert answer.get("code", answer.get("Code")) == 0, answer
 
