@@ -199,7 +199,9 @@ DIALECTS = {
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("dialect", list(DIALECTS))
-def test_a_48_mb_body_is_refused_with_413_in_the_dialects_envelope_unread(world, dialect, declared):
+def test_a_48_mb_body_is_refused_with_413_in_the_dialects_envelope_unread(
+    world, dialect, declared, caplog
+):
     """Bug (issue 11): request bodies were read whole with no limit: a 48 MB body was parsed
     and answered 200, ~42 MB held."""
     path, params, envelope = DIALECTS[dialect]
@@ -221,6 +223,8 @@ def test_a_48_mb_body_is_refused_with_413_in_the_dialects_envelope_unread(world,
     read = world.pulled[0] if world.pulled else 0
     # Declared: refused before the first byte; chunked: at most the limit and one chunk.
     assert read == 0 if declared else read <= MIB + 64 * 1024, read
+    [logged] = [r for r in caplog.records if r.getMessage() == "http.body_refused"]
+    assert logged.fields["limit"] == MIB  # type: ignore[attr-defined]
 
 
 def test_a_body_within_the_limit_is_answered(world):
@@ -295,7 +299,7 @@ def test_the_event_loop_answers_while_a_request_waits_for_a_database_lock(world,
     db.execute("BEGIN IMMEDIATE")  # the write lock, held by another connection
     answered, writing, released = threading.Event(), threading.Event(), threading.Event()
 
-    def on_execute(conn, cursor, statement: str, *args: Any) -> None:  # type: ignore[no-untyped-def]
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
             writing.set()  # the request's write: it waits for the lock from here on
 
