@@ -98,6 +98,11 @@ class Settings:
     max_worker_restarts: int = 5
     # New recordings are refused while the spool's disk has less than this free (MiB).
     min_free_spool_mb: int = 256
+    # Where recorders pull a stream announced by an nginx-rtmp hook: {hook_rtmp_base}/{app}/
+    # {name}.  Never the client's own tcurl (issue 11).
+    hook_rtmp_base: str = "rtmp://127.0.0.1:1935"
+    # Largest HTTP request body accepted (bytes); a larger one is refused with 413 unread.
+    max_body_bytes: int = 1048576
     log_level: str = "INFO"
     log_format: str = "json"  # "json" or "text"
     allow_private_targets: bool = False
@@ -207,6 +212,12 @@ def load_settings(
         raise SettingsError(f"setting executor: {settings.executor!r} is not 'host' or 'process'")
     if settings.tasks_per_host < 1:
         raise SettingsError(f"setting tasks_per_host: {settings.tasks_per_host} is not positive")
+    if settings.max_body_bytes < 1:
+        raise SettingsError(f"setting max_body_bytes: {settings.max_body_bytes} is not positive")
+    if not settings.hook_rtmp_base.startswith("rtmp://"):
+        raise SettingsError(
+            f"setting hook_rtmp_base: {settings.hook_rtmp_base!r} is not an rtmp:// URL"
+        )
     if settings.log_format not in ("json", "text"):
         raise SettingsError(f"setting log_format: {settings.log_format!r} is not 'json' or 'text'")
     return settings

@@ -479,3 +479,24 @@ def test_a_custom_mix_layout_places_views_by_stream_and_layer(world, tmp_path):
     assert colour_at(last, 350, 100) == "blue"  # over red where they overlap: the higher layer
     g = last[300, 600]
     assert g[1] > 180 and g[0] < 60 and g[2] < 60  # MixOutputBackgroundColor 0x00FF0000
+
+
+def test_an_output_folder_that_climbs_out_of_the_spool_is_refused_and_nothing_lands_there(
+    world, tmp_path
+):
+    """Bug (issue 11): OutputFolder kept its '..' parts: "../../../../tmp/x" wrote the
+    recordings outside the spool (reproduced against ``cloudrec serve``)."""
+    zego = world[2]
+    escape = tmp_path / "escape"
+    climb = "../" * 40 + str(escape).lstrip("/")  # from <spool>/<app>/<task> up to / and down
+    bad = start_body(RecordStreamList=[{"StreamId": "stream1"}])
+    bad["RecordOutputParams"]["OutputFolder"] = climb
+    refused = zego.call("StartRecord", bad)
+    assert refused["Code"] == 300000004, refused
+    assert "RecordOutputParams.OutputFolder" in refused["Message"]
+    # A recording of the same stream, meanwhile, records and is delivered as ever: had the
+    # refused one run, it would have written beside it, into the escape directory.
+    task_id = zego.record(start_body(RecordStreamList=[{"StreamId": "stream1"}]), 3)
+    data = wait_status(zego, task_id, 3)
+    assert [f["Status"] for f in data["RecordFiles"]] == [3]
+    assert not escape.exists()

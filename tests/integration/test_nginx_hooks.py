@@ -19,14 +19,16 @@ APP_ID = 1234
 
 @pytest.fixture
 def setup(data_dir, tmp_path):
-    svc = Service(data_dir)
+    nginx = Nginx(tmp_path / "nginx")
+    # Workers pull from the nginx the configuration names, never from the publisher's tcurl.
+    svc = Service(data_dir, env={"CLOUDREC_HOOK_RTMP_BASE": f"rtmp://127.0.0.1:{nginx.port}"})
     svc.app = svc.create_app(APP_ID)
     svc.start()
-    hooks = (
+    nginx.hooks = (
         f"on_publish http://127.0.0.1:{svc.http_port}/hooks/rtmp/on_publish;\n"
         f"on_publish_done http://127.0.0.1:{svc.http_port}/hooks/rtmp/on_publish_done;"
     )
-    nginx = Nginx(tmp_path / "nginx", hooks=hooks).start()
+    nginx.start()
     yield svc, nginx
     nginx.stop()
     assert svc.stop() == 0

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from cloudrec import __version__
 from cloudrec.api import hooks, rooms, tasks
+from cloudrec.api.bodies import BodyLimit, Scope
 from cloudrec.api.errors import handle_cloudrec_error
+from cloudrec.api.jocloud import codes as jocloud_codes
 from cloudrec.api.jocloud import routes as jocloud_routes
+from cloudrec.api.zego import codes as zego_codes
 from cloudrec.api.zego import routes as zego_routes
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
@@ -28,6 +34,11 @@ def create_app(container: Container) -> FastAPI:
         storage_from_string(container.settings.rate_limit_storage)
     )
     app.add_exception_handler(CloudrecError, handle_cloudrec_error)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=container.settings.max_body_bytes,
+        refuse=too_large,
+    )
     app.include_router(rooms.router)
     app.include_router(hooks.router)
     app.include_router(tasks.router)
@@ -39,3 +50,25 @@ def create_app(container: Container) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     return app
+
+
+def too_large(scope: Scope, message: str) -> JSONResponse:
+    """HTTP 413 in the envelope of the dialect the path belongs to."""
+    path: str = scope.get("path", "")
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if path.startswith("/app/") and "/v1/recordoss/" in path:
+        trace_id = query.get("traceId", [""])[0]
+        body: dict[str, Any] = {
+            "code": jocloud_codes.INVALID_PARAMETER,
+            "message": message,
+            "traceId": trace_id,
+        }
+    elif path == "/":
+        body = {
+            "Code": zego_codes.INVALID_PARAMETER,
+            "Message": message,
+            "RequestId": secrets.token_hex(8),
+        }
+    else:
+        body = {"error": {"kind": "invalid_argument", "message": message}}
+    return JSONResponse(body, status_code=413)

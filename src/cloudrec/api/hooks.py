@@ -4,10 +4,11 @@ nginx-rtmp POSTs ``application/x-www-form-urlencoded`` fields ``call, addr, clie
 flashver, swfurl, tcurl, pageurl, name, type`` followed by the publish name's query string.  A
 publisher uses ``rtmp://NGINX/{application}/{streamid}?appid=N&room=R&uid=U&token=T`` (``appid``
 may be omitted when the nginx application is named by the app id).  2xx allows the publish, 403
-refuses it.  The stream is then pulled from ``{tcurl}/{name}``.
+refuses it.  The stream is then pulled from ``{hook_rtmp_base}/{app}/{name}`` (a setting; the
+client's ``tcurl`` is not trusted).
 
 Hooks are accepted from loopback clients, or from anywhere with ``?secret=`` equal to the
-``hook_secret`` setting.
+``hook_secret`` setting; the caller is checked before the body is read.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import logging
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.rooms import StreamMeta
+from cloudrec.core.paths import part_problem
+from cloudrec.core.rooms import StreamMeta, check_id
 from cloudrec.core.service import PublishTarget, is_loopback
 from cloudrec.media.probe import probe_stream
 
@@ -30,7 +33,7 @@ SOURCE = "hook"
 
 
 async def _form(request: Request) -> dict[str, str]:
-    body = (await request.body()).decode("utf-8", "replace")
+    body = (await request.body()).decode("utf-8", "replace")  # bounded: BodyLimit
     return dict(parse_qsl(body, keep_blank_values=True))
 
 
@@ -57,6 +60,18 @@ def _target(c: Container, form: dict[str, str]) -> PublishTarget:
     return c.rooms.understand(int(app_s), room, stream_name)
 
 
+def pull_url(c: Container, form: dict[str, str]) -> str:
+    """``{hook_rtmp_base}/{app}/{name}``: where workers pull the stream, from configuration.
+    The publisher's own ``tcurl`` is never used: it could point recorders at any URL
+    (issue 11)."""
+    app, name = form.get("app", "").strip("/"), form.get("name", "")
+    for what, part in (("app", app), ("name", name)):
+        check_id(f"hook field {what}", part)
+        if (problem := part_problem(part)) is not None:
+            raise CloudrecError.invalid_argument(f"hook field {what} {part!r} {problem}")
+    return f"{c.settings.hook_rtmp_base.rstrip('/')}/{app}/{name}"
+
+
 def _refuse(exc: CloudrecError) -> Response:
     return Response(exc.message + "\n", status_code=403, media_type="text/plain")
 
@@ -64,44 +79,63 @@ def _refuse(exc: CloudrecError) -> Response:
 @router.post("/on_publish", summary="nginx-rtmp on_publish: 2xx allows, 403 refuses")
 async def on_publish(request: Request, background: BackgroundTasks) -> Response:
     c: Container = request.app.state.container
+    try:  # the caller first: nothing of the body is read for a stranger
+        _check_caller(request, c)
+    except CloudrecError as exc:
+        client = request.client.host if request.client else ""
+        await run_in_threadpool(c.rooms.refused, None, None, None, None, client, exc)
+        return _refuse(exc)
     form = await _form(request)
+    answer, published = await run_in_threadpool(_publish, c, form)
+    if published is not None:
+        background.add_task(_probe_and_update, c, *published)
+    return answer
+
+
+def _publish(
+    c: Container, form: dict[str, str]
+) -> tuple[Response, tuple[PublishTarget, str] | None]:
+    """Allow (and list) or refuse a publish (in a worker thread: it waits on the database)."""
     addr = form.get("addr", "")
     try:
-        _check_caller(request, c)
         target = _target(c, form)
+        url = pull_url(c, form)
     except CloudrecError as exc:
         c.rooms.refused(None, form.get("room"), form.get("name"), form.get("uid"), addr, exc)
-        return _refuse(exc)
+        return _refuse(exc), None
     try:
         c.rooms.authorize_publish(target, addr)
-        pull_url = f"{form.get('tcurl', '').rstrip('/')}/{form.get('name', '')}"
-        c.rooms.published(target, StreamMeta(), pull_url, SOURCE, addr)
+        c.rooms.published(target, StreamMeta(), url, SOURCE, addr)
     except CloudrecError as exc:
-        return _refuse(exc)
-    background.add_task(_probe_and_update, c, target, pull_url)
-    return Response("ok\n", media_type="text/plain")
+        return _refuse(exc), None
+    return Response("ok\n", media_type="text/plain"), (target, url)
 
 
 @router.post("/on_publish_done", summary="nginx-rtmp on_publish_done: the stream has ended")
 async def on_publish_done(request: Request) -> Response:
     c: Container = request.app.state.container
-    form = await _form(request)
     try:
         _check_caller(request, c)
     except CloudrecError as exc:
         return _refuse(exc)
-    pull_url = f"{form.get('tcurl', '').rstrip('/')}/{form.get('name', '')}"
-    closed = c.rooms.unpublished_by_url(SOURCE, pull_url, "publisher left", form.get("addr", ""))
+    form = await _form(request)
+    closed = await run_in_threadpool(_unpublish, c, form)
     return Response(("ok" if closed else "not live") + "\n", media_type="text/plain")
 
 
-def _probe_and_update(c: Container, target: PublishTarget, pull_url: str) -> None:
+def _unpublish(c: Container, form: dict[str, str]) -> bool:
+    try:
+        url = pull_url(c, form)
+    except CloudrecError:
+        return False  # never listed
+    return c.rooms.unpublished_by_url(SOURCE, url, "publisher left", form.get("addr", ""))
+
+
+def _probe_and_update(c: Container, target: PublishTarget, url: str) -> None:
     """nginx lets a stream be played only after on_publish answers: probe it afterwards."""
     try:
-        meta = probe_stream(pull_url, timeout_s=10.0)
+        meta = probe_stream(url, timeout_s=10.0)
     except CloudrecError as exc:
-        log.warning(
-            "stream.probe_failed", extra={"fields": {"url": pull_url, "error": exc.message}}
-        )
+        log.warning("stream.probe_failed", extra={"fields": {"url": url, "error": exc.message}})
         return
     c.rooms.update_meta(target, meta)

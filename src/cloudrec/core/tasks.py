@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cloudrec.core.paths import check_parts
+
 
 class TaskState(enum.StrEnum):
     INITIALISING = "initialising"  # accepted; the worker has not recorded anything yet
@@ -186,6 +188,10 @@ class RecordingSpec:
     sound_wave: SoundWaveKey | None = None
     # Dialect-specific values kept verbatim for the dialect's own answers (never secrets).
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Below every dialect: no part may leave the task's directory (issue 11).
+        check_parts(self.output_prefix)
 
     def to_json(self) -> dict[str, Any]:
         return {

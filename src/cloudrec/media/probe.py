@@ -9,6 +9,7 @@ import av
 
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.rooms import StreamMeta
+from cloudrec.media.inputs import open_input
 
 
 def probe_stream(url: str, timeout_s: float = 10.0) -> StreamMeta:
@@ -16,7 +17,7 @@ def probe_stream(url: str, timeout_s: float = 10.0) -> StreamMeta:
     read its codecs, picture size, frame rate, sample rate and channels."""
     options = {"rw_timeout": str(int(timeout_s * 1_000_000))}
     try:
-        with av.open(url, options=options, timeout=timeout_s) as container:
+        with open_input(url, options=options, timeout=timeout_s) as container:
             meta: dict[str, object] = {}
             for s in container.streams:
                 ctx: Any = s.codec_context

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cloudrec.core.delivery import Segment
 from cloudrec.core.errors import CloudrecError
+from cloudrec.core.paths import check_parts, is_inside
 
 
 class LocalBackupStore:
@@ -17,7 +18,12 @@ class LocalBackupStore:
         self.root = root
 
     def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
-        dest = self.root / str(app_id) / task_id / key
+        home = self.root.joinpath(*check_parts((str(app_id), task_id), "task"))
+        dest = home / key
+        if not is_inside(str(home.resolve()), str(dest.resolve())):  # issue 11
+            raise CloudrecError.invalid_argument(
+                f"backup of {key!r} would leave {home}", reason="backup_failed"
+            )
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, dest)

@@ -7,32 +7,60 @@ a wrong Content-Type or an unknown endpoint, which the document answers with HTT
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from limits import RateLimitItemPerSecond
 from limits.strategies import RateLimiter
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
 from cloudrec.api.auth import parse_basic
+from cloudrec.api.bodies import parse_json
 from cloudrec.api.jocloud import codes
 from cloudrec.api.jocloud.fields import get_int, require
 from cloudrec.api.jocloud.mixconfig import parse_mixconfig
 from cloudrec.api.jocloud.schemas import parse_start, parse_stop
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.tasks import RecordMode, Task, TaskState
+from cloudrec.core.tasks import Desired, RecordMode, Task, TaskState
 from cloudrec.storage.s3 import resolve_endpoint
 
 router = APIRouter(tags=["jocloud"])
 log = logging.getLogger("cloudrec.api.jocloud")
 
 PER_SECOND = RateLimitItemPerSecond(10)
-Handler = Callable[[Request, Container, int, str], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request, read off the event loop's hands: the handlers run in a worker thread
+    (STYLE.md 12: they wait on the database), so they get the body's bytes, not the request."""
+
+    c: Container
+    app_id: int
+    rest: str
+    raw: bytes
+    limiter: RateLimiter
+
+    def body(self) -> dict[str, Any]:
+        """The JSON object of the body; its ``appid`` must be the URL's."""
+        body = parse_json(self.raw or b"null")
+        if not isinstance(body, dict):
+            raise CloudrecError.invalid_argument("the body must be a JSON object")
+        body_app = get_int(body, "appid")
+        if body_app != self.app_id:
+            raise CloudrecError.invalid_argument(
+                f"appid {body_app} in the body does not match the appid {self.app_id} in the URL"
+            )
+        return body
+
+
+Handler = Callable[[Call], dict[str, Any]]
 
 
 def _answer(trace_id: str, code: int, message: str, **extra: Any) -> JSONResponse:
@@ -50,8 +78,8 @@ def _limit(limiter: RateLimiter, *key: str) -> None:
         )
 
 
-def _authenticate(request: Request, c: Container, app_id: int) -> None:
-    header_app = request.headers.get("AppID")
+def _authenticate(headers: Headers, c: Container, app_id: int) -> None:
+    header_app = headers.get("AppID")
     if not header_app:
         raise CloudrecError.unauthenticated("no AppID header", reason="appid_missing")
     if header_app.strip() != str(app_id):
@@ -59,7 +87,7 @@ def _authenticate(request: Request, c: Container, app_id: int) -> None:
             f"AppID header {header_app!r} does not match the appid {app_id} in the URL",
             reason="appid_missing",
         )
-    token = request.headers.get("Token") or request.headers.get("Authorization")
+    token = headers.get("Token") or headers.get("Authorization")
     if not token:
         raise CloudrecError.unauthenticated("no Token header", reason="token_missing")
     user, secret = parse_basic(token)
@@ -68,41 +96,34 @@ def _authenticate(request: Request, c: Container, app_id: int) -> None:
     c.apps.authenticate(app_id, secret)
 
 
-async def _json_body(request: Request, app_id: int) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CloudrecError.invalid_argument(f"the body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise CloudrecError.invalid_argument("the body must be a JSON object")
-    body_app = get_int(body, "appid")
-    if body_app != app_id:
-        raise CloudrecError.invalid_argument(
-            f"appid {body_app} in the body does not match the appid {app_id} in the URL"
-        )
-    return body
-
-
-async def applyrecord(request: Request, c: Container, app_id: int, rest: str) -> dict[str, Any]:
-    resid = c.tasks.apply_resource(app_id)
+def applyrecord(call: Call) -> dict[str, Any]:
+    resid = call.c.tasks.apply_resource(call.app_id)
     return {"resid": resid}
 
 
-async def startrecord(request: Request, c: Container, app_id: int, rest: str) -> dict[str, Any]:
-    body = await _json_body(request, app_id)
-    resid, spec, storage = parse_start(body, app_id)
+def startrecord(call: Call) -> dict[str, Any]:
+    c, app_id = call.c, call.app_id
+    resid, spec, storage = parse_start(call.body(), app_id)
     if spec.callback_url:
-        await asyncio.to_thread(c.check_target, "callbackurl", spec.callback_url)
+        c.check_target("callbackurl", spec.callback_url)
     if not c.settings.storage_endpoint_override:
-        endpoint = resolve_endpoint(storage).url
-        await asyncio.to_thread(c.check_target, "storagecfg.endpoint", endpoint)
+        c.check_target("storagecfg.endpoint", resolve_endpoint(storage).url)
     task = c.tasks.start(app_id, spec, storage, resource_id=resid)
     return {"recordid": task.task_id}
 
 
-async def _running_task(
-    c: Container, app_id: int, resid: str, room_id: str, record_id: str
-) -> Task:
+def _stopped(task: Task) -> bool:
+    """Stopped as the document means it ("after the recording task is stopped, including
+    active stop and timeout stop": 4013): asked to stop, stopping on its own, uploading, or
+    over (issue 10: queryrecord answered status 1 while the task stopped or uploaded)."""
+    return (
+        task.desired is Desired.STOPPED
+        or task.state in (TaskState.STOPPING, TaskState.UPLOADING)
+        or task.state.terminal
+    )
+
+
+def _running_task(c: Container, app_id: int, resid: str, room_id: str, record_id: str) -> Task:
     task = c.tasks.get(app_id, record_id)
     if task.spec.room_id != room_id:
         raise CloudrecError.not_found(
@@ -112,44 +133,46 @@ async def _running_task(
         raise CloudrecError.failed_precondition(
             f"resid {resid!r} did not start recording {record_id!r}", reason="resource_unknown"
         )
-    if task.state.terminal:
+    if _stopped(task):
         raise CloudrecError.failed_precondition(
-            f"recording {record_id!r} has ended ({task.end_reason})", reason="task_ended"
+            f"recording {record_id!r} has stopped ({task.end_reason or task.state.value})",
+            reason="task_ended",
         )
     return task
 
 
-async def stoprecord(request: Request, c: Container, app_id: int, rest: str) -> dict[str, Any]:
-    resid, room_id, record_id = parse_stop(await _json_body(request, app_id))
-    await _running_task(c, app_id, resid, room_id, record_id)
-    c.tasks.stop(app_id, record_id)
+def stoprecord(call: Call) -> dict[str, Any]:
+    resid, room_id, record_id = parse_stop(call.body())
+    _running_task(call.c, call.app_id, resid, room_id, record_id)
+    call.c.tasks.stop(call.app_id, record_id)
     return {"recordid": record_id}
 
 
-async def updatemixrecord(request: Request, c: Container, app_id: int, rest: str) -> dict[str, Any]:
-    body = await _json_body(request, app_id)
+def updatemixrecord(call: Call) -> dict[str, Any]:
+    body = call.body()
     resid, room_id, record_id = parse_stop(body)
-    task = await _running_task(c, app_id, resid, room_id, record_id)
+    task = _running_task(call.c, call.app_id, resid, room_id, record_id)
     if task.spec.mode is not RecordMode.MIXED:
         raise CloudrecError.failed_precondition(
             f"recording {record_id!r} records source streams, not a mixed stream",
             reason="not_mixed",
         )
     mix = parse_mixconfig(require(body, "mixconfig"), room_id)
-    c.tasks.update_mix(app_id, record_id, mix.to_json())
+    call.c.tasks.update_mix(call.app_id, record_id, mix.to_json())
     return {"recordid": record_id}
 
 
-async def queryrecord(request: Request, c: Container, app_id: int, rest: str) -> dict[str, Any]:
-    parts = rest.split("/")
+def queryrecord(call: Call) -> dict[str, Any]:
+    app_id = call.app_id
+    parts = call.rest.split("/")
     if len(parts) != 3 or not all(parts[1:]):
         raise CloudrecError.invalid_argument("use queryrecord/{roomid}/{recordid}")
     _, room_id, record_id = parts
-    _limit(request.app.state.limiter, "queryrecord", record_id)
-    task = c.tasks.get(app_id, record_id)
-    if task.spec.room_id != room_id or task.state.terminal:
+    _limit(call.limiter, "queryrecord", record_id)
+    task = call.c.tasks.get(app_id, record_id)
+    if task.spec.room_id != room_id or _stopped(task):
         raise CloudrecError.not_found(
-            f"recording {record_id!r} does not exist in room {room_id!r} or has ended",
+            f"recording {record_id!r} does not exist in room {room_id!r} or has stopped",
             reason="task_unknown",
         )
     status = 0 if task.state is TaskState.INITIALISING else 1
@@ -194,27 +217,24 @@ async def recordoss(appid: str, rest: str, request: Request) -> Response:
     if method == "POST" and not content_type.startswith("application/json"):
         return _not_found()
     c: Container = request.app.state.container
-    try:
-        if not appid.isdigit():
-            raise CloudrecError.unauthenticated(
-                f"appid {appid!r} is not a number", reason="appid_missing"
-            )
-        app_id = int(appid)
-        _authenticate(request, c, app_id)
-        _limit(request.app.state.limiter, "app", str(app_id))
-        extra = await handler(request, c, app_id, rest.strip("/"))
-    except CloudrecError as exc:
-        code = codes.code_for(exc)
-        log.info(
-            "jocloud.refused",
-            extra={
-                "fields": {
-                    "endpoint": endpoint,
-                    "code": code,
-                    "message": exc.message,
-                    "traceId": trace_id,
-                }
-            },
-        )
-        return _answer(trace_id, code, exc.message)
-    return _answer(trace_id, codes.OK, "success", **extra)
+    raw = await request.body() if method == "POST" else b""  # bounded: BodyLimit
+    headers, limiter = request.headers, request.app.state.limiter
+
+    def answer() -> JSONResponse:  # in a worker thread: it waits on the database
+        try:
+            if not appid.isdigit():
+                raise CloudrecError.unauthenticated(
+                    f"appid {appid!r} is not a number", reason="appid_missing"
+                )
+            app_id = int(appid)
+            _authenticate(headers, c, app_id)
+            _limit(limiter, "app", str(app_id))
+            extra = handler(Call(c, app_id, rest.strip("/"), raw, limiter))
+        except CloudrecError as exc:
+            code = codes.code_for(exc)
+            fields = {"endpoint": endpoint, "code": code, "message": exc.message}
+            log.info("jocloud.refused", extra={"fields": {**fields, "traceId": trace_id}})
+            return _answer(trace_id, code, exc.message)
+        return _answer(trace_id, codes.OK, "success", **extra)
+
+    return await run_in_threadpool(answer)

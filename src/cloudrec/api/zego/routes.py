@@ -8,13 +8,11 @@ StopRecord).  Rate limits per AppId: StartRecord and StopRecord 50/s, the rest 1
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +20,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from limits import RateLimitItemPerSecond
+from limits.strategies import RateLimiter
+from starlette.concurrency import run_in_threadpool
 
+from cloudrec.api.bodies import parse_json
 from cloudrec.api.zego import codes
 from cloudrec.api.zego.auth import verify
 from cloudrec.api.zego.schemas import parse_layout, parse_start
@@ -38,7 +39,8 @@ log = logging.getLogger("cloudrec.api.zego")
 FAST = RateLimitItemPerSecond(50)
 SLOW = RateLimitItemPerSecond(10)
 QUERY_WINDOW = timedelta(days=3)
-Handler = Callable[[Container, int, dict[str, Any], dict[str, str]], Awaitable[dict[str, Any]]]
+# Handlers are plain functions run in a worker thread (STYLE.md 12: they wait on the database).
+Handler = Callable[[Container, int, dict[str, Any], dict[str, str]], dict[str, Any]]
 
 
 def new_task_id() -> str:
@@ -89,26 +91,22 @@ def _running(c: Container, app_id: int, body: dict[str, Any]) -> Task:
     return task
 
 
-async def start_record(
+def start_record(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     spec, storage = parse_start(body)
     if spec.callback_url:
-        await asyncio.to_thread(c.check_target, "CallbackUrl", spec.callback_url)
+        c.check_target("CallbackUrl", spec.callback_url)
     if not c.settings.storage_endpoint_override and storage.endpoint:
-        await asyncio.to_thread(
-            c.check_target, "StorageParams.EndPoint", resolve_endpoint(storage).url
-        )
+        c.check_target("StorageParams.EndPoint", resolve_endpoint(storage).url)
     client = spec.extra.get("ClientTaskId")
     ref = f"zego-client:{client}" if client else None
     # The same ClientTaskId within the window is the same task (one atomic check and insert).
-    task = await asyncio.to_thread(
-        c.tasks.start, app_id, spec, storage, None, new_task_id(), False, ref, QUERY_WINDOW
-    )
+    task = c.tasks.start(app_id, spec, storage, None, new_task_id(), False, ref, QUERY_WINDOW)
     return {"Data": {"TaskId": task.task_id}}
 
 
-async def stop_record(
+def stop_record(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     task = _running(c, app_id, body)
@@ -116,7 +114,7 @@ async def stop_record(
     return {}
 
 
-async def describe_record_status(
+def describe_record_status(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     task = _zego_task(c, app_id, _task_id(body))
@@ -162,7 +160,7 @@ async def describe_record_status(
     return {"Data": data}
 
 
-async def describe_tasks(
+def describe_tasks(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     status = body.get("Status")
@@ -213,7 +211,7 @@ async def describe_tasks(
     }
 
 
-async def update_layout(
+def update_layout(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     task = _running(c, app_id, body)
@@ -229,11 +227,11 @@ async def update_layout(
     layout = parse_layout(body, "", task.spec.room_id, mix.width, mix.height)
     mode = body.get("MixMode", 2)
     new = replace(mix, **layout, extra={**mix.extra, "MixMode": mode})
-    await asyncio.to_thread(c.tasks.update_mix, app_id, task_id, new.to_json())
+    c.tasks.update_mix(app_id, task_id, new.to_json())
     return {}
 
 
-async def pause_record(
+def pause_record(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     task = _running(c, app_id, body)
@@ -241,7 +239,7 @@ async def pause_record(
     return {}
 
 
-async def resume_record(
+def resume_record(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     task = _running(c, app_id, body)
@@ -249,15 +247,15 @@ async def resume_record(
     return {}
 
 
-async def take_snapshot(
+def take_snapshot(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     task = _running(c, app_id, body)
-    await asyncio.to_thread(c.tasks.take_snapshot, app_id, task.task_id)
+    c.tasks.take_snapshot(app_id, task.task_id)
     return {}
 
 
-async def whiteboard(
+def whiteboard(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     raise CloudrecError.invalid_argument(
@@ -289,33 +287,35 @@ def _answer(code: int, message: str, request_id: str, **extra: Any) -> JSONRespo
     "DescribeTasks (?Action=...)",
 )
 async def zego(request: Request) -> JSONResponse:
-    request_id = secrets.token_hex(8)
     query = dict(request.query_params)
-    action = query.get("Action", "")
+    method = request.method
+    raw = await request.body()  # bounded: BodyLimit
     c: Container = request.app.state.container
+    limiter = request.app.state.limiter
+    return await run_in_threadpool(_handle, c, limiter, method, query, raw)
+
+
+def _handle(
+    c: Container, limiter: RateLimiter, method: str, query: dict[str, str], raw: bytes
+) -> JSONResponse:
+    """Verify, limit and answer one request (in a worker thread: it waits on the database)."""
+    request_id = secrets.token_hex(8)
+    action = query.get("Action", "")
     try:
         if action not in ACTIONS:
             raise CloudrecError.invalid_argument(f"unknown Action {action!r}")
         handler, limit = ACTIONS[action]
-        app_id = await asyncio.to_thread(
-            verify, query, _secret_lookup(c), time.time(), request.app.state.limiter
-        )
-        if not request.app.state.limiter.hit(limit, "zego", str(app_id), action):
+        app_id = verify(query, _secret_lookup(c), time.time(), limiter)
+        if not limiter.hit(limit, "zego", str(app_id), action):
             raise CloudrecError.resource_exhausted(
                 f"more than {limit.amount} {action} requests per second", reason="rate_limited"
             )
-        raw = await request.body()
-        body: Any = {}
-        if raw.strip():
-            try:  # JSON whatever the Content-Type says
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise CloudrecError.invalid_argument(f"the body is not JSON: {exc}") from exc
-        if request.method == "GET":
+        body: Any = parse_json(raw) if raw.strip() else {}  # JSON whatever the Content-Type
+        if method == "GET":
             body = {**query, **(body if isinstance(body, dict) else {})}
         if not isinstance(body, dict):
             raise CloudrecError.invalid_argument("the body must be a JSON object")
-        extra = await handler(c, app_id, body, query)
+        extra = handler(c, app_id, body, query)
     except CloudrecError as exc:
         code = codes.code_for(exc)
         log.info(

@@ -21,6 +21,7 @@ from typing import Any
 
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import Box, ImageMark, MixInput, MixSpec, TextMark, round4
+from cloudrec.core.paths import part_problem
 from cloudrec.core.rooms import check_id
 from cloudrec.core.tasks import (
     FileFormat,
@@ -416,6 +417,9 @@ def parse_start(body: dict[str, Any]) -> tuple[RecordingSpec, StorageTarget]:
         raise _bad("RecordSoundWave measures the sound of a recording; jpg takes screenshots")
     folder = _str(out, "OutputFolder", ow, required=False).strip("/")
     prefix = tuple(p for p in folder.split("/") if p)
+    for part in prefix:  # the folder stays inside the task's own directory (issue 11)
+        if (problem := part_problem(part)) is not None:
+            raise _bad(f"{ow}OutputFolder {folder!r}: the part {part!r} {problem}")
     segment = _int(out, "FragmentSeconds", ow, default=15, lo=2, hi=60)
     realtime = _bool(out, "RealtimeUploadFragment", ow) and fmt is FileFormat.HLS
     _bool(out, "ShortFragmentPath", ow)  # playlists always name segments by file name

@@ -43,6 +43,7 @@ from cloudrec.media.compositor.overlay import (
     Watermarks,
     parse_color,
 )
+from cloudrec.media.inputs import open_input
 from cloudrec.media.recorder.audio import ENCODED_FORMATS, add_audio_encoder
 from cloudrec.media.recorder.remux import file_size, open_output
 from cloudrec.media.recorder.sei import avcc_prefixed, sei_nal
@@ -236,7 +237,7 @@ class InputReader(threading.Thread):
                 "analyzeduration": "500000",
                 "probesize": "262144",
             }
-            with av.open(self.url, options=options) as inp:
+            with open_input(self.url, options=options) as inp:
                 streams: list[Any] = [
                     *(inp.streams.video[:1] if self.media.has_video else []),
                     *(inp.streams.audio[:1] if self.media.has_audio else []),

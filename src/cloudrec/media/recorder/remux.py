@@ -25,6 +25,7 @@ from typing import Any
 import av
 
 from cloudrec.core.tasks import FileFormat, Media, TrackType
+from cloudrec.media.inputs import open_input
 from cloudrec.media.recorder.audio import ENCODED_FORMATS, AudioEncoder
 from cloudrec.media.recorder.soundwave import SoundWave, repair
 
@@ -169,7 +170,7 @@ class StreamRecorder(threading.Thread):
         options = {"rw_timeout": str(int(READ_TIMEOUT_S * 1e6)), **plan.open_options}
         # rw_timeout bounds every network read; PyAV's own timeout= would call back into
         # Python on every I/O step.
-        with av.open(plan.url, options=options) as inp:
+        with open_input(plan.url, options=options) as inp:
             wanted: list[Any] = []
             # Audio-only formats cut on the audio itself, not on a video keyframe.
             audio_only = all(fmt.audio_only for fmt in plan.formats)

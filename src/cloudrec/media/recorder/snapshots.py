@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from cloudrec.core.tasks import FileFormat, FileStatus, RecordedFile, Task, TrackType
+from cloudrec.media.inputs import open_input
 
 log = logging.getLogger("cloudrec.snapshots")
 
@@ -177,7 +178,7 @@ class StreamSnapshotter(threading.Thread):
     def _shoot(self) -> None:
         plan = self.plan
         options = {"rw_timeout": str(int(READ_TIMEOUT_S * 1e6)), **(plan.open_options or {})}
-        with av.open(plan.url, options=options) as inp:
+        with open_input(plan.url, options=options) as inp:
             if not inp.streams.video:
                 self.error = "the stream has no video track: no screenshot to take"
                 self.ended_by = "error"

@@ -36,6 +36,7 @@ from cloudrec.config import Settings
 from cloudrec.core.control import HEARTBEAT_S, LeaseLostError, TaskControl
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec, assign_views
+from cloudrec.core.paths import check_parts, is_inside
 from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import (
     END_DISK_FULL,
@@ -203,7 +204,17 @@ class TaskWorker:
         self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
 
     def spool(self, task: Task) -> Path:
-        return self.settings.spool_dir / str(task.app_id) / task.task_id
+        app, task_id = check_parts((str(task.app_id), task.task_id), "task")
+        return self.settings.spool_dir / app / task_id
+
+    def out_dir(self, task: Task) -> Path:
+        """The task's spool directory joined with its output prefix: refused unless it
+        resolves inside ``spool_dir/app_id/task_id`` (issue 11; a symlink counts)."""
+        home = self.spool(task)
+        out = home.joinpath(*task.spec.output_prefix)
+        if not is_inside(str(home.resolve()), str(out.resolve())):
+            raise CloudrecError.invalid_argument(f"{out} is outside the task's spool {home}")
+        return out
 
     def run(self) -> TaskState | None:
         """Own the task for this attempt until the recording ends (the state it ended in),
@@ -375,7 +386,7 @@ class TaskWorker:
             url=url,
             media=spec.media_of(stream.stream_id),
             formats=spec.formats,
-            directory=self.spool(task).joinpath(*spec.output_prefix),
+            directory=self.out_dir(task),
             name=name,
             start_at=self._start_at(task, stream),
             hls_segment_s=spec.hls_segment_s,
@@ -413,7 +424,7 @@ class TaskWorker:
             url += f"?backlog_ms={BACKLOG_MS}"
         plan = SnapshotPlan(
             url=url,
-            directory=self.spool(task).joinpath(*spec.output_prefix),
+            directory=self.out_dir(task),
             name=lambda begin_ms: f"{base}_V_{_stamp(begin_ms)}.jpg",
             start_at=self._start_at(task, stream),
             interval_s=spec.snapshot_interval_s,
@@ -501,7 +512,7 @@ class TaskWorker:
 
         def taken(rgb: Any, when: datetime) -> None:
             name = f"{task.task_id}_{spec.room_id}_{mix_id}_V_{file_stamp(when)}.jpg"
-            path = self.spool(task).joinpath(*spec.output_prefix, name)
+            path = self.out_dir(task).joinpath(name)
             try:
                 nbytes = write_jpeg(rgb, path)
             except (OSError, ValueError) as exc:
@@ -535,7 +546,7 @@ class TaskWorker:
                     f"{task.task_id}_{spec.room_id}_{mix_id}_{_type_code(t)}_{stamp}"
                     f".{fmt.extension}"
                 )
-                path = self.spool(task).joinpath(*spec.output_prefix, name)
+                path = self.out_dir(task).joinpath(name)
                 outputs.append(MixOutput(path, fmt, t))
 
         # The sound wave is named after the first file with sound in it.
