@@ -429,3 +429,68 @@ def test_a_worker_told_to_terminate_closes_its_part_and_the_next_attempt_goes_on
         pub.kill()
         pub.wait()
         assert svc.stop() == 0
+
+
+def host_pid(svc: Service, record_id: str) -> int | None:
+    import sqlite3
+
+    with sqlite3.connect(svc.data_dir / "cloudrec.db") as db:
+        (worker,) = db.execute("SELECT worker FROM tasks WHERE task_id=?", (record_id,)).fetchone()
+    parts = (worker or "").split(":")
+    return int(parts[1]) if parts[0] == "host" else None
+
+
+def test_a_killed_recorder_host_costs_only_its_recordings_and_each_is_resumed(
+    tmp_path, s3, source, source_hashes
+):
+    """Issue 13: a native crash in a process that holds many recordings costs at most those
+    recordings, and each is replaced within 10 s (recorder hosts of 2 tasks: 3 recordings
+    on 2 hosts; the host holding 2 is killed)."""
+    svc = service(tmp_path / "data", s3, CLOUDREC_EXECUTOR="host", CLOUDREC_TASKS_PER_HOST="2")
+    users = ("alice", "bob", "carol")
+    pubs = [publish(source, svc.publish_url(APP, ROOM, f"cam-{u}", "--uid", u)) for u in users]
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 3)) == 3
+        jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        started = [jo.start(ROOM, u, storagecfg=storage()) for u in users]
+        for _, record_id in started:
+            wait(svc, record_id, lambda t: t["state"] == "recording")
+        hosts = {record_id: host_pid(svc, record_id) for _, record_id in started}
+        assert None not in hosts.values()
+        crowded = max(set(hosts.values()), key=list(hosts.values()).count)
+        victims = [r for r, h in hosts.items() if h == crowded]
+        spared = [r for r, h in hosts.items() if h != crowded]
+        assert len(victims) == 2 and len(spared) == 1
+        time.sleep(3)
+        os.kill(crowded, signal.SIGKILL)
+        killed = time.monotonic()
+        for record_id in victims:
+            while True:
+                pid = host_pid(svc, record_id)
+                if pid not in (None, crowded) and running(pid):
+                    break
+                assert time.monotonic() - killed < 10, task_of(svc, record_id)
+                time.sleep(0.1)
+        assert host_pid(svc, spared[0]) == hosts[spared[0]]  # untouched
+        time.sleep(4)
+        for resid, record_id in started:
+            assert jo.stop(resid, ROOM, record_id)["code"] == 0
+        for _, record_id in started:
+            task = wait(svc, record_id, lambda t: t["state"] in ("completed", "failed"))
+            assert task["state"] == "completed", task
+            parts = sorted(task["files"], key=lambda f: f["begin_ms"])
+            assert len(parts) == (2 if record_id in victims else 1), parts
+            assert all(f["status"] == "uploaded" for f in parts)
+            spans = []
+            for f in parts:
+                path = fetch(svc, f["name"], tmp_path)
+                assert decode_errors(path) == ""
+                spans.append(span(hashes(path, "video"), source_hashes["video"]))
+            if len(spans) == 2:
+                assert spans[1][0] - spans[0][1] - 1 <= 10 * FPS, spans
+        assert zombies_of(svc.proc.pid) == []
+    finally:
+        for p in pubs:
+            p.kill()
+            p.wait()
+        assert svc.stop() == 0
