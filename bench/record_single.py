@@ -1,6 +1,7 @@
 """CPU per recorded stream: cloudrec's recording workers against a plain ffmpeg copy.
 
     python bench/record_single.py [--counts 1,10,50] [--seconds 15] [--latency-runs 5]
+                                  [--executors process,host]
 
 One ``cloudrec serve`` (embedded RTMP ingest) runs for the whole bench.  For each count N,
 N ffmpeg publishers copy a pre-encoded 640x360 25 fps ~1 Mbps H.264 + 96 kb/s AAC FLV
@@ -209,6 +210,8 @@ class World:
                 time.sleep(0.2)
 
     def worker_pid(self, record_id: str) -> int:
+        """The recorder process of a task: its own ``run-task`` process (``local:PID``) or
+        the recorder host it runs in (``host:PID:TASK:ATTEMPT``)."""
         with contextlib.closing(sqlite3.connect(self.service.data_dir / "cloudrec.db")) as db:
             row = db.execute("SELECT worker FROM tasks WHERE task_id=?", (record_id,)).fetchone()
         pid = int(row[0].split(":")[1])
@@ -237,10 +240,10 @@ def mint_urls(service: Service, app: dict[str, Any], n: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def world(work: Path, flv: Path, max_streams: int) -> Iterator[World]:
-    data_dir = work / "data"
+def world(work: Path, flv: Path, max_streams: int, executor: str) -> Iterator[World]:
+    data_dir = work / f"data-{executor}"
     data_dir.mkdir()
-    service = Service(data_dir)
+    service = Service(data_dir, env={"CLOUDREC_EXECUTOR": executor})
     w: World | None = None
     try:
         app = service.create_app(APP_ID)
@@ -262,7 +265,8 @@ def world(work: Path, flv: Path, max_streams: int) -> Iterator[World]:
         if w is not None:
             end(w.publishers)
             for pid in w.workers:  # workers run in their own session; leave none behind
-                if alive(pid) and b"run-task" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if alive(pid) else b""
+                if b"run-task" in cmdline or b"recorder-host" in cmdline:
                     os.kill(pid, signal.SIGKILL)
 
 
@@ -279,7 +283,10 @@ def dir_bytes(paths: list[Path]) -> int:
     return total
 
 
-def measure(pids: list[int], outputs: list[Path], window_s: float) -> dict[str, Any]:
+def measure(pids: list[int], outputs: list[Path], window_s: float, streams: int) -> dict[str, Any]:
+    """CPU, memory and bytes written of the recorder processes ``pids`` (each counted once:
+    a recorder host holds several recordings) over the window, for ``streams`` recordings."""
+    pids = sorted(set(pids))
     busy0, total0 = machine_busy_s()
     cpu0 = sum(proc_cpu_s(p) for p in pids)
     bytes0 = dir_bytes(outputs)
@@ -294,7 +301,10 @@ def measure(pids: list[int], outputs: list[Path], window_s: float) -> dict[str, 
     rss = [rss_mb(p) for p in pids]
     pss = [pss_mb(p) for p in pids]
     return {
-        "streams": len(pids),
+        "streams": streams,
+        "processes": len(pids),
+        "rss_per_recording_mb": sum(rss) / streams,
+        "pss_per_recording_mb": sum(pss) / streams,
         "window_s": elapsed,
         "cpu_s": cpu1 - cpu0,
         "rss_median_mb": statistics.median(rss),
@@ -312,7 +322,7 @@ def phase_cloudrec(w: World, n: int, window_s: float) -> dict[str, Any]:
         w.wait_tasks(ids, {"recording"}, RECORDING_TIMEOUT_S)
         pids = [w.worker_pid(rid) for rid in ids]
         time.sleep(WARMUP_S)
-        result = measure(pids, [w.spool / rid for rid in ids], window_s)
+        result = measure(pids, [w.spool / rid for rid in ids], window_s, n)
     finally:
         for resid, rid in started:
             w.jo.stop(resid, ROOM, rid)
@@ -335,7 +345,7 @@ def phase_ffmpeg(w: World, n: int, window_s: float) -> dict[str, Any]:
                 raise RuntimeError("a baseline ffmpeg did not start writing")
             time.sleep(0.2)
         time.sleep(WARMUP_S)
-        return measure([p.pid for p in procs], paths, window_s)
+        return measure([p.pid for p in procs], paths, window_s, n)
     finally:
         end(procs)
         for p in paths:
@@ -422,50 +432,57 @@ def written(r: dict[str, Any], rate: float) -> float:
 
 
 def report(
-    results: dict[int, dict[str, dict[str, Any]]],
-    lat: dict[str, list[float]],
+    results: dict[tuple[str, int], dict[str, dict[str, Any]]],
+    lats: dict[str, dict[str, list[float]]],
     window_s: float,
     rate: float,
 ) -> str:
     header = (
-        "| streams | cloudrec CPU %/stream | ffmpeg CPU %/stream | ratio cloudrec/ffmpeg "
-        "| RSS MB/recorder, median (max): cloudrec / ffmpeg | PSS MB: cloudrec / ffmpeg "
-        "| written vs source (cloudrec / ffmpeg) | machine busy % (cloudrec / ffmpeg) |"
+        "| executor | streams | cloudrec CPU %/stream | ffmpeg CPU %/stream "
+        "| ratio cloudrec/ffmpeg | processes | PSS MB per recording: cloudrec / ffmpeg "
+        "| RSS MB per recording: cloudrec / ffmpeg | written vs source (cloudrec / ffmpeg) "
+        "| machine busy % (cloudrec / ffmpeg) |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for n, pair in sorted(results.items()):
+    for (executor, n), pair in sorted(results.items()):
         c, f = pair["cloudrec"], pair["ffmpeg"]
-        ratio = f"{pct(c) / pct(f):.1f}x" if f["cpu_s"] > 0 else "n/a"
+        ratio = f"{pct(c) / pct(f):.2f}x" if f["cpu_s"] > 0 else "n/a"
         lines.append(
-            f"| {n} | {pct(c):.2f} | {pct(f):.2f} | {ratio} "
-            f"| {c['rss_median_mb']:.0f} ({c['rss_max_mb']:.0f}) / "
-            f"{f['rss_median_mb']:.0f} ({f['rss_max_mb']:.0f}) "
-            f"| {c['pss_median_mb']:.0f} / {f['pss_median_mb']:.0f} "
+            f"| {executor} | {n} | {pct(c):.2f} | {pct(f):.2f} | {ratio} | {c['processes']} "
+            f"| {c['pss_per_recording_mb']:.1f} / {f['pss_per_recording_mb']:.1f} "
+            f"| {c['rss_per_recording_mb']:.1f} / {f['rss_per_recording_mb']:.1f} "
             f"| {100 * written(c, rate):.0f}% / {100 * written(f, rate):.0f}% "
             f"| {c['machine_busy_pct']:.0f} / {f['machine_busy_pct']:.0f} |"
         )
     lines += [""]
-    if lat["cloudrec"]:
+    if any(lat["cloudrec"] for lat in lats.values()):
         lines += [
             "| start latency | keyframe on disk: median s | max s | MP4 file exists: median s "
             "| runs |",
             "|---|---|---|---|---|",
         ]
-        for name, since in (("cloudrec", "startrecord reply"), ("ffmpeg", "spawn")):
-            xs = lat[name]
-            made = statistics.median(lat[f"{name}_created"])
-            lines.append(
-                f"| {name} (from {since}) | {statistics.median(xs):.2f} | {max(xs):.2f} "
-                f"| {made:.2f} | {len(xs)} |"
-            )
+        for executor, lat in lats.items():
+            for name, since in (("cloudrec", "startrecord reply"), ("ffmpeg", "spawn")):
+                xs = lat[name]
+                if not xs:
+                    continue
+                made = statistics.median(lat[f"{name}_created"])
+                label = f"{name} {executor}" if name == "cloudrec" else f"ffmpeg ({executor} run)"
+                lines.append(
+                    f"| {label} (from {since}) | {statistics.median(xs):.2f} | {max(xs):.2f} "
+                    f"| {made:.2f} | {len(xs)} |"
+                )
         lines += [""]
     lines += [
         f"cloudrec: {_version()}; {os.cpu_count()} cores; ffmpeg {_ffmpeg_version()}.",
         f"Each stream: 640x360 {FPS} fps H.264 GOP {GOP_S} s + AAC, {8 * rate / 1000:.0f} kb/s "
         f"as published; window {window_s:.0f} s after a {WARMUP_S:.0f} s warm-up. CPU % is of "
-        "one core (utime+stime of the recorder processes, summed). RSS/PSS at the end of the "
-        "window (PSS splits shared library pages between processes). Machine busy % is of all "
-        "cores, everything included (publishers, ingest, recorders, other jobs).",
+        "one core (utime+stime of the recorder processes, each counted once, summed). "
+        "executor process: one `run-task` process per recording; host: recorder hosts of "
+        "`tasks_per_host` recordings each. PSS/RSS per recording: the recorder processes' "
+        "sum at the end of the window over the recordings (PSS splits shared library pages "
+        "between processes). Machine busy % is of all cores, everything included "
+        "(publishers, ingest, recorders, other jobs).",
     ]
     return "\n".join(lines)
 
@@ -495,30 +512,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", default="1,10,50", help="comma-separated recording counts")
     parser.add_argument("--seconds", type=float, default=15.0, help="measurement window")
     parser.add_argument("--latency-runs", type=int, default=5, help="start-latency samples")
+    parser.add_argument(
+        "--executors", default="process,host", help="comma-separated: process, host"
+    )
     args = parser.parse_args(argv)
     counts = sorted({int(n) for n in args.counts.split(",")})
     signal.signal(signal.SIGTERM, _sigterm)
     flv = source_flv(Path(tempfile.gettempdir()) / "cloudrec-bench")
     rate = source_bytes_per_s(flv)
-    results: dict[int, dict[str, dict[str, Any]]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="cloudrec-bench-rec-") as tmp,
-        world(Path(tmp), flv, max(counts)) as w,
-    ):
-        lat = latency(w, args.latency_runs) if args.latency_runs > 0 else {"cloudrec": []}
-        for n in counts:
-            w.ensure_publishers(n)
-            for name, phase in (("cloudrec", phase_cloudrec), ("ffmpeg", phase_ffmpeg)):
-                r = phase(w, n, args.seconds)
-                results.setdefault(n, {})[name] = r
-                print(
-                    f"{name:>8} x{n:<3}: {pct(r):6.2f} %CPU/stream, RSS {r['rss_median_mb']:.0f}"
-                    f" MB, written {100 * written(r, rate):.0f}%, "
-                    f"machine busy {r['machine_busy_pct']:.0f}%",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    print("\n" + report(results, lat, args.seconds, rate), flush=True)
+    results: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    lats: dict[str, dict[str, list[float]]] = {}
+    for executor in args.executors.split(","):
+        with (
+            tempfile.TemporaryDirectory(prefix="cloudrec-bench-rec-") as tmp,
+            world(Path(tmp), flv, max(counts), executor) as w,
+        ):
+            runs = args.latency_runs
+            lats[executor] = latency(w, runs) if runs > 0 else {"cloudrec": [], "ffmpeg": []}
+            for n in counts:
+                w.ensure_publishers(n)
+                for name, phase in (("cloudrec", phase_cloudrec), ("ffmpeg", phase_ffmpeg)):
+                    r = phase(w, n, args.seconds)
+                    results.setdefault((executor, n), {})[name] = r
+                    print(
+                        f"{executor:>7} {name:>8} x{n:<3}: {pct(r):6.2f} %CPU/stream, "
+                        f"PSS {r['pss_per_recording_mb']:.1f} MB/recording, "
+                        f"written {100 * written(r, rate):.0f}%, "
+                        f"machine busy {r['machine_busy_pct']:.0f}%",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    print("\n" + report(results, lats, args.seconds, rate), flush=True)
     return 0
 
 
