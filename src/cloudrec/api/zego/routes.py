@@ -13,7 +13,6 @@ import base64
 import json
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -301,7 +300,7 @@ async def zego(request: Request) -> JSONResponse:
             raise CloudrecError.invalid_argument(f"unknown Action {action!r}")
         handler, limit = ACTIONS[action]
         app_id = await asyncio.to_thread(
-            verify, query, _secret_lookup(c), time.time(), request.app.state.limiter
+            verify, query, _secret_lookup(c), c.clock().timestamp(), c.nonces
         )
         if not request.app.state.limiter.hit(limit, "zego", str(app_id), action):
             raise CloudrecError.resource_exhausted(
