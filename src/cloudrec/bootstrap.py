@@ -94,7 +94,9 @@ def bootstrap(
             uow,
             clock,
             store=S3ObjectStore(
-                settings.storage_endpoint_override, read_timeout_s=settings.storage_timeout_s
+                settings.storage_endpoint_override,
+                read_timeout_s=settings.storage_timeout_s,
+                policy=OutboundPolicy(allow_private=settings.allow_private_targets),
             ),
             backup=LocalBackupStore(settings.backup_dir),
             sender=HttpCallbackSender(
