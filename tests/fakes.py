@@ -211,3 +211,16 @@ class FakeDeliveryWorld:
 
     def commit(self) -> None:
         pass
+
+
+class NoWorkers:
+    """An executor that starts no worker: for tests that stop at the API or the delivery."""
+
+    def start(self, task_id: str) -> str:
+        return "none"
+
+    def alive(self, handle: str) -> bool | None:
+        return None
+
+    def exit_detail(self, handle: str) -> str:
+        return ""

@@ -19,22 +19,9 @@ from cloudrec.bootstrap import Container, bootstrap
 from cloudrec.config import load_settings
 from cloudrec.core.errors import CloudrecError
 from cloudrec.db.models import ZegoNonceRow
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, NoWorkers
 
 APP = 4242
-
-
-class NoWorkers:
-    """An executor that starts nothing: these tests stop at the API."""
-
-    def start(self, task_id: str) -> str:
-        return "none"
-
-    def alive(self, handle: str) -> bool | None:
-        return None
-
-    def exit_detail(self, handle: str) -> str:
-        return ""
 
 
 @pytest.fixture
