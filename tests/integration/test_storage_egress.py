@@ -4,6 +4,7 @@ server (moto) on loopback, real sockets, names mapped by an injected resolver.""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import StorageTarget
 from cloudrec.outbound import OutboundPolicy, resolve_target
 from cloudrec.storage.s3 import S3ObjectStore
+from tests.integration.test_outbound_http import pki  # noqa: F401 (a fixture)
 from tests.s3server import FaultyS3
 
 PUBLIC_IP = "93.184.215.14"  # a global unicast address; never connected to in these tests
@@ -175,7 +177,8 @@ class _Answer(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         server: Any = self.server
-        server.requests = getattr(server, "requests", 0) + 1
+        server.requests += 1
+        server.hosts.append(self.headers.get("Host"))
         self.send_response(server.status)
         for k, v in server.headers.items():
             self.send_header(k, v)
@@ -186,15 +189,43 @@ class _Answer(BaseHTTPRequestHandler):
     do_PUT = do_POST = do_GET = do_HEAD = _any
 
 
-@pytest.fixture
-def answering() -> Iterator[Any]:
+def _answering(tls: ssl.SSLContext | None = None) -> Iterator[Any]:
     server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
     server.daemon_threads = True
-    server.status, server.headers, server.body = 200, {}, b""
+    server.status, server.headers, server.body = 200, {"ETag": '"e"'}, b""
+    server.requests, server.hosts, server.sni = 0, [], []
+    if tls is not None:
+        tls.sni_callback = lambda sock, name, ctx: server.sni.append(name)  # type: ignore[assignment]
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def answering() -> Iterator[Any]:
+    yield from _answering()
+
+
+def test_https_goes_to_the_checked_address_with_the_name_kept_for_sni_and_host(pki, file):  # noqa: F811
+    """Pinning the address keeps TLS honest: SNI and certificate verification use the name
+    the request gave, and a certificate for another name is refused."""
+    policy = OutboundPolicy(allow_private=True, ssl_context=pki.client)
+    for cert, ok in (("callbacks.test", True), ("other.test", False)):
+        for server in _answering(pki.server_for[cert]):
+            endpoint = f"https://callbacks.test:{server.server_address[1]}"
+            store = S3ObjectStore(policy=policy, resolver=Dns(callbacks_test="127.0.0.1"))
+            target = _s3_target(endpoint, path_style=True)
+            if ok:
+                assert store.put(target, "f.mp4", file) == f"{endpoint}/bkt/f.mp4"
+                assert server.hosts == [f"callbacks.test:{server.server_address[1]}"]
+            else:
+                with pytest.raises(CloudrecError) as err:
+                    store.put(target, "f.mp4", file)
+                assert err.value.reason == "unreachable"
+                assert server.requests == 0
+            assert server.sni and set(server.sni) == {"callbacks.test"}
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -204,7 +235,6 @@ def test_a_redirect_is_not_followed(answering, listener, file, status):
     recursion limit)."""
     elsewhere = f"http://127.0.0.1:{listener.getsockname()[1]}/bkt/f.mp4"
     answering.status, answering.headers = status, {"Location": elsewhere}
-    answering.requests = 0
     endpoint = f"http://127.0.0.1:{answering.server_address[1]}"
     with pytest.raises(CloudrecError) as err:
         S3ObjectStore(policy=LAN).put(_s3_target(endpoint, path_style=True), "f.mp4", file)

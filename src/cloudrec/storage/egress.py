@@ -23,6 +23,7 @@ A refused connection raises the policy's :class:`~cloudrec.core.errors.CloudrecE
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -100,7 +101,10 @@ class PinnedSession(URLLib3Session):  # type: ignore[misc]
     """botocore's HTTP session whose every new connection is checked by ``guard`` and pinned to
     the address it returned.  Never uses a proxy."""
 
-    def __init__(self, guard: Guard, **kwargs: Any) -> None:
+    def __init__(
+        self, guard: Guard, ssl_context: ssl.SSLContext | None = None, **kwargs: Any
+    ) -> None:
+        self._ssl_context = ssl_context  # read by _get_ssl_context, during super().__init__
         super().__init__(proxies={}, **kwargs)
 
         class HTTPConnection(_Pinned, AWSHTTPConnection):  # type: ignore[misc]
@@ -121,6 +125,10 @@ class PinnedSession(URLLib3Session):  # type: ignore[misc]
         # The pool manager holds this very dict (URLLib3Session.__init__), so updating it in
         # place is what makes every pool it creates, and so every connection, a pinned one.
         self._pool_classes_by_scheme.update({"http": HTTPPool, "https": HTTPSPool})
+
+    def _get_ssl_context(self) -> Any:
+        """The policy's trust store (a private CA) when it has one, botocore's otherwise."""
+        return self._ssl_context or super()._get_ssl_context()
 
 
 def install(client: Any, session: PinnedSession) -> None:

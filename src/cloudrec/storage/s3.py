@@ -173,6 +173,7 @@ class S3ObjectStore:
         )
         session = PinnedSession(
             policy_guard(self._policy, self._resolver),
+            self._policy.ssl_context,
             timeout=self._timeouts,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
