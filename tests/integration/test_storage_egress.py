@@ -239,6 +239,8 @@ def test_a_redirect_is_not_followed(answering, listener, file, status):
     with pytest.raises(CloudrecError) as err:
         S3ObjectStore(policy=LAN).put(_s3_target(endpoint, path_style=True), "f.mp4", file)
     assert err.value.reason == "target_redirect"
+    assert err.value.message.startswith("upload of f.mp4 to bucket bkt at 127.0.0.1:")
+    assert elsewhere not in err.value.message
     assert answering.requests == 1
     assert _no_connection(listener)
 

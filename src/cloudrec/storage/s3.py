@@ -201,7 +201,7 @@ class S3ObjectStore:
                 ExtraArgs={"ContentType": content_type(key)},
                 Config=self._transfer,
             )
-        except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
+        except (BotoCoreError, ClientError, Boto3Error, OSError, CloudrecError) as exc:
             raise _upload_error(exc, key, target.bucket, ep.url) from exc
         finally:
             client.close()
