@@ -257,3 +257,7 @@ class FakeExecutor:
 
     def reap(self) -> None:
         self.reaps += 1
+
+
+# An executor that starts no worker: for tests that stop at the API or the delivery.
+NoWorkers = FakeExecutor

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
+from cloudrec.api.zego.auth import NONCE_WINDOW_S, LimitsNonceStore, NonceStore
 from cloudrec.callbacks.sender import HttpCallbackSender
 from cloudrec.config import Settings
 from cloudrec.core.delivery import DeliveryPolicy, DeliveryService
@@ -19,6 +20,7 @@ from cloudrec.core.recording import Executor, TaskService
 from cloudrec.core.rooms import PublishRequest, StreamMeta
 from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
 from cloudrec.db.engine import make_engine, upgrade
+from cloudrec.db.nonces import DatabaseNonceStore
 from cloudrec.db.repositories import uow_factory
 from cloudrec.executor import HostExecutor, LocalExecutor
 from cloudrec.outbound import OutboundPolicy, resolve_target
@@ -42,6 +44,7 @@ class Container:
     delivery: DeliveryService
     executor: Executor
     clock: Clock
+    nonces: NonceStore
 
     def check_target(self, what: str, url: str) -> None:
         """Refuse a URL a request gives (callback, image, storage endpoint) that resolves to a
@@ -99,7 +102,9 @@ def bootstrap(
             uow,
             clock,
             store=S3ObjectStore(
-                settings.storage_endpoint_override, read_timeout_s=settings.storage_timeout_s
+                settings.storage_endpoint_override,
+                read_timeout_s=settings.storage_timeout_s,
+                policy=OutboundPolicy(allow_private=settings.allow_private_targets),
             ),
             backup=LocalBackupStore(settings.backup_dir),
             sender=HttpCallbackSender(
@@ -123,7 +128,16 @@ def bootstrap(
         ),
         executor=executor,
         clock=clock,
+        nonces=nonce_store(settings, engine, clock),
     )
+
+
+def nonce_store(settings: Settings, engine: Engine, clock: Clock) -> NonceStore:
+    """Signed-request nonces: in the task database, or in the shared rate-limit storage when
+    one is configured (Redis); never in one process's memory, which a restart forgets."""
+    if settings.rate_limit_storage.startswith("memory://"):
+        return DatabaseNonceStore(engine, clock, timedelta(seconds=NONCE_WINDOW_S))
+    return LimitsNonceStore(settings.rate_limit_storage, NONCE_WINDOW_S)
 
 
 class EmbeddedIngestGate:

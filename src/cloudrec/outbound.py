@@ -174,6 +174,19 @@ def resolve_target(url: str, policy: OutboundPolicy, resolver: Resolver | None =
     target's ``ip`` is the first resolved address, the one to connect to.
     """
     scheme, host, port = _parse(url)
+    ip = checked_address(host, port, policy, resolver)
+    return Target(url=url, scheme=scheme, host=host, port=port, ip=ip)
+
+
+def checked_address(
+    host: str, port: int, policy: OutboundPolicy, resolver: Resolver | None = None
+) -> IPAddress:
+    """Resolve ``host`` once and return the address to connect to, refused (``target_forbidden``)
+    if *any* address it resolves to is forbidden by ``policy``.
+
+    The one check every outbound connection goes through: :func:`resolve_target` for callbacks
+    and pictures, and each new storage connection (``cloudrec.storage.egress``) at connect time.
+    """
     try:
         infos = (resolver or socket.getaddrinfo)(host, port)
     except (OSError, UnicodeError) as exc:
@@ -200,7 +213,7 @@ def resolve_target(url: str, policy: OutboundPolicy, resolver: Resolver | None =
                 raise CloudrecError.invalid_argument(
                     f"refusing to call {host!r}: {reason}", reason="target_forbidden"
                 )
-    return Target(url=url, scheme=scheme, host=host, port=port, ip=ips[0])
+    return ips[0]
 
 
 def _parse(url: str) -> tuple[str, str, int]:

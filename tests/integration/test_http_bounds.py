@@ -300,7 +300,7 @@ def test_the_event_loop_answers_while_a_request_waits_for_a_database_lock(world,
     answered, writing, released = threading.Event(), threading.Event(), threading.Event()
 
     def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
             writing.set()  # the request's write: it waits for the lock from here on
 
     event.listen(world.c.engine, "before_cursor_execute", on_execute)

@@ -1,15 +1,23 @@
-"""Uploads against a real S3-protocol server (moto, server mode) on loopback: every vendor's
-code path through the endpoint override, multipart, bytes checked by download and hash."""
+"""Uploads against a real S3-protocol server (moto, server mode) on loopback: each vendor's own
+endpoint rules, taken to the loopback server by an injected resolver (not by the override),
+with moto checking the signatures; the override; multipart; bytes checked by download and hash."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
+from collections.abc import Iterator
+from typing import Any
 
+import boto3
+import httpx
 import pytest
 
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import StorageTarget
+from cloudrec.outbound import OutboundPolicy
 from cloudrec.storage.s3 import MULTIPART_THRESHOLD, S3ObjectStore, resolve_endpoint
 from tests.s3server import FaultyS3
 
@@ -44,7 +52,7 @@ def _target(vendor: str) -> StorageTarget:
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_every_vendor_uploads_through_the_endpoint_override(s3, tmp_path, vendor):
+def test_the_endpoint_override_sends_every_vendor_to_one_endpoint_path_style(s3, tmp_path, vendor):
     path = tmp_path / "f.bin"
     data = os.urandom(100_000)
     path.write_bytes(data)
@@ -53,6 +61,129 @@ def test_every_vendor_uploads_through_the_endpoint_override(s3, tmp_path, vendor
     assert url == f"{s3.url}/bkt/rec/{vendor}/f.bin"
     got = s3.client().get_object(Bucket="bkt", Key=f"rec/{vendor}/f.bin")["Body"].read()
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
+# Each vendor as a user's request names it: (vendor, endpoint host, Region, the signing region
+# and addressing style its rules give).  The scheme is http and the port moto's, so that the
+# resolver below can take every name to the loopback server.
+VENDOR_ENDPOINTS = [
+    ("aliyun-oss", "oss-cn-hangzhou.aliyuncs.com", "", "cn-hangzhou", False),
+    ("tencent-cos", "cos.ap-beijing-1.myqcloud.com", "", "ap-beijing-1", False),
+    ("qiniu-kodo", "s3-cn-south-1.qiniucs.com", "", "cn-south-1", False),
+    ("aws-s3", "s3.eu-west-1.amazonaws.com", "eu-west-1", "eu-west-1", False),
+    ("huawei-obs", "obs.cn-north-4.myhuaweicloud.com", "", "cn-north-4", False),
+    ("gcs", "storage.googleapis.com", "", "auto", False),
+    ("cmcc-eos", "eos-wuxi-1.cmecloud.cn", "", "us-east-1", False),
+    ("s3", "minio", "", "us-east-1", True),  # one label: moto takes it as path-style
+]
+assert sorted(v[0] for v in VENDOR_ENDPOINTS) == sorted(VENDORS)
+
+
+class LoopbackDns:
+    """An injected resolver that takes every name to 127.0.0.1 and records the names asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[tuple[Any, ...]]:
+        self.asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+
+@pytest.fixture(scope="module")
+def iam_keys(s3) -> dict[str, dict[str, str]]:
+    """An IAM user allowed s3:* and its access key, per moto partition (a cn-* signing region
+    is the aws-cn partition, whose IAM is its own)."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }
+    keys = {}
+    for partition, region in (("aws", "us-east-1"), ("aws-cn", "cn-north-1")):
+        iam = boto3.client(
+            "iam",
+            endpoint_url=f"http://127.0.0.1:{s3.moto_port}",
+            region_name=region,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="recorder")
+        iam.put_user_policy(UserName="recorder", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        keys[partition] = iam.create_access_key(UserName="recorder")["AccessKey"]
+    return keys
+
+
+@pytest.fixture
+def signatures_checked(s3) -> Iterator[None]:
+    """moto checks every request's signature against its IAM while the test runs (its
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` set to 0, and back to unlimited after)."""
+    base = f"http://127.0.0.1:{s3.moto_port}/moto-api/reset-auth"
+    httpx.post(base, content=b"0").raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.post(base, content=b"inf").raise_for_status()
+
+
+@pytest.mark.parametrize(("vendor", "host", "region", "signing", "path_style"), VENDOR_ENDPOINTS)
+def test_each_vendors_own_endpoint_rules_upload_with_checked_credentials(
+    s3, iam_keys, signatures_checked, tmp_path, vendor, host, region, signing, path_style
+):
+    """Issue 12: "every vendor's code path" ran one path (the override returns before any
+    vendor branch) against a server that took any credentials."""
+    endpoint = f"http://{host}:{s3.moto_port}"
+    key = iam_keys["aws-cn" if signing.startswith("cn-") else "aws"]
+    # path_style: what ZEGO's S3ForcePathStyle says (on by default for Vendor 10); only the
+    # "s3" vendor reads it, the others have their own style.
+    target = StorageTarget(
+        vendor, endpoint, "bkt", key["AccessKeyId"], key["SecretAccessKey"], region, path_style
+    )
+    ep = resolve_endpoint(target)
+    assert (ep.url, ep.region, ep.path_style) == (endpoint, signing, path_style)
+    path = tmp_path / "f.bin"
+    data = os.urandom(50_000)
+    path.write_bytes(data)
+    dns = LoopbackDns()
+    store = S3ObjectStore(policy=OutboundPolicy(allow_private=True), resolver=dns)
+    url = store.put(target, f"vendors/{vendor}.bin", str(path))
+    connected = host if path_style else f"bkt.{host}"
+    assert dns.asked == [connected]  # the name really connected to is the one checked
+    assert url == (
+        f"{endpoint}/bkt/vendors/{vendor}.bin"
+        if path_style
+        else f"http://{connected}:{s3.moto_port}/vendors/{vendor}.bin"
+    )
+    moto = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{s3.moto_port}",
+        region_name="us-east-1",
+        aws_access_key_id=iam_keys["aws"]["AccessKeyId"],
+        aws_secret_access_key=iam_keys["aws"]["SecretAccessKey"],
+    )
+    got = moto.get_object(Bucket="bkt", Key=f"vendors/{vendor}.bin")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    for access_key, secret_key, code in [
+        (key["AccessKeyId"], "not-the-secret", "SignatureDoesNotMatch"),
+        ("AKIANOTAKEY00000000", key["SecretAccessKey"], "InvalidAccessKeyId"),
+    ]:
+        wrong = StorageTarget(vendor, endpoint, "bkt", access_key, secret_key, region, path_style)
+        with pytest.raises(CloudrecError) as err:
+            store.put(wrong, f"vendors/{vendor}-wrong.bin", str(path))
+        assert err.value.reason == "access_denied"
+        assert err.value.message.endswith(f"({code})")
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_an_explicit_scheme_is_kept_for_every_vendor(vendor):
+    """Issue 10 #9: an explicit http:// EndPoint was turned into https (ZEGO Vendor 10 on a
+    self-hosted MinIO on :9000 never got a file)."""
+    for endpoint, url in [
+        ("http://store.example.com:9000", "http://store.example.com:9000"),
+        ("HTTP://store.example.com:9000/", "http://store.example.com:9000"),
+        ("https://store.example.com", "https://store.example.com"),
+        ("store.example.com", "https://store.example.com"),
+    ]:
+        assert resolve_endpoint(StorageTarget(vendor, endpoint, "b", "k", "s")).url == url
 
 
 def test_a_large_file_goes_up_in_parts_and_comes_back_whole(s3, tmp_path):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from limits import storage, strategies
 
-from cloudrec.api.zego.auth import signature, verify
+from cloudrec.api.zego.auth import LimitsNonceStore, signature, verify
 from cloudrec.core.errors import CloudrecError
 
 SECRET = "9193cc662a4c0ec135ec71fb57194b38"
@@ -31,7 +30,9 @@ def _query(ts: int = 1615186943, nonce: str = "4fd24687296dd9f3", **over: str) -
 
 @pytest.fixture
 def nonces():
-    return strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+    """The ``limits`` store (Redis in a deployment) over its memory storage; the database
+    store and the window are tested in tests/integration/test_zego_nonces.py."""
+    return LimitsNonceStore("memory://")
 
 
 def _secret(app_id: int) -> str | None:
@@ -74,3 +75,9 @@ def test_an_uppercase_signature_is_accepted(nonces):
     q = _query()
     q["Signature"] = q["Signature"].upper()
     assert verify(q, _secret, 1615186943, nonces) == 12345
+
+
+def test_a_nonce_longer_than_128_characters_is_refused(nonces):
+    with pytest.raises(CloudrecError) as err:
+        verify(_query(nonce="n" * 129), _secret, 1615186943, nonces)
+    assert "SignatureNonce" in err.value.message

@@ -197,3 +197,15 @@ class TaskEventRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ZegoNonceRow(Base):
+    """A ZEGO SignatureNonce seen in a correctly signed request (issue 11, #8).  The primary key
+    is the replay check: a second insert of (app_id, nonce) loses it.  Rows older than the
+    nonce window are purged."""
+
+    __tablename__ = "zego_nonces"
+
+    app_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

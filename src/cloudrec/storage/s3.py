@@ -1,16 +1,26 @@
 """One S3-protocol client for every vendor the dialects name (boto3).
 
 Each vendor's endpoint rules turn a request's ``endpoint``/``region`` into an endpoint URL, an
-addressing style and a signing region.  ``storage_endpoint_override`` (a deployment setting)
-sends every vendor to one endpoint, path-style: on-premises S3 servers and the tests.
+addressing style and a signing region.  An explicit scheme in the request's endpoint is kept
+(``http://minio.lan:9000``: a self-hosted store on plain http); without one it is https.
+``storage_endpoint_override`` (a deployment setting) sends every vendor to one endpoint,
+path-style: on-premises S3 servers and the tests.
+
+Every connection goes through the outbound policy at connect time (``storage.egress``): the
+name really connected to, virtual-hosted ``{bucket}.{endpoint}`` included, is resolved, checked
+and pinned.  The override is the operator's own setting, so its address is not checked.  Error
+messages name the key, the bucket and the endpoint's host as the request gave them, and the
+kind of failure; never an address, the server's own text, or the credentials.
 botocore's default CRC32 checksum headers are turned off: several non-AWS vendors reject them.
 Each object is uploaded with the Content-Type of its format (``core.tasks.content_type``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +38,11 @@ from botocore.exceptions import (
 
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import StorageTarget, content_type
+from cloudrec.outbound import OutboundPolicy, Resolver
 from cloudrec.storage.backup import hls_segments
+from cloudrec.storage.egress import PinnedSession, egress_refusal, install, policy_guard
+
+log = logging.getLogger("cloudrec.storage")
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNK = 8 * 1024 * 1024
@@ -46,44 +60,47 @@ def _region_from(host: str, pattern: str, default: str) -> str:
     return m.group(1) if m else default
 
 
-def _https(endpoint: str) -> str:
-    return endpoint if "://" in endpoint else f"https://{endpoint}"
-
-
 def resolve_endpoint(target: StorageTarget, override: str = "") -> Endpoint:
-    """The endpoint URL, signing region and addressing style for a vendor's bucket."""
+    """The endpoint URL, signing region and addressing style for a vendor's bucket.
+
+    The scheme of an explicit ``scheme://`` endpoint is kept, for every vendor; https otherwise.
+    """
     if override:
         return Endpoint(override.rstrip("/"), target.region or "us-east-1", path_style=True)
-    host = target.endpoint.split("://")[-1].strip("/")
+    scheme, sep, rest = target.endpoint.strip().rpartition("://")
+    scheme = scheme.lower() if sep and scheme.lower() in ("http", "https") else "https"
+    host = rest.strip("/")
+
+    def _url(endpoint: str) -> str:  # with the request's scheme, or https
+        return f"{scheme}://{endpoint}"
+
     vendor = target.vendor
     if vendor == "aliyun-oss":  # oss-cn-hangzhou.aliyuncs.com
         return Endpoint(
-            _https(host), _region_from(host, r"oss-([a-z0-9-]+)\.", "cn-hangzhou"), path_style=False
+            _url(host), _region_from(host, r"oss-([a-z0-9-]+)\.", "cn-hangzhou"), path_style=False
         )
     if vendor == "tencent-cos":  # cos.ap-beijing-1.myqcloud.com
         return Endpoint(
-            _https(host),
+            _url(host),
             _region_from(host, r"cos\.([a-z0-9-]+)\.", "ap-guangzhou"),
             path_style=False,
         )
     if vendor == "qiniu-kodo":  # s3-cn-south-1.qiniucs.com
         return Endpoint(
-            _https(host), _region_from(host, r"s3-([a-z0-9-]+)\.", "cn-east-1"), path_style=False
+            _url(host), _region_from(host, r"s3-([a-z0-9-]+)\.", "cn-east-1"), path_style=False
         )
     if vendor == "aws-s3":
         region = target.region or "us-east-1"
-        return Endpoint(
-            _https(host) if host else f"https://s3.{region}.amazonaws.com", region, path_style=False
-        )
+        return Endpoint(_url(host or f"s3.{region}.amazonaws.com"), region, path_style=False)
     if vendor == "huawei-obs":  # obs.cn-north-4.myhuaweicloud.com
         region = target.region or _region_from(host, r"obs\.([a-z0-9-]+)\.", "cn-north-4")
-        return Endpoint(_https(host or f"obs.{region}.myhuaweicloud.com"), region, False)
+        return Endpoint(_url(host or f"obs.{region}.myhuaweicloud.com"), region, False)
     if vendor == "gcs":
-        return Endpoint(_https(host or "storage.googleapis.com"), target.region or "auto", False)
+        return Endpoint(_url(host or "storage.googleapis.com"), target.region or "auto", False)
     if vendor == "cmcc-eos":
-        return Endpoint(_https(host), target.region or "us-east-1", path_style=False)
+        return Endpoint(_url(host), target.region or "us-east-1", path_style=False)
     # "s3": any S3-protocol store at an endpoint the request gives; path-style unless told.
-    return Endpoint(_https(host), target.region or "us-east-1", path_style=target.path_style)
+    return Endpoint(_url(host), target.region or "us-east-1", path_style=target.path_style)
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -107,32 +124,46 @@ def _error_kind(exc: BaseException) -> str:
 
 
 class S3ObjectStore:
-    """``ObjectStore`` over boto3.  One client per (endpoint, keys), made on first use."""
+    """``ObjectStore`` over boto3.  A client per upload, its connections checked by ``policy``.
+
+    ``resolver`` (``socket.getaddrinfo``-shaped) replaces the system resolver, for tests.
+    """
 
     def __init__(
         self,
         endpoint_override: str = "",
         connect_timeout_s: float = 3.0,
         read_timeout_s: float = 20.0,
+        policy: OutboundPolicy | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self._override = endpoint_override
-        self._config = dict(connect_timeout=connect_timeout_s, read_timeout=read_timeout_s)
+        self._timeouts = (connect_timeout_s, read_timeout_s)
+        policy = policy or OutboundPolicy()
+        # The override is the operator's own endpoint (a LAN store, the tests): trusted.
+        self._policy = replace(policy, allow_private=True) if endpoint_override else policy
+        self._resolver = resolver
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_CHUNK,
             use_threads=False,
         )
 
-    def client(self, target: StorageTarget) -> Any:
+    def client(self, target: StorageTarget) -> tuple[Any, PinnedSession]:
+        """A boto3 client for ``target`` and the session that makes its connections (close
+        both when done)."""
         ep = resolve_endpoint(target, self._override)
+        connect_timeout_s, read_timeout_s = self._timeouts
         config = Config(
             s3={"addressing_style": "path" if ep.path_style else "virtual"},
             retries={"max_attempts": 1, "mode": "standard"},  # the uploader retries itself
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            **self._config,
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            proxies={},  # never the environment's proxy: it would connect past the check
         )
-        return boto3.session.Session().client(
+        client = boto3.session.Session().client(
             "s3",
             endpoint_url=ep.url,
             region_name=ep.region,
@@ -140,10 +171,18 @@ class S3ObjectStore:
             aws_access_key_id=target.access_key,
             aws_secret_access_key=target.secret_key,
         )
+        session = PinnedSession(
+            policy_guard(self._policy, self._resolver),
+            self._policy.ssl_context,
+            timeout=self._timeouts,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )
+        install(client, session)
+        return client, session
 
     def put(self, target: StorageTarget, key: str, path: str, segments: bool = True) -> str:
         ep = resolve_endpoint(target, self._override)
-        client = self.client(target)
+        client, session = self.client(target)
         try:
             # HLS: the segments first (beside the playlist's key), then the playlist.
             folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
@@ -162,13 +201,11 @@ class S3ObjectStore:
                 ExtraArgs={"ContentType": content_type(key)},
                 Config=self._transfer,
             )
-        except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
-            # The message names the bucket and key, never the credentials.
-            raise CloudrecError.unavailable(
-                f"upload of {key} to bucket {target.bucket} at {ep.url} failed: "
-                f"{type(exc).__name__}: {_safe(exc)}",
-                reason=_error_kind(exc),
-            ) from exc
+        except (BotoCoreError, ClientError, Boto3Error, OSError, CloudrecError) as exc:
+            raise _upload_error(exc, key, target.bucket, ep.url) from exc
+        finally:
+            client.close()
+            session.close()
         return self.url(target, key)
 
     def url(self, target: StorageTarget, key: str) -> str:
@@ -181,6 +218,43 @@ class S3ObjectStore:
         return f"{scheme}://{target.bucket}.{host}/{key}"
 
 
-def _safe(exc: Exception) -> str:
-    text = str(exc)
-    return text[:300]
+def _upload_error(exc: BaseException, key: str, bucket: str, url: str) -> CloudrecError:
+    """What the caller is told: the key, bucket and endpoint host as given, the kind of failure
+    and at most the S3 error code.  The details (addresses, the server's text) are logged."""
+    host = url.partition("://")[2].split("/", 1)[0]
+    where = f"upload of {key} to bucket {bucket} at {host} failed"
+    refusal = egress_refusal(exc)
+    log.warning(
+        "upload.failed",
+        extra={"fields": {"key": key, "bucket": bucket, "host": host, "error": _safe(exc)}},
+    )
+    if refusal is not None and refusal.reason == "target_forbidden":
+        return CloudrecError.invalid_argument(
+            f"{where}: the storage endpoint is not a public address (storage on a private "
+            "network needs allow_private_targets)",
+            reason="target_forbidden",
+        )
+    if refusal is not None and refusal.reason == "target_redirect":
+        return CloudrecError.unavailable(
+            f"{where}: the storage answered with a redirect, which is not followed "
+            "(is the bucket's region right?)",
+            reason="target_redirect",
+        )
+    if refusal is not None:
+        return CloudrecError.unavailable(f"{where}: the name does not resolve", "unreachable")
+    kind = _error_kind(exc)
+    code = _s3_code(exc)
+    return CloudrecError.unavailable(f"{where}: {kind}" + (f" ({code})" if code else ""), kind)
+
+
+def _s3_code(exc: BaseException) -> str:
+    while isinstance(exc, Boto3Error) and exc.__context__ is not None:
+        exc = exc.__context__
+    if not isinstance(exc, ClientError):
+        return ""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code if re.fullmatch(r"[A-Za-z][A-Za-z0-9.]{0,63}", code) else ""
+
+
+def _safe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

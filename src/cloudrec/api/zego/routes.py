@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -305,7 +304,7 @@ def _handle(
         if action not in ACTIONS:
             raise CloudrecError.invalid_argument(f"unknown Action {action!r}")
         handler, limit = ACTIONS[action]
-        app_id = verify(query, _secret_lookup(c), time.time(), limiter)
+        app_id = verify(query, _secret_lookup(c), c.clock().timestamp(), c.nonces)
         if not limiter.hit(limit, "zego", str(app_id), action):
             raise CloudrecError.resource_exhausted(
                 f"more than {limit.amount} {action} requests per second", reason="rate_limited"
