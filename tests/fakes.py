@@ -167,6 +167,9 @@ class _FakeBackup:
     def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
         return f"/backup/{key}"
 
+    def where(self, app_id: int, task_id: str, key: str) -> str:
+        return f"/backup/{key}"
+
     def discard(self, path: str) -> None:
         self.discarded.append(path)
 

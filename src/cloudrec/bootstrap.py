@@ -64,6 +64,12 @@ class Container:
         return f"rtmp://{s.rtmp_pull_host}:{s.rtmp_port}/{app_id}/{room_id}/{stream_id}"
 
 
+def spool_free_bytes(settings: Settings) -> int:
+    """Free bytes on the spool's own disk (the data dir's until the spool exists)."""
+    spool = settings.spool_dir
+    return shutil.disk_usage(spool if spool.exists() else settings.data_dir).free
+
+
 def bootstrap(
     settings: Settings,
     clock: Clock = utc_now,
@@ -95,7 +101,7 @@ def bootstrap(
             executor,
             settings.max_tasks_per_app,
             timedelta(seconds=settings.resource_ttl_s),
-            spool_free=lambda: shutil.disk_usage(settings.data_dir).free,
+            spool_free=lambda: spool_free_bytes(settings),
             min_free_bytes=settings.min_free_spool_mb * 2**20,
         ),
         delivery=DeliveryService(

@@ -83,9 +83,7 @@ def _deliver_forever(container: Container, stop: threading.Event) -> None:
     ):
         while not stop.wait(DELIVER_S):
             try:
-                with lock:
-                    held = [n for kind, n in busy if kind == "file"]
-                d.renew_claims(held)
+                d.renew_claims()
                 d.register_segments()
                 for file in d.files_due():
                     fid = file.id or 0

@@ -166,7 +166,7 @@ def test_the_reconciler_never_fails_a_task_that_just_finished(world):
         uow.commit()
     assert control.finish("stopped by request", None) is TaskState.UPLOADING
     world.executor.died(stale.worker)
-    assert world.reconciler._replace(stale, world.clock(), "exited") is None
+    assert world.reconciler._replace(stale, world.clock(), "exited", True) is None
     world.reconciler.run_once()
     task = world.task(task_id)
     assert task.state is TaskState.UPLOADING and task.attempt == 1
@@ -185,9 +185,9 @@ def test_repeated_deaths_back_off_then_end_the_task(world):
             world.clock.advance(1)
             world.reconciler.run_once()
     task = world.task(task_id)
-    assert task.state is TaskState.FAILED and task.attempt == 3
+    assert task.state is TaskState.FAILED and task.deaths == 3
     assert [a for _, a in world.executor.starts] == [1, 2, 3]
-    assert "3 attempts, no more restarts" in (task.error or "")
+    assert "3 deaths in a row, no more restarts" in (task.error or "")
 
 
 def test_a_worker_whose_lease_ran_out_is_replaced_and_a_frozen_one_killed(world):
@@ -213,7 +213,7 @@ def test_a_worker_lost_while_stopping_ends_its_task_as_the_worker_would(world):
     world.executor.died(world.task(task_id).worker)
     world.reconciler.run_once()
     task = world.task(task_id)
-    assert task.state is TaskState.UPLOADING and task.attempt == 1
+    assert task.state is TaskState.UPLOADING and world.executor.starts == [(task_id, 1)]
     assert [f.status for f in world.c.tasks.files(task_id)] == [FileStatus.RECORDED]
 
 
@@ -414,3 +414,128 @@ def test_a_task_stopped_while_its_restart_backs_off_ends_without_a_new_worker(wo
     task = world.task(task_id)
     assert task.state is TaskState.COMPLETED and task.end_reason == "stopped by request"
     assert [a for _, a in world.executor.starts] == [1, 2]
+
+
+def test_a_slow_pass_over_one_task_never_takes_another_tasks_live_worker_for_dead(world):
+    """Review: the reconciler judged every task on the lease it read at the start of its
+    pass; a pass made slow by probing a dead attempt's long file killed live workers."""
+    dead, live = world.start(), world.start()
+    world.control(dead).claim()
+    world.open_file(world.control(dead), "long.mp4")
+    live_control = world.control(live)
+    live_control.claim()
+
+    def slow_probe(f: RecordedFile) -> dict[str, object]:
+        world.clock.advance(20)  # a 20 s probe, while the live worker keeps renewing
+        live_control.renew()
+        return {"size": 1, "duration_ms": 1}
+
+    world.reconciler._finalise = slow_probe  # type: ignore[method-assign]
+    world.executor.died(world.task(dead).worker)
+    world.reconciler.run_once()
+    assert world.executor.killed == []
+    assert world.task(live).attempt == 1 and world.task(dead).attempt == 2
+
+
+def test_two_reconcilers_start_the_next_attempt_once(world):
+    """Review: starting the next attempt was a compare-and-set on the attempt only, so two
+    reconcilers could both start attempt N: two workers with one fencing token."""
+    task_id = world.start()
+    world.control(task_id).claim()
+    world.executor.died(world.task(task_id).worker)
+    with world.c.uow() as uow:  # what reconcilers see after a death: attempt 2, no worker
+        uow.tasks.update(task_id, attempt=2, worker=None, lease_until=world.clock())
+        uow.commit()
+    stale = world.task(task_id)
+    other = Reconciler(world.c.uow, world.clock, world.executor, world._finalise)
+    assert world.reconciler._start_next(stale, world.clock()) is not None
+    assert other._start_next(stale, world.clock()) is None  # the same stale row: it loses
+    assert world.executor.starts.count((task_id, 2)) == 1
+
+
+def test_a_worker_that_gave_its_task_up_is_replaced_at_once_and_not_counted_dead(world):
+    """Review: a clean SIGTERM release counted as a death, so a few service restarts used up
+    the restart budget; and deaths never reset after the task ran well."""
+    task_id = world.start()
+    control = world.control(task_id)
+    control.claim()
+    control.release("SIGTERM")
+    world.reconciler.run_once()
+    task = world.task(task_id)
+    assert (task.attempt, task.deaths) == (2, 0)
+    assert world.executor.starts == [(task_id, 1), (task_id, 2)]
+    world.control(task_id, 2).claim()
+    world.clock.advance(3600)  # attempt 2 runs well for an hour, then dies
+    world.control(task_id, 2).renew()
+    world.executor.died(world.task(task_id).worker)
+    world.reconciler.run_once()
+    assert world.task(task_id).deaths == 1
+
+
+def test_a_pause_racing_a_stop_cannot_undo_it(world):
+    """Review: pause, resume and stop read the task, then wrote ``desired`` without a
+    condition: a pause that read the task before a stop overwrote it."""
+    task_id = world.start()
+    before = world.task(task_id)
+    world.c.tasks.stop(APP, task_id)
+    world.c.tasks.get = lambda app_id, tid: before  # type: ignore[method-assign]
+    with pytest.raises(CloudrecError):
+        world.c.tasks.pause(APP, task_id)
+    with world.c.uow() as uow:
+        assert uow.tasks.get(task_id).desired.value == "stopped"
+
+
+def test_a_file_moved_to_backup_by_a_service_that_died_is_found_there(world):
+    """Review: the backup store moved the file, then the row said so; a crash in between
+    left the row without its backup path, and the file was reported lost."""
+    task_id, file_id, path = _recorded_file(world)
+    backup = LocalBackupStore(world.c.settings.backup_dir)
+    backup.keep(APP, task_id, "a.mp4", str(path))  # the move, then the service died
+    with world.c.uow() as uow:
+        uow.tasks.update_file(file_id, status=FileStatus.UPLOADING)
+        uow.commit()
+    delivery = _delivery(world, SlowStore())
+    assert delivery.deliver_file(file_id) is FileStatus.BACKED_UP
+    [f] = world.c.tasks.files(task_id)
+    assert f.backup_path == backup.where(APP, task_id, "a.mp4")
+
+
+def test_claims_are_renewed_only_for_files_this_service_holds(world):
+    """Review: the delivery loop renewed the claims of files merely queued, so an expired
+    claim of a dead service was kept alive and the file was never delivered."""
+    _, file_id, _ = _recorded_file(world)
+    with world.c.uow() as uow:  # a claim left by a service that died
+        uow.tasks.update_file(file_id, claim_until=world.clock())
+        uow.commit()
+    world.clock.advance(1)
+    delivery = _delivery(world, SlowStore())
+    delivery.renew_claims()
+    assert delivery.deliver_file(file_id) is FileStatus.UPLOADED
+
+
+def test_a_callback_retried_later_is_not_sent_again_by_a_sender_holding_the_old_row(world):
+    """Review: the callback claim ignored ``next_at``, so a second sender holding the row
+    listed before a failed attempt sent it again at once, counting from a stale count."""
+    posts: list[int] = []
+
+    class Failing:
+        def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+            posts.append(1)
+            return 500
+
+    task_id = world.start(RecordingSpec(room_id="r1", callback_url="http://127.0.0.1:9/cb"))
+    world.control(task_id).set_state(TaskState.RECORDING, "recording", callback="task_started")
+    delivery = DeliveryService(
+        world.c.uow,
+        world.clock,
+        SlowStore(),
+        LocalBackupStore(world.c.settings.backup_dir),
+        Failing(),
+        LocalSpool(),
+    )
+    [cb] = delivery.callbacks_due()
+    assert delivery.send(cb) is False
+    assert delivery.send(cb) is False  # the stale row: not due for 5 s
+    assert len(posts) == 1
+    [(row, attempts)] = delivery.callbacks(task_id)
+    assert row.attempts == 1 and len(attempts) == 1

@@ -30,6 +30,11 @@ from cloudrec.core.tasks import (
 )
 
 log = logging.getLogger("cloudrec.tasks")
+
+# Worker handles with a meaning of their own: a worker being started; a worker that gave its
+# task up on purpose (SIGTERM, files closed): replaced at once, not counted a death.
+STARTING = "starting"
+RELEASED = "released"
 Clock = Callable[[], datetime]
 
 # A worker renews its lease every HEARTBEAT_S; a lease not renewed for LEASE_S is lost.
@@ -107,7 +112,7 @@ class TaskControl:
         """Give the task up now, files closed, so that the next attempt starts at once (a
         worker told to terminate while its room is live)."""
         with self._fenced() as uow:
-            uow.tasks.update_if(self.task_id, attempt=self.attempt, lease_until=self._clock())
+            uow.tasks.update(self.task_id, lease_until=self._clock(), worker=RELEASED)
             uow.tasks.add_event(self.task_id, "worker_released", self._clock(), why)
 
     def load(self) -> Task:
@@ -191,9 +196,10 @@ class TaskControl:
             uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
 
     def file_repaired(self, file_id: int, **fields: object) -> None:
-        """A closed file cut back to what a player can read (a write failed mid-way)."""
+        """A closed file, not yet delivered, cut back to what a player can read (a write
+        failed mid-way)."""
         with self._fenced() as uow:
-            uow.tasks.update_file(file_id, complete=False, **fields)
+            uow.tasks.update_file_if(file_id, (FileStatus.RECORDED,), complete=False, **fields)
 
     def files_merged(self, into: int, merged: list[int], **fields: object) -> None:
         """Files of a stream that left and came back, now one file (``into``): the others'

@@ -65,6 +65,9 @@ class BackupStore(Protocol):
     def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
         """Move the spool file into the backup store; return where it is now."""
 
+    def where(self, app_id: int, task_id: str, key: str) -> str:
+        """Where :meth:`keep` puts ``key`` (the same place every time)."""
+
     def discard(self, path: str) -> None: ...
 
 
@@ -126,6 +129,8 @@ class DeliveryService:
         self.policy = policy
         self._sleep = sleep
         self._segments_lock = threading.Lock()
+        self._held: set[int] = set()  # files this service has claimed and works on
+        self._held_lock = threading.Lock()
 
     # -- files ------------------------------------------------------------------------
     def files_due(self) -> list[RecordedFile]:
@@ -143,6 +148,19 @@ class DeliveryService:
             claimed = uow.tasks.claim_file(file_id, now, now + CLAIM)
             if claimed is None:
                 return None
+            uow.commit()
+        with self._held_lock:
+            self._held.add(file_id)
+        try:
+            return self._deliver_claimed(claimed, now)
+        finally:
+            with self._held_lock:
+                self._held.discard(file_id)
+
+    def _deliver_claimed(self, claimed: RecordedFile, now: datetime) -> FileStatus | None:
+        file_id = claimed.id
+        assert file_id is not None
+        with self._uow() as uow:
             task = uow.tasks.get(claimed.task_id)
             target = uow.tasks.storage(claimed.task_id)
             due = claimed.status in (FileStatus.RECORDED, FileStatus.UPLOADING) or (
@@ -159,6 +177,19 @@ class DeliveryService:
         file = claimed
         assert file.id is not None
         if not self._spool.exists(file.backup_path or file.path):
+            kept = self._backup.where(task.app_id, task.task_id, file.name)
+            if not file.backup_path and self._spool.exists(kept):
+                # Moved into the backup store by a service that died before it said so.
+                return self._set(
+                    task,
+                    file,
+                    FileStatus.BACKED_UP,
+                    "file_backed_up",
+                    backup_path=kept,
+                    retry_at=now,
+                    keep_until=now + self.policy.backup_retention,
+                    detail="found in the backup store",
+                )
             # Nothing left to upload (removed by hand, or a disk lost): say so once.
             return self._set(
                 task,
@@ -190,8 +221,7 @@ class DeliveryService:
                 self._attempt(file.id, "bucket", False, started, last)
                 continue
             self._attempt(file.id, "bucket", True, started, None)
-            self._spool.remove(source, segments)
-            return self._set(
+            status = self._set(
                 task,
                 file,
                 FileStatus.UPLOADED,
@@ -200,6 +230,10 @@ class DeliveryService:
                 backup_path=None,
                 retry_at=None,
             )
+            # Only now that the row says so: a crash before this leaves spool clutter, never
+            # an uploaded file that looks lost.
+            self._spool.remove(source, segments)
+            return status
         assert last is not None
         return self._after_failure(task, file, last)
 
@@ -389,10 +423,15 @@ class DeliveryService:
         with self._uow() as uow:
             return uow.delivery.due_callbacks(self._clock())
 
-    def renew_claims(self, file_ids: list[int]) -> None:
-        """Keep holding the files being uploaded (the delivery loop, every tick)."""
+    def renew_claims(self) -> None:
+        """Keep holding the files this service is uploading (the delivery loop, every tick):
+        only those it has claimed, never one merely queued."""
+        with self._held_lock:
+            held = sorted(self._held)
+        if not held:
+            return
         with self._uow() as uow:
-            uow.tasks.renew_file_claims(file_ids, self._clock() + CLAIM)
+            uow.tasks.renew_file_claims(held, self._clock() + CLAIM)
             uow.commit()
 
     def send(self, cb: Callback) -> bool:
@@ -400,9 +439,12 @@ class DeliveryService:
         assert cb.id is not None
         now = self._clock()
         with self._uow() as uow:
-            if not uow.delivery.claim_callback(cb.id, now, now + CLAIM):
-                return False  # another sender holds it, or it is no longer pending
+            fresh = uow.delivery.claim_callback(cb.id, now, now + CLAIM)
+            if fresh is None:
+                return False  # another sender holds it, or it is no longer pending and due
             uow.commit()
+            cb = fresh
+            assert cb.id is not None
             app = uow.apps.get(cb.app_id)
         secret = app.callback_secret if app is not None else ""
         body = cb.body.encode()

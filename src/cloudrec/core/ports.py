@@ -10,6 +10,7 @@ from cloudrec.core.rooms import LiveStream, PlayRequest, PublishRequest, RoomEve
 from cloudrec.core.tasks import (
     Callback,
     CallbackAttempt,
+    Desired,
     FileStatus,
     RecordedFile,
     StorageTarget,
@@ -80,8 +81,9 @@ class DeliveryRepository(Protocol):
     def due_callbacks(self, now: datetime) -> list[Callback]:
         """Pending callbacks due by ``now`` that nobody holds (candidates: claim each)."""
 
-    def claim_callback(self, callback_id: int, now: datetime, until: datetime) -> bool:
-        """Hold a pending callback for sending until ``until``; False if someone else does."""
+    def claim_callback(self, callback_id: int, now: datetime, until: datetime) -> Callback | None:
+        """Hold a pending callback that is due for sending until ``until``: the callback as it
+        is now, or None if it is not due or someone else holds it."""
 
     def update_callback(self, callback_id: int, **fields: object) -> None: ...
 
@@ -131,10 +133,14 @@ class TaskRepository(Protocol):
         *,
         attempt: int | None = None,
         states: tuple[TaskState, ...] | None = None,
+        desired_in: tuple[Desired, ...] | None = None,
+        unstarted: bool = False,
         **fields: object,
     ) -> bool:
-        """Compare-and-set: set ``fields`` only if the task's attempt is ``attempt`` and its
-        state one of ``states`` (each when given); True if it did."""
+        """Compare-and-set: set ``fields`` only if the task's attempt is ``attempt``, its
+        state one of ``states``, its desired state one of ``desired_in`` (each when given),
+        and (``unstarted``) it has no worker; True if it did.  ``new_attempt`` in ``fields``
+        sets the attempt column (``attempt`` names the one expected)."""
 
     def renew_lease(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
         """Extend attempt ``attempt``'s lease to ``until`` if it still owns the task and the

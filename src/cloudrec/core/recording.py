@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from cloudrec.core.control import STARTING
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
 from cloudrec.core.ports import UnitOfWork
@@ -29,8 +30,13 @@ log = logging.getLogger("cloudrec.tasks")
 Clock = Callable[[], datetime]
 
 RESOURCE_TTL = timedelta(minutes=5)
-# The worker handle of a task whose worker is being started.
-STARTING = "starting"
+_NOT_ENDED = (
+    TaskState.INITIALISING,
+    TaskState.RECORDING,
+    TaskState.PAUSED,
+    TaskState.STOPPING,
+    TaskState.UPLOADING,
+)
 
 
 class Executor(Protocol):
@@ -230,7 +236,17 @@ class TaskService:
             )
         now = self._clock()
         with self._uow() as uow:
-            uow.tasks.update(task_id, desired=Desired.STOPPED, stop_requested_at=now)
+            # Compare-and-set: a pause or resume racing this stop cannot undo it.
+            if not uow.tasks.update_if(
+                task_id,
+                desired_in=(Desired.RUNNING, Desired.PAUSED),
+                states=_NOT_ENDED,
+                desired=Desired.STOPPED,
+                stop_requested_at=now,
+            ):
+                raise CloudrecError.failed_precondition(
+                    f"recording {task_id!r} has already stopped", reason="task_ended"
+                )
             uow.tasks.add_event(task_id, "stop_requested", now)
             uow.commit()
         log.info("task.stop_requested", extra={"fields": {"task_id": task_id}})
@@ -257,7 +273,13 @@ class TaskService:
         if desired is Desired.PAUSED and task.desired is Desired.PAUSED:
             raise CloudrecError.invalid_argument(f"recording {task_id!r} is already paused")
         with self._uow() as uow:
-            uow.tasks.update(task_id, desired=desired)
+            if not uow.tasks.update_if(
+                task_id, desired_in=(task.desired,), states=_NOT_ENDED, desired=desired
+            ):
+                raise CloudrecError.failed_precondition(
+                    f"recording {task_id!r} changed meanwhile (stopped, paused or resumed)",
+                    reason="task_ended",
+                )
             uow.tasks.add_event(task_id, f"{desired.value}_requested", self._clock())
             uow.commit()
         return self.get(app_id, task_id)

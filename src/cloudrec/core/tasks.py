@@ -297,6 +297,8 @@ class Task:
     attempt: int = 1
     lease_until: datetime | None = None
     resume_at: datetime | None = None
+    attempt_started_at: datetime | None = None
+    deaths: int = 0  # since the task last ran well
 
 
 @dataclass(frozen=True)

@@ -70,18 +70,23 @@ class SqlDeliveryRepository:
         )
         return [_to_callback(r) for r in rows]
 
-    def claim_callback(self, callback_id: int, now: datetime, until: datetime) -> bool:
-        """Take a pending callback for sending until ``until`` unless someone holds it."""
+    def claim_callback(self, callback_id: int, now: datetime, until: datetime) -> Callback | None:
+        """Take a pending, due callback for sending until ``until`` unless someone holds it;
+        the row as it is after the claim (its attempts count included)."""
         result = self._s.execute(
             update(CallbackRow)
             .where(
                 CallbackRow.id == callback_id,
                 CallbackRow.status == "pending",
+                CallbackRow.next_at <= now,
                 (CallbackRow.claim_until.is_(None)) | (CallbackRow.claim_until < now),
             )
             .values(claim_until=until)
         )
-        return bool(getattr(result, "rowcount", 0))
+        if not getattr(result, "rowcount", 0):
+            return None
+        row = self._s.get(CallbackRow, callback_id, populate_existing=True)
+        return None if row is None else _to_callback(row)
 
     def update_callback(self, callback_id: int, **fields: object) -> None:
         self._s.execute(update(CallbackRow).where(CallbackRow.id == callback_id).values(**fields))

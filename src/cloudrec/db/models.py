@@ -113,6 +113,11 @@ class TaskRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resume_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the current attempt was started, and the deaths since the task last ran well
+    # (restarts are limited by deaths, not by attempts: a worker that gave its task up on
+    # SIGTERM did not die).
+    attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deaths: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TaskFileRow(Base):

@@ -51,6 +51,8 @@ def _to_task(r: TaskRow) -> Task:
         attempt=r.attempt or 1,
         lease_until=_opt(r.lease_until),
         resume_at=_opt(r.resume_at),
+        attempt_started_at=_opt(r.attempt_started_at),
+        deaths=r.deaths or 0,
     )
 
 
@@ -104,6 +106,7 @@ class SqlTaskRepository:
                 resource_id=task.resource_id,
                 attempt=task.attempt,
                 lease_until=task.lease_until,
+                attempt_started_at=task.created_at,
             )
         )
         self._s.flush()
@@ -127,15 +130,24 @@ class SqlTaskRepository:
         *,
         attempt: int | None = None,
         states: tuple[TaskState, ...] | None = None,
+        desired_in: tuple[Desired, ...] | None = None,
+        unstarted: bool = False,
         **fields: object,
     ) -> bool:
-        """Compare-and-set: change the task only if its attempt and state are still the ones
-        the caller saw; True if it did (the caller won)."""
+        """Compare-and-set: change the task only if its attempt, state, desired state and
+        (``unstarted``) the absence of a worker are still the ones the caller saw; True if it
+        did (the caller won)."""
         q = update(TaskRow).where(TaskRow.task_id == task_id)
         if attempt is not None:
             q = q.where(TaskRow.attempt == attempt)
         if states is not None:
             q = q.where(TaskRow.state.in_([s.value for s in states]))
+        if desired_in is not None:
+            q = q.where(TaskRow.desired.in_([d.value for d in desired_in]))
+        if unstarted:
+            q = q.where(TaskRow.worker.is_(None))
+        if "new_attempt" in fields:  # the column compared (``attempt``) is also set
+            fields["attempt"] = fields.pop("new_attempt")
         result = self._s.execute(q.values(**_plain(fields)))
         return bool(getattr(result, "rowcount", 0))
 

@@ -17,6 +17,9 @@ class LocalBackupStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    def where(self, app_id: int, task_id: str, key: str) -> str:
+        return str(self.root.joinpath(*check_parts((str(app_id), task_id), "task")) / key)
+
     def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
         home = self.root.joinpath(*check_parts((str(app_id), task_id), "task"))
         dest = home / key

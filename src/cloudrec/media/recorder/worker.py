@@ -78,6 +78,9 @@ RECONCILE_S = 0.25
 # left to the reconciler, which finalises it once this worker has exited.
 STOP_WAIT_S = 30.0
 MIX_STOP_WAIT_S = 120.0
+# Reads of the task in a row that may fail (the database locked or restarting) before the
+# worker gives up; the heartbeat keeps the lease meanwhile, or loses it and the worker stops.
+POLL_FAILURES = 60
 # Ask the embedded ingest for a backlog so that the first file can start at the keyframe
 # nearest the moment the recording was asked for, even if the worker starts late.
 BACKLOG_MS = 8000
@@ -202,6 +205,7 @@ class TaskWorker:
         self.terminated = threading.Event()  # SIGTERM: close the files, give the task up
         self.heartbeat = Heartbeat(control)
         self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
+        self.shot_error: str | None = None  # the last screenshot of the mix that failed
 
     def spool(self, task: Task) -> Path:
         app, task_id = check_parts((str(task.app_id), task.task_id), "task")
@@ -258,11 +262,25 @@ class TaskWorker:
         notice_s = self.settings.room_notice_s
         log.info("worker.started", extra={"fields": {"task_id": task.task_id}})
         reason = END_STOPPED
+        if self.control.attempt > 1:
+            self._take_over(task)
+        poll_failures = 0
         while True:
             now = time.time()
             if self.heartbeat.lost.is_set():
                 raise LeaseLostError(f"task {task.task_id}: lease lost")
-            task, room = self.control.poll(spec.room_id)
+            try:
+                task, room = self.control.poll(spec.room_id)
+                poll_failures = 0
+            except CloudrecError:
+                raise
+            except Exception:  # a locked or restarting database: the recorders go on
+                poll_failures += 1
+                log.warning("worker.poll_failed", exc_info=True)
+                if poll_failures > POLL_FAILURES:
+                    raise
+                time.sleep(1.0)
+                continue
             if self.terminated.is_set() and task.desired is not Desired.STOPPED:
                 self._give_up(now)
                 return None
@@ -399,6 +417,17 @@ class TaskWorker:
         self.sessions[key] = _Session(recorder, stream)
         self.control.event("stream_recording", f"{stream.user_id}/{stream.stream_id}")
 
+    def _take_over(self, task: Task) -> None:
+        """A later attempt: line the task's state up with what is asked (an earlier attempt
+        may have died while a pause or resume was on its way), without the start callbacks
+        the first attempt sent."""
+        want_paused = task.desired is Desired.PAUSED
+        self.paused = want_paused
+        if want_paused and task.state is not TaskState.PAUSED:
+            self.control.set_state(TaskState.PAUSED, "paused", callback="task_paused")
+        elif not want_paused and task.state is TaskState.PAUSED:
+            self.control.set_state(TaskState.RECORDING, "resumed", callback="task_resumed")
+
     @staticmethod
     def _start_at(task: Task, stream: LiveStream) -> float:
         """Where a stream's file begins: when the recording was asked for or the stream came,
@@ -516,6 +545,7 @@ class TaskWorker:
             try:
                 nbytes = write_jpeg(rgb, path)
             except (OSError, ValueError) as exc:
+                self.shot_error = f"{type(exc).__name__}: {exc}"  # a full disk ends the task
                 self.control.event("screenshot_failed", f"{name}: {exc}")
                 return
             height, width = rgb.shape[:2]
@@ -705,6 +735,7 @@ class TaskWorker:
 
     def _disk_full(self) -> bool:
         errors = [s.recorder.error for s in self.sessions.values()]
+        errors.append(self.shot_error)
         if self.mixer is not None:
             errors.append(self.mixer.error)
         return any(disk_full(e) for e in errors)
@@ -746,7 +777,9 @@ class TaskWorker:
         errors = self._close(stop_at)
         if reason == END_DISK_FULL:
             errors.insert(0, "the spool disk is full: no more could be written")
-            # A write cut short leaves half a fragment: back to what a player reads.
+            # A write cut short leaves half a fragment: back to what a player reads (files
+            # already uploaded and gone from the spool are left as they were reported).
             for file_id, (path, fmt) in self.written.items():
-                self.control.file_repaired(file_id, **probe_file(path, fmt))
+                if path.exists():
+                    self.control.file_repaired(file_id, **probe_file(path, fmt))
         return self.control.finish(reason, "; ".join(errors) or None)

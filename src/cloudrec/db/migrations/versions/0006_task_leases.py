@@ -22,6 +22,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("attempt", sa.Integer(), server_default="1", nullable=False))
         batch_op.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("resume_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("attempt_started_at", sa.DateTime(timezone=True), nullable=True)
+        )
+        batch_op.add_column(sa.Column("deaths", sa.Integer(), server_default="0", nullable=False))
     with op.batch_alter_table("task_files", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempt", sa.Integer(), server_default="1", nullable=False))
         batch_op.add_column(sa.Column("claim_until", sa.DateTime(timezone=True), nullable=True))
@@ -36,6 +40,8 @@ def downgrade() -> None:
         batch_op.drop_column("claim_until")
         batch_op.drop_column("attempt")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_column("deaths")
+        batch_op.drop_column("attempt_started_at")
         batch_op.drop_column("resume_at")
         batch_op.drop_column("lease_until")
         batch_op.drop_column("attempt")
