@@ -42,7 +42,13 @@ def rtmp() -> Iterator[IngestThread]:
 class Recording:
     """A StreamRecorder of ``url`` into ``directory``, with what it reported."""
 
-    def __init__(self, url: str, directory: Path, formats: tuple[FileFormat, ...]) -> None:
+    def __init__(
+        self,
+        url: str,
+        directory: Path,
+        formats: tuple[FileFormat, ...],
+        start_at: float | None = None,
+    ) -> None:
         self.opened: list[tuple[int, FileFormat, Path, tuple[int, int] | None]] = []
         self.closed: dict[int, dict[str, object]] = {}
         plan = RecorderPlan(
@@ -51,7 +57,7 @@ class Recording:
             formats=formats,
             directory=directory,
             name=lambda fmt, track, begin_ms: f"rec_{track.value}_{begin_ms}.{fmt.extension}",
-            start_at=time.time(),
+            start_at=time.time() if start_at is None else start_at,
         )
         self.recorder = StreamRecorder(plan, self.on_open, self.on_close, name="rec-test")
         self.recorder.start()
@@ -149,6 +155,40 @@ def test_a_resolution_switch_mid_stream_starts_a_new_part_that_decodes_in_every_
     ]
     assert len(recorder.new_parts) == (2 if sound_changes else 1), recorder.new_parts
     assert "video configuration changed (640x360 to 1280x720)" in recorder.new_parts[0]
+
+
+def test_a_recording_that_joins_after_a_resolution_switch_starts_from_the_backlog_before_it(
+    rtmp: IngestThread, media: Path, tmp_path: Path
+) -> None:
+    """Issue 10 item 11: a recorder (a new task, a replaced worker) joining after the switch
+    with a backlog that reaches before it got the new sequence header first and then GOPs
+    coded with the old one: a file of broken pictures."""
+    spliced = tmp_path / "spliced.flv"
+    tags = splice_flv(media / "small.flv", media / "large.flv", spliced)
+    asked_at = time.time()
+    publisher = publish_with_ffmpeg(rtmp.url("s1"), spliced)
+    rtmp.gate.wait_for("published")
+
+    async def video_header() -> bytes:
+        stream = rtmp.server._streams["1/room/s1"]
+        return b"" if stream.video_header is None else stream.video_header.payload
+
+    first = rtmp.call(video_header)
+    deadline = time.monotonic() + 15
+    while rtmp.call(video_header) == first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rtmp.call(video_header) != first, "no switch published"
+    rec = Recording(rtmp.url("s1"), tmp_path / "out", (FileFormat.MP4,), start_at=asked_at)
+    code, err = wait_publisher(publisher, 60)
+    assert code == 0, err
+    recorder = rec.finish()
+
+    assert recorder.error is None, recorder.error
+    parts = [decode_file(p) for p in rec.parts(FileFormat.MP4)]
+    assert [d.errors for d in parts] == [[], []]
+    assert [d.sizes for d in parts] == [[(640, 360)], [(1280, 720)]]
+    total = published_s(tags)
+    assert sum(d.duration_s for d in parts) == pytest.approx(total, abs=TOLERANCE_S)
 
 
 @pytest.mark.parametrize("restart_at_s", [0.0, 60.0], ids=["back-to-zero", "forward-60s"])
