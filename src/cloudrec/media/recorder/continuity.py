@@ -17,7 +17,6 @@ to begin at a keyframe, dropping what lies between the jump and it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 JUMP_S = 3.0
 """A timestamp that runs ahead of the wall clock by more than this since the track's last
@@ -54,10 +53,10 @@ class TimestampRebaser:
         dts: int,
         pts: int | None,
         duration: int | None,
-        time_base: Fraction,
+        time_base: float,
         arrival: float,
     ) -> tuple[int, int | None]:
-        """The packet's (dts, pts) on the continuous timeline."""
+        """The packet's (dts, pts) on the continuous timeline; ``time_base`` in seconds."""
         t = self._tracks.get(track)
         if t is None:
             self._tracks[track] = _Track(dts, max(1, duration or 1), arrival)
@@ -65,7 +64,7 @@ class TimestampRebaser:
         dts += t.adjust
         delta = dts - t.last_dts
         waited = max(0.0, arrival - t.arrival)
-        if delta <= 0 or float(delta * time_base) > waited + JUMP_S:
+        if delta <= 0 or delta * time_base > waited + JUMP_S:
             advance = t.step
             if waited > SILENCE_S:
                 advance = max(advance, round(waited / time_base))
@@ -74,9 +73,7 @@ class TimestampRebaser:
             dts += shift
             self.jumps += 1
             way = "back" if delta <= 0 else "forward"
-            self.reasons.append(
-                f"{kind}: timestamps went {way} {abs(float(delta * time_base)):.2f} s"
-            )
+            self.reasons.append(f"{kind}: timestamps went {way} {abs(delta * time_base):.2f} s")
         else:
             t.step = max(1, duration or delta)
         t.last_dts, t.arrival = dts, arrival
