@@ -153,8 +153,15 @@ def test_a_resolution_switch_mid_stream_starts_a_new_part_that_decodes_in_every_
         (640, 360),
         (1280, 720),
     ]
-    assert len(recorder.new_parts) == (2 if sound_changes else 1), recorder.new_parts
-    assert "video configuration changed (640x360 to 1280x720)" in recorder.new_parts[0]
+    second_parts = {path.name: fmt for fmt in ALL for path in rec.parts(fmt)[1:]}
+    assert [second_parts[name] for name, _ in recorder.new_parts] == (
+        [*REMUXED, FileFormat.AAC] if sound_changes else [*REMUXED]
+    )
+    for name, why in recorder.new_parts:
+        if second_parts[name] is FileFormat.AAC:
+            assert why == "audio configuration changed"
+        else:
+            assert why.startswith("video configuration changed (640x360 to 1280x720)")
 
 
 def test_a_recording_that_joins_after_a_resolution_switch_starts_from_the_backlog_before_it(
@@ -256,3 +263,6 @@ def test_a_connection_lost_while_the_stream_is_live_is_reopened_into_a_new_part(
     # The second part starts at the keyframe before the first one ended: nothing is lost.
     assert sum(d.duration_s for d in parts) >= published_s(tags) - TOLERANCE_S
     assert len(recorder.retries) == 1, recorder.retries
+    ((name, why),) = recorder.new_parts
+    assert name == rec.parts(FileFormat.MP4)[1].name
+    assert why.startswith("reopened after OSError"), why

@@ -129,7 +129,8 @@ class StreamRecorder(threading.Thread):
     A new codec configuration or a retried error closes the files and opens the next parts
     through the same calls (named by their own ``begin_ms``).  ``files`` holds every file
     opened.  Errors are kept in ``self.error`` (a message), never raised out of the thread;
-    ``new_parts`` (why each new part began), ``timestamp_jumps`` and ``retries`` (the errors
+    ``new_parts`` (each new part's file name and why it began), ``timestamp_jumps`` and
+    ``retries`` (the errors
     recovered from) say what happened on the way.
     """
 
@@ -165,7 +166,8 @@ class StreamRecorder(threading.Thread):
         self._last_wall: float | None = None  # publisher's wall time of the last packet written
         self._resume_wall: float | None = None  # after a retry: go on from here
         self._written = 0  # packets written
-        self.new_parts: list[str] = []
+        self._retried: str | None = None  # the error the next files are opened after
+        self.new_parts: list[tuple[str, str]] = []  # (file name, why it began)
         self.timestamp_jumps: list[str] = []
         self.retries: list[str] = []
 
@@ -228,6 +230,7 @@ class StreamRecorder(threading.Thread):
             self.retries.append(error)
             self._close_all(sound_wave=False)
             self._resume_wall = self._last_wall
+            self._retried = error
             wait_until = time.time() + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1))
             while time.time() < wait_until:
                 stop_at = self.stop_at
@@ -366,6 +369,9 @@ class StreamRecorder(threading.Thread):
             f = self._open_file(fmt, track, streams, begin_ms, dict(self._config), None)
             f.first_ts = first_ts
             self._open.append(f)
+            if self._retried is not None:
+                self._new_part(f, f"reopened after {self._retried}")
+        self._retried = None
         if plan.sound_wave is not None and self._open and self.sound_wave is None:
             # Named after the first file with sound in it (separate media: the audio file).
             audio = {s.index for s in wanted if s.type == "audio"}
@@ -572,11 +578,13 @@ class StreamRecorder(threading.Thread):
         g = self._open_file(f.format, f.track, streams, begin_ms, configs, probed)
         g.first_ts = first_ts
         g.on_change = set(changes)
-        reason = f"{begin_ms}: " + ", ".join(reasons)
-        if reason not in self.new_parts:
-            self.new_parts.append(reason)
-            log.info("recorder.new_part", extra={"fields": {"url": self.plan.url, "why": reason}})
+        self._new_part(g, ", ".join(reasons))
         return g
+
+    def _new_part(self, f: OutputFile, reason: str) -> None:
+        self.new_parts.append((f.path.name, reason))
+        fields = {"url": self.plan.url, "file": f.path.name, "why": reason}
+        log.info("recorder.new_part", extra={"fields": fields})
 
     def _decode(self, packet: Any, at_s: float) -> None:
         """Decode an audio packet (before it is muxed anywhere) for the files that encode it
