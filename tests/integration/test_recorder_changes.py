@@ -159,7 +159,7 @@ def test_a_resolution_switch_mid_stream_starts_a_new_part_that_decodes_in_every_
     )
     for name, why in recorder.new_parts:
         if second_parts[name] is FileFormat.AAC:
-            assert why == "audio configuration changed"
+            assert why == "audio configuration changed (to 48000 Hz mono)"
         else:
             assert why.startswith("video configuration changed (640x360 to 1280x720)")
 

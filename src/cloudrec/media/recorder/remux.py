@@ -130,8 +130,7 @@ class StreamRecorder(threading.Thread):
     through the same calls (named by their own ``begin_ms``).  ``files`` holds every file
     opened.  Errors are kept in ``self.error`` (a message), never raised out of the thread;
     ``new_parts`` (each new part's file name and why it began), ``timestamp_jumps`` and
-    ``retries`` (the errors
-    recovered from) say what happened on the way.
+    ``retries`` (the errors recovered from) say what happened on the way.
     """
 
     def __init__(
@@ -415,12 +414,8 @@ class StreamRecorder(threading.Thread):
                     o.codec_context.sample_rate = frame.sample_rate
                     o.codec_context.layout = frame.layout
             f = OutputFile(fmt, path, container, out)
-        f.track, f.configs, f.skipped_base = (
-            track,
-            {s.index: configs[s.index] for s in streams},
-            0.0,
-        )
-        f.skipped_base = self._skipped
+        f.track, f.skipped_base = track, self._skipped
+        f.configs = {s.index: configs[s.index] for s in streams}
         v = next((s for s in streams if s.type == "video"), None)
         if v is not None:
             frame = (probed or {}).get(v.index)
@@ -571,6 +566,9 @@ class StreamRecorder(threading.Thread):
                 reasons.append(
                     f"video configuration changed ({was} to {frame.width}x{frame.height})"
                 )
+            elif isinstance(frame, av.AudioFrame):
+                sound = f"{frame.sample_rate} Hz {frame.layout.name}"
+                reasons.append(f"audio configuration changed (to {sound})")
             else:
                 reasons.append(f"{p.stream.type} configuration changed")
         begin_ms = int((first_ts + offset) * 1000)
