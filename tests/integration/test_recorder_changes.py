@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +48,7 @@ class Recording:
         directory: Path,
         formats: tuple[FileFormat, ...],
         start_at: float | None = None,
+        still_live: Callable[[], bool] | None = None,
     ) -> None:
         self.opened: list[tuple[int, FileFormat, Path, tuple[int, int] | None]] = []
         self.closed: dict[int, dict[str, object]] = {}
@@ -58,6 +59,7 @@ class Recording:
             directory=directory,
             name=lambda fmt, track, begin_ms: f"rec_{track.value}_{begin_ms}.{fmt.extension}",
             start_at=time.time() if start_at is None else start_at,
+            still_live=still_live,
         )
         self.recorder = StreamRecorder(plan, self.on_open, self.on_close, name="rec-test")
         self.recorder.start()
@@ -238,20 +240,7 @@ def test_a_connection_lost_while_the_stream_is_live_is_reopened_into_a_new_part(
     rtmp.gate.wait_for("authorize_play", timeout_s=10)
     publisher = threading.Thread(target=publish_tags, args=(rtmp.url("s1"), tags))
     publisher.start()
-    # Some seconds recorded, then the network drops the recorder's connection.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not (
-        rec.recorder.files and rec.recorder.files[0].last_end_ts >= 3.0
-    ):
-        time.sleep(0.05)
-    assert rec.recorder.files[0].last_end_ts >= 3.0
-
-    async def reset_players() -> None:
-        for stream in list(rtmp.server._streams.values()):
-            for player in stream.players.values():
-                player.transport.abort()
-
-    rtmp.call(reset_players)
+    reset_after_seconds_recorded(rtmp, rec)
     publisher.join(30)
     recorder = rec.finish()
 
@@ -266,3 +255,45 @@ def test_a_connection_lost_while_the_stream_is_live_is_reopened_into_a_new_part(
     ((name, why),) = recorder.new_parts
     assert name == rec.parts(FileFormat.MP4)[1].name
     assert why.startswith("reopened after OSError"), why
+
+
+def test_a_session_that_ended_meanwhile_is_not_retried(
+    rtmp: IngestThread, media: Path, tmp_path: Path
+) -> None:
+    """A retry must not record the stream's next session (it has a recorder of its own): with
+    ``still_live`` saying no, the recorder ends after the error instead of reopening."""
+    tags = splice_flv(media / "small.flv", media / "small.flv", tmp_path / "long.flv")
+    live = threading.Event()
+    live.set()
+    rec = Recording(rtmp.url("s1"), tmp_path / "out", (FileFormat.MP4,), still_live=live.is_set)
+    rtmp.gate.wait_for("authorize_play", timeout_s=10)
+    publisher = threading.Thread(target=publish_tags, args=(rtmp.url("s1"), tags))
+    publisher.start()
+    live.clear()
+    reset_after_seconds_recorded(rtmp, rec)
+    recorder = rec.finish()
+    publisher.join(30)
+
+    assert recorder.error is None
+    assert recorder.ended_by == "source ended"
+    assert len(recorder.retries) == 1 and recorder.new_parts == []
+    assert len(rec.parts(FileFormat.MP4)) == 1
+    assert len(rtmp.gate.named("authorize_play")) == 1  # never reopened
+
+
+def reset_after_seconds_recorded(rtmp: IngestThread, rec: Recording) -> None:
+    """Once 3 s are recorded, the ingest aborts its players' connections (as it does to a
+    stalled player): a network error on the recorder's side while the stream stays live."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not (
+        rec.recorder.files and rec.recorder.files[0].last_end_ts >= 3.0
+    ):
+        time.sleep(0.05)
+    assert rec.recorder.files[0].last_end_ts >= 3.0
+
+    async def reset_players() -> None:
+        for stream in list(rtmp.server._streams.values()):
+            for player in stream.players.values():
+                player.transport.abort()
+
+    rtmp.call(reset_players)

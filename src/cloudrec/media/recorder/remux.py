@@ -115,6 +115,11 @@ class RecorderPlan:
     open_options: dict[str, str] = field(default_factory=dict)
     # (JSON key, this stream's id under it): measure the sound into a sound-wave file.
     sound_wave: tuple[str, str] | None = None
+    # Whether the stream session recorded is still live (the caller's room directory),
+    # asked before each reopen after an error: a session that ended is not retried, so that
+    # a retry never records the stream's next session, which has a recorder of its own.
+    # None: retried up to RETRY_LIMIT.
+    still_live: Callable[[], bool] | None = None
 
 
 FileOpened = Callable[[FileFormat, Path, TrackType, int, "tuple[int, int] | None"], int]
@@ -220,6 +225,11 @@ class StreamRecorder(threading.Thread):
             failures = 1 if self._written > written else failures + 1
             stop_at = self.stop_at
             fields = {"url": self.plan.url, "error": error, "failures": failures}
+            if self.plan.still_live is not None and not self.plan.still_live():
+                self.retries.append(error)
+                self.ended_by = "source ended"
+                log.info("recorder.ended_after_error", extra={"fields": fields})
+                return
             if failures > RETRY_LIMIT or (stop_at is not None and time.time() >= stop_at):
                 self.error = error
                 self.ended_by = "error"
