@@ -34,7 +34,8 @@ TOLERANCE_S = 0.5  # a frame or two at each end, and the audio frame the cut fal
 
 @pytest.fixture
 def rtmp() -> Iterator[IngestThread]:
-    server = IngestThread(play_wait_s=3.0)
+    # A recorder started before its publisher waits for the stream that long.
+    server = IngestThread(play_wait_s=10.0)
     yield server
     server.close()
 
@@ -118,7 +119,8 @@ def test_a_resolution_switch_mid_stream_starts_a_new_part_that_decodes_in_every_
 ) -> None:
     """Issue 10 item 11: a stream switching from 640x360 to 1280x720 with a new AVC sequence
     header was remuxed into one file that kept the first SPS/PPS, everything after the switch
-    decoding as broken 640x360 pictures."""
+    decoding as broken 640x360 pictures; a new AudioSpecificConfig (44.1 to 48 kHz) with it
+    crashed the recorder thread in the MP3/Ogg encoder's resampler, unsaid."""
     second = media / ("large48.flv" if sound_changes else "large.flv")
     spliced = tmp_path / "spliced.flv"
     tags = splice_flv(media / "small.flv", second, spliced)
