@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import av
 
@@ -358,3 +359,152 @@ class IngestThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
+
+
+# -- FLV tags: splicing publishers that change under a recording (issue 10, items 11 and 12) --
+
+FLV_AUDIO, FLV_VIDEO, FLV_SCRIPT = 8, 9, 18
+
+
+@dataclass
+class FlvTag:
+    """One FLV tag: its type (8 audio, 9 video, 18 script), timestamp (ms) and body.
+
+    ``send_at`` is when (seconds from the start) a real-time publisher sends it: the media
+    timeline, which is not ``timestamp`` once timestamps jump (:func:`splice_flv`).
+    """
+
+    type: int
+    timestamp: int
+    body: bytes
+    send_at: float = 0.0
+
+
+def read_flv(path: Path) -> tuple[bytes, list[FlvTag]]:
+    """The FLV file header (with its first PreviousTagSize) and the tags of ``path``."""
+    data = path.read_bytes()
+    offset = int.from_bytes(data[5:9], "big") + 4
+    header, tags = data[:offset], []
+    while offset + 11 <= len(data):
+        size = int.from_bytes(data[offset + 1 : offset + 4], "big")
+        ts = int.from_bytes(data[offset + 4 : offset + 7], "big") | data[offset + 7] << 24
+        body = data[offset + 11 : offset + 11 + size]
+        tags.append(FlvTag(data[offset], ts, body, ts / 1000))
+        offset += 11 + size + 4
+    return header, tags
+
+
+def write_flv_tags(path: Path, header: bytes, tags: list[FlvTag]) -> Path:
+    out = bytearray(header)
+    for t in tags:
+        ts = t.timestamp & 0xFFFFFFFF
+        out += bytes([t.type]) + len(t.body).to_bytes(3, "big")
+        out += (ts & 0xFFFFFF).to_bytes(3, "big") + bytes([ts >> 24]) + b"\0\0\0" + t.body
+        out += (11 + len(t.body)).to_bytes(4, "big")
+    path.write_bytes(bytes(out))
+    return path
+
+
+def splice_flv(
+    first: Path, second: Path, out: Path, *, restart_at_s: float | None = None
+) -> list[FlvTag]:
+    """One FLV stream: ``first``'s header and tags, then ``second``'s tags (its sequence headers
+    re-sent at the switch, its metadata left out), as one publisher sending both would.
+
+    The second part's media follows the first's end on the timeline (``send_at``); its
+    timestamps continue the first's, or with ``restart_at_s`` start again from that many
+    seconds (0: an encoder restarted behind a relay; past the first's end: a forward jump).
+    Writes ``out`` (to publish with ffmpeg) and returns its tags (for :func:`publish_tags`:
+    ``send_at`` is lost when the file is read back).
+    """
+    header, a = read_flv(first)
+    _, b = read_flv(second)
+    b = [t for t in b if t.type != FLV_SCRIPT]
+    step = 40  # ms: one frame at 25 fps, where the second part goes on
+    end = max(t.timestamp for t in a) + step
+    base = end if restart_at_s is None else round(restart_at_s * 1000)
+    for t in b:
+        t.send_at = (t.timestamp + end) / 1000
+        t.timestamp += base
+    write_flv_tags(out, header, a + b)
+    return a + b
+
+
+def publish_tags(url: str, tags: list[FlvTag], *, speed: float = 1.0) -> None:
+    """Publish FLV tags over RTMP as they are (timestamps untouched, unlike the ffmpeg CLI,
+    which rewrites timestamps that go back), each sent at its ``send_at`` in real time."""
+    p = urlsplit(url)
+    app, _, name = p.path.lstrip("/").rpartition("/")
+    client = RtmpTestClient(p.hostname or "127.0.0.1", p.port or 1935, app)
+    try:
+        status = client.publish(name + (f"?{p.query}" if p.query else ""))
+        assert status.args[0]["code"] == "NetStream.Publish.Start", status.args
+        start = time.monotonic()
+        for t in tags:
+            delay = start + t.send_at / speed - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            type_id = messages.DATA_AMF0 if t.type == FLV_SCRIPT else t.type
+            csid = 6 if t.type == FLV_VIDEO else 4 if t.type == FLV_AUDIO else 5
+            client.send(Message(type_id, 1, t.timestamp, t.body), csid)
+    finally:
+        client.close()
+
+
+@dataclass
+class Decoded:
+    """What decoding a whole file found, as a user's player would see it."""
+
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # picture sizes, in order
+    video_frames: int = 0
+    audio_packets: int = 0
+    audio_rates: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # decoder errors (and ffmpeg's log)
+    duration_s: float = 0.0  # the longer track, first timestamp to last packet's end
+
+
+def decode_file(path: Path) -> Decoded:
+    """Decode every frame of ``path`` with PyAV, counting errors; also run
+    ``ffmpeg -v error -i path -f null -``, whose every line is an error."""
+    out = Decoded()
+    spans = [_decode_track(path, kind, out) for kind in ("video", "audio")]
+    out.duration_s = max(spans)
+    cli = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    out.errors += [line for line in cli.stderr.decode(errors="replace").splitlines() if line]
+    return out
+
+
+def _decode_track(path: Path, kind: str, out: Decoded) -> float:
+    """Decode the first ``kind`` track into ``out``; return its span in seconds."""
+    with av.open(str(path)) as c:
+        streams = c.streams.video if kind == "video" else c.streams.audio
+        if not streams:
+            return 0.0
+        stream = streams[0]
+        stream.thread_type = "AUTO"
+        first, end = None, 0.0
+        for packet in c.demux(stream):  # the last, empty packet flushes the decoder
+            if packet.size and packet.pts is not None:
+                t = float(packet.pts * packet.time_base)
+                first = t if first is None else min(first, t)
+                end = max(end, t + float((packet.duration or 0) * packet.time_base))
+            if kind == "audio" and packet.size:
+                out.audio_packets += 1
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                out.errors.append(f"{kind}: {exc}")
+                continue
+            for frame in frames:
+                if isinstance(frame, av.VideoFrame):
+                    if not out.sizes or out.sizes[-1] != (frame.width, frame.height):
+                        out.sizes.append((frame.width, frame.height))
+                    out.video_frames += 1
+                elif isinstance(frame, av.AudioFrame) and frame.sample_rate not in out.audio_rates:
+                    out.audio_rates.append(frame.sample_rate)
+        return end - (first or 0.0)

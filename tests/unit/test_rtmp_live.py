@@ -187,3 +187,40 @@ def test_a_backlog_burst_does_not_count_as_a_slow_player() -> None:
     stream.on_media(inter(40))
     assert player.skipping_since is None
     assert transport.messages()[-1] == inter(40)
+
+
+def test_a_backlog_reaching_back_past_a_new_codec_configuration_replays_gops_as_coded() -> None:
+    """Issue 10 item 11: after a publisher's new sequence header (640x360 to 1280x720), a
+    player replaying the backlog got the newest header first and then GOPs coded with the old
+    one, which decode as broken pictures."""
+    clock = FakeClock()
+    stream = LiveStream(PublishRequest("1/room", "s1", "127.0.0.1"), clock=clock)
+    small, large = AVC_HEADER, AVC_HEADER[:-1] + b"\x1f"
+    stream.on_media(Message(messages.VIDEO, 1, 0, small))
+    stream.on_media(Message(messages.AUDIO, 1, 0, AAC_HEADER))
+    for second in range(4):
+        clock.now = 100.0 + second
+        if second == 2:  # the switch: a new header just before the new configuration's key
+            stream.on_media(Message(messages.VIDEO, 1, 2000, large))
+            stream.on_media(Message(messages.VIDEO, 1, 2000, large))  # re-sent: kept once
+        stream.on_media(key(second * 1000))
+        stream.on_media(inter(second * 1000 + 40))
+    clock.now = 103.5
+    early, late = FakeTransport(), FakeTransport()
+    stream.attach("early", make_player(early), backlog_s=5.0)
+    stream.attach("late", make_player(late), backlog_s=1.0)
+
+    def replay(t: FakeTransport) -> list[tuple[str, int]]:
+        names = {small: "small", large: "large", AAC_HEADER: "aac", key(0).payload: "key"}
+        return [(names[m.payload], m.timestamp) for m in t.messages() if m.payload in names]
+
+    assert replay(early) == [
+        ("small", 0),
+        ("aac", 0),
+        ("key", 0),
+        ("key", 1000),
+        ("large", 2000),
+        ("key", 2000),
+        ("key", 3000),
+    ]
+    assert replay(late) == [("large", 3000), ("aac", 3000), ("key", 3000)]

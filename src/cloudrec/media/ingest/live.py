@@ -134,7 +134,12 @@ class LiveStream:
         self.gop: list[Message] = []
         self.gop_bytes = 0
         self.gop_arrived = 0.0
-        self.backlog: collections.deque[tuple[float, list[Message], int]] = collections.deque()
+        # The sequence headers in effect when the current GOP began.
+        self.gop_headers: tuple[Message | None, Message | None] = (None, None)
+        # (arrived, GOP, bytes, the sequence headers in effect when it began)
+        self.backlog: collections.deque[
+            tuple[float, list[Message], int, tuple[Message | None, Message | None]]
+        ] = collections.deque()
         self.backlog_bytes = 0
         self.players: dict[object, Player] = {}
 
@@ -154,6 +159,7 @@ class LiveStream:
         key = False
         if msg.type_id == messages.VIDEO:
             if flv.is_video_sequence_header(body):
+                self._keep_new_header(msg, self.video_header)
                 self.video_header = msg
                 self._broadcast(msg, key=False)
                 return
@@ -165,8 +171,10 @@ class LiveStream:
                 self.gop = []
                 self.gop_bytes = 0
                 self.gop_arrived = self._clock()
+                self.gop_headers = (self.video_header, self.audio_header)
         elif msg.type_id == messages.AUDIO:
             if flv.is_aac_sequence_header(body):
+                self._keep_new_header(msg, self.audio_header)
                 self.audio_header = msg
                 self._broadcast(msg, key=False)
                 return
@@ -180,10 +188,18 @@ class LiveStream:
                 self.gop_bytes = 0
         self._broadcast(msg, key)
 
+    def _keep_new_header(self, msg: Message, old: Message | None) -> None:
+        """A new codec configuration mid-stream (a relay switching 640x360 to 1280x720):
+        cached where it came, so that a player replaying the cache (a recorder's backlog)
+        gets each GOP with the configuration it was coded with (issue 10 item 11)."""
+        if old is not None and old.payload != msg.payload and self.gop:
+            self.gop.append(msg)
+            self.gop_bytes += len(msg.payload)
+
     def _push_backlog(self) -> None:
         """Keep the GOP that just ended; forget GOPs older or larger than the backlog allows."""
         if self.gop:
-            self.backlog.append((self.gop_arrived, self.gop, self.gop_bytes))
+            self.backlog.append((self.gop_arrived, self.gop, self.gop_bytes, self.gop_headers))
             self.backlog_bytes += self.gop_bytes
         horizon = self._clock() - BACKLOG_MAX_S
         while self.backlog and (
@@ -211,18 +227,25 @@ class LiveStream:
         """Send the cached state (metadata, sequence headers, the GOPs that started in the last
         ``backlog_s`` seconds and the current GOP), then go live."""
         horizon = self._clock() - min(backlog_s, BACKLOG_MAX_S)
-        gops = [g for arrived, g, _ in self.backlog if backlog_s > 0 and arrived >= horizon]
-        gops.append(self.gop)
-        first = next((g for g in gops if g), [])
+        gops = [
+            (g, headers)
+            for arrived, g, _, headers in self.backlog
+            if backlog_s > 0 and arrived >= horizon
+        ]
+        gops.append((self.gop, self.gop_headers))
+        first, (video, audio) = next(
+            ((g, h) for g, h in gops if g), ([], (self.video_header, self.audio_header))
+        )
         start = first[0].timestamp if first else 0
-        for cached in (self.metadata_msg, self.video_header, self.audio_header):
+        # The headers the first GOP sent was coded with; later ones come inside the GOPs.
+        for cached in (self.metadata_msg, video or self.video_header, audio or self.audio_header):
             if cached is not None:
                 player.send(
                     replace(cached, stream_id=player.stream_id, timestamp=start),
                     media_csid(cached.type_id),
                 )
         burst = 0
-        for gop in gops:
+        for gop, _ in gops:
             for msg in gop:
                 player.send(replace(msg, stream_id=player.stream_id), media_csid(msg.type_id))
                 burst += len(msg.payload)

@@ -3,13 +3,17 @@ libopus; the PyAV wheel has no libvorbis).  Both are written with ``flush_packet
 a killed worker leaves a file that plays up to its last packet (an Ogg page: about 1 s).
 
 PyAV's encoder converts the sample format and re-frames to the codec's frame size itself
-(1152 samples for MP3, 960 for Opus), so callers hand it frames of any size.
+(1152 samples for MP3, 960 for Opus), so callers hand it frames of any size.  A publisher
+whose sound changes mid-stream (a new AudioSpecificConfig: 44.1 kHz mono to 48 kHz stereo,
+issue 10 item 11) is resampled to what the file began with, so the file goes on.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 from typing import Any
+
+import av
 
 from cloudrec.core.tasks import FileFormat
 
@@ -45,8 +49,25 @@ class AudioEncoder:
         self.container = container
         self.stream = add_audio_encoder(container, fmt, ctx.sample_rate or 48000, ctx.channels)
         self.seconds = 0.0  # of sound encoded so far
+        self._shape: tuple[int, str, str] | None = None  # the first frame's rate, layout, format
+        self._convert: Any = None  # a resampler to that shape, once the sound changed
+        self._convert_from: tuple[int, str, str] | None = None
 
     def encode(self, frame: Any) -> None:
+        shape = (frame.sample_rate, frame.layout.name, frame.format.name)
+        if self._shape is None:
+            self._shape = shape
+        if shape == self._shape:
+            self._encode(frame)
+            return
+        if self._convert is None or self._convert_from != shape:
+            rate, layout, fmt = self._shape
+            self._convert = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+            self._convert_from = shape
+        for converted in self._convert.resample(frame):
+            self._encode(converted)
+
+    def _encode(self, frame: Any) -> None:
         rate = frame.sample_rate
         frame.pts = round(self.seconds * rate)
         frame.time_base = Fraction(1, rate)

@@ -206,6 +206,7 @@ class TaskWorker:
         self.heartbeat = Heartbeat(control)
         self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
         self.shot_error: str | None = None  # the last screenshot of the mix that failed
+        self.live_sessions: set[tuple[str, str]] = set()  # (stream id, started), last poll
 
     def spool(self, task: Task) -> Path:
         app, task_id = check_parts((str(task.app_id), task.task_id), "task")
@@ -272,6 +273,7 @@ class TaskWorker:
             try:
                 task, room = self.control.poll(spec.room_id)
                 poll_failures = 0
+                self.live_sessions = {(s.stream_id, s.started_at.isoformat()) for s in room}
             except CloudrecError:
                 raise
             except Exception:  # a locked or restarting database: the recorders go on
@@ -409,6 +411,9 @@ class TaskWorker:
             start_at=self._start_at(task, stream),
             hls_segment_s=spec.hls_segment_s,
             sound_wave=None if wave_key is None else (wave_key.value, who),
+            # A recorder retrying after an error asks first whether its session is still
+            # live: never the stream's next session, which has a recorder of its own.
+            still_live=lambda: key in self.live_sessions,
         )
         recorder = StreamRecorder(plan, on_open, on_close, name=f"rec-{stream.stream_id}")
         if self.paused:
@@ -687,6 +692,13 @@ class TaskWorker:
                 detail = f"{s.stream.stream_id}: {r.ended_by}" + (
                     f" ({r.error})" if r.error else ""
                 )
+                if isinstance(r, StreamRecorder) and (
+                    r.new_parts or r.timestamp_jumps or r.retries
+                ):
+                    detail += (
+                        f"; {len(r.new_parts)} new part(s), {len(r.timestamp_jumps)} timestamp "
+                        f"jump(s), {len(r.retries)} retry(ies)"
+                    )
                 self.control.event("stream_ended", detail)
 
     def _join_sessions(self) -> list[str]:
