@@ -159,16 +159,25 @@ def disk_full(error: str | None) -> bool:
 class Heartbeat(threading.Thread):
     """Renews the worker's lease every ``HEARTBEAT_S`` on a thread of its own, so that a
     worker busy closing its files (or waiting for a slow database) keeps its task; sets
-    ``lost`` once the task is no longer this attempt's."""
+    ``lost`` once the task is no longer this attempt's.  A watchdog too: while the worker's
+    loop has not ticked for ``STALL_S`` (and it is not closing its files), the lease is left
+    to run out, so that a worker stuck for good is replaced rather than kept alive."""
+
+    STALL_S = 30.0
 
     def __init__(self, control: TaskControl) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.control = control
         self.lost = threading.Event()
         self._stop_event = threading.Event()
+        self.ticked = time.monotonic()  # the worker's loop, each pass
+        self.closing = False  # the worker is closing its files: no loop to tick
 
     def run(self) -> None:
         while not self._stop_event.wait(HEARTBEAT_S):
+            if not self.closing and time.monotonic() - self.ticked > self.STALL_S:
+                log.error("worker.stalled", extra={"fields": {"task_id": self.control.task_id}})
+                continue
             try:
                 self.control.renew()
             except LeaseLostError:
@@ -268,6 +277,7 @@ class TaskWorker:
         poll_failures = 0
         while True:
             now = time.time()
+            self.heartbeat.ticked = time.monotonic()
             if self.heartbeat.lost.is_set():
                 raise LeaseLostError(f"task {task.task_id}: lease lost")
             try:
@@ -755,6 +765,7 @@ class TaskWorker:
     def _close(self, stop_at: float) -> list[str]:
         """Stop every recorder (and the mixer) at ``stop_at`` and wait until each has written
         up to it and closed its files; returns their errors."""
+        self.heartbeat.closing = True
         if self.mixer is not None:
             self.mixer.stop(stop_at)
             self.mixer.join(MIX_STOP_WAIT_S + max(0.0, stop_at - time.time()))
