@@ -163,7 +163,16 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-def zombies_of(pid: int) -> list[int]:
+def zombies_of(pid: int, settle_s: float = 3.0) -> list[int]:
+    """``pid``'s zombie children that stay so for ``settle_s`` (a child that has just exited
+    is reaped by the next reconcile pass, every second)."""
+    deadline = time.monotonic() + settle_s
+    while (found := _zombies(pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def _zombies(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
