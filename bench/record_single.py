@@ -243,7 +243,9 @@ def mint_urls(service: Service, app: dict[str, Any], n: int) -> list[str]:
 def world(work: Path, flv: Path, max_streams: int, executor: str) -> Iterator[World]:
     data_dir = work / f"data-{executor}"
     data_dir.mkdir()
-    service = Service(data_dir, env={"CLOUDREC_EXECUTOR": executor})
+    # The JoCloud body's bucket does not resolve here: one try, then the backup store.
+    env = {"CLOUDREC_EXECUTOR": executor, "CLOUDREC_UPLOAD_ATTEMPTS": "1"}
+    service = Service(data_dir, env=env)
     w: World | None = None
     try:
         app = service.create_app(APP_ID)
@@ -326,7 +328,7 @@ def phase_cloudrec(w: World, n: int, window_s: float) -> dict[str, Any]:
     finally:
         for resid, rid in started:
             w.jo.stop(resid, ROOM, rid)
-    w.wait_tasks(ids, {"completed"}, 60)
+    w.wait_tasks(ids, {"completed"}, 300)
     files = [f for rid in ids for f in w.task(rid)["files"]]
     # The bench's bucket does not resolve: files end recorded or in the backup store.
     if len(files) != n or any(f["status"] not in ("recorded", "backed_up") for f in files):
