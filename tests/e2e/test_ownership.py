@@ -147,12 +147,15 @@ def wait(svc: Service, record_id: str, check, timeout_s: float = 45) -> dict:
 
 
 def worker_pid(svc: Service, record_id: str) -> int | None:
+    """The process recording the task: its worker, or the recorder host it runs in."""
     import sqlite3
 
     with sqlite3.connect(svc.data_dir / "cloudrec.db") as db:
         (worker,) = db.execute("SELECT worker FROM tasks WHERE task_id=?", (record_id,)).fetchone()
-    kind, _, pid = (worker or "").partition(":")
-    return int(pid) if kind == "local" else None
+    # local:PID (a process per recording) or host:PID:TASK:ATTEMPT (a recorder host).
+    kind, _, rest = (worker or "").partition(":")
+    pid = rest.split(":")[0]
+    return int(pid) if kind in ("local", "host") and pid.isdigit() else None
 
 
 def running(pid: int) -> bool:
