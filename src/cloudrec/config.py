@@ -91,8 +91,9 @@ class Settings:
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
     # How recordings run: "host", warm recorder-host processes each running up to
-    # tasks_per_host recordings in threads; or "process", one process per recording.
-    executor: str = "process"
+    # tasks_per_host recordings in threads (docs/benchmarks.md: a sixth of the memory); or
+    # "process", one process per recording.
+    executor: str = "host"
     tasks_per_host: int = 16
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
     max_worker_restarts: int = 5
