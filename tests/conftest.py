@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# The package under test is this checkout's own ``src`` (or the copy ``scripts/mutate`` names in
+# CLOUDREC_TEST_SRC), never whatever an editable install of another checkout points at.  The
+# subprocesses the tests start (``python -m cloudrec.cli``) inherit PYTHONPATH, so they import
+# the same tree.
+SRC = Path(os.environ.get("CLOUDREC_TEST_SRC") or Path(__file__).parents[1] / "src").resolve()
+if str(SRC) not in sys.path[:1]:
+    sys.path.insert(0, str(SRC))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(SRC), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+)
+import cloudrec  # noqa: E402
+
+if not Path(cloudrec.__file__).resolve().is_relative_to(SRC):
+    raise pytest.UsageError(
+        f"the tests import cloudrec from {cloudrec.__file__}, not from {SRC}: another "
+        f"checkout's install comes first on the path; run with PYTHONPATH={SRC}"
+    )
 
 # Refuse to read a developer's own settings.
 for _name in [
