@@ -142,12 +142,20 @@ class _FakeDeliveryRows:
     def __init__(self) -> None:
         self.attempts: list[Any] = []
         self.callbacks: list[Any] = []
+        self.callback_attempts: list[Any] = []
+        self.callback_updates: list[tuple[int, dict[str, Any]]] = []
 
     def add_upload_attempt(self, attempt: Any) -> None:
         self.attempts.append(attempt)
 
     def add_callback(self, cb: Any) -> None:
         self.callbacks.append(cb)
+
+    def add_callback_attempt(self, attempt: Any) -> None:
+        self.callback_attempts.append(attempt)
+
+    def update_callback(self, callback_id: int, **fields: Any) -> None:
+        self.callback_updates.append((callback_id, fields))
 
 
 class _FakeBackup:
@@ -196,6 +204,7 @@ class FakeDeliveryWorld:
             task, StorageTarget("s3", "e", "b", "ak", "sk"), self.file, self.events
         )
         self.delivery = _FakeDeliveryRows()
+        self.apps = FakeApps()
         self.backup = _FakeBackup()
         self.spool = _FakeSpool()
         self.sender = None

@@ -23,7 +23,6 @@ def container(database_url, data_dir):
 
 def test_migrations_create_every_table_and_are_idempotent(container):
     from cloudrec.db.engine import upgrade
-
     from cloudrec.db.models import Base
 
     upgrade(container.engine)  # a second start changes nothing
