@@ -196,6 +196,7 @@ def test_credentials_are_checked_with_the_documented_codes(api):
         (no_token, 1000),
         (headers(APP, "wrong"), 1001),
         (headers(APP + 1, other.server_secret, AppID=str(APP)), 1001),  # another app's token
+        (headers(APP + 1, api.secret, AppID=str(APP)), 1001),  # the secret, another app id
         (no_app, 1002),
         (headers(APP, api.secret, AppID=str(APP + 1)), 1002),  # header and URL differ
     ]

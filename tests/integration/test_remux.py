@@ -81,7 +81,14 @@ def test_a_recording_holds_a_run_of_the_published_video_and_audio_packets_byte_f
     _, opened, closed = record(rtmp, source, tmp_path, Media.AUDIO_VIDEO, FileFormat.MP4)
     [(fmt, path, track)] = opened
     assert (fmt, track) == (FileFormat.MP4, TrackType.AUDIO_VIDEO)
+    # What the recorder reports is what the file holds.
     assert closed[1]["size"] == path.stat().st_size
+    with av.open(str(path)) as c:
+        spans = [
+            (p.pts * p.time_base, (p.pts + p.duration) * p.time_base) for p in c.demux() if p.size
+        ]
+    probed_ms = float(max(e for _, e in spans) - min(s for s, _ in spans)) * 1000
+    assert abs(closed[1]["duration_ms"] - probed_ms) <= 100, (closed[1], probed_ms)
     for kind in ("video", "audio"):
         recorded, published = hashes(path, kind), hashes(source, kind)
         assert len(recorded) >= len(published) // 2, (kind, len(recorded), len(published))
