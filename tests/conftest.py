@@ -35,6 +35,15 @@ for _name in [
     del os.environ[_name]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every e2e test is slow (it runs ``cloudrec serve`` and real publishers): ``-m "not
+    slow"`` leaves the tier out.  Slow unit and integration tests carry the mark themselves."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if item.path.is_relative_to(e2e):
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
