@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +80,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _drop_database(admin, name)
     admin.dispose()
+
+
+def _drop_database(admin: Any, name: str) -> None:
+    """Drop a test database.  FORCE ends our own leftover sessions, but fails when a process
+    of another role (an autovacuum worker) is in the database; a plain DROP cancels that one
+    itself, so it is the fallback, tried a few times while our sessions close."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    statements = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)']
+    statements += [f'DROP DATABASE IF EXISTS "{name}"'] * 20
+    for n, sql in enumerate(statements):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(sql))
+            return
+        except DBAPIError:
+            if n == len(statements) - 1:
+                raise
+            time.sleep(0.25)
