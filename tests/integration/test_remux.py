@@ -40,6 +40,14 @@ def hashes(path: Path, kind: str) -> list[str]:
         return [hashlib.sha1(bytes(p)).hexdigest() for p in c.demux(streams[0]) if p.size]
 
 
+def is_run_of(recorded: list[str], published: list[str]) -> bool:
+    """Whether ``recorded`` is a contiguous run of ``published`` (a tone's audio packets may
+    repeat, so every place the first one occurs is tried)."""
+    n = len(recorded)
+    starts = [i for i, h in enumerate(published) if h == recorded[0]]
+    return n > 0 and any(published[i : i + n] == recorded for i in starts)
+
+
 def record(rtmp: IngestThread, source: Path, out: Path, media: Media, fmt: FileFormat) -> Any:
     """Publish ``source`` in real time and record it from its start until the source ends;
     the recorder and what its callbacks were told."""
@@ -92,8 +100,7 @@ def test_a_recording_holds_a_run_of_the_published_video_and_audio_packets_byte_f
     for kind in ("video", "audio"):
         recorded, published = hashes(path, kind), hashes(source, kind)
         assert len(recorded) >= len(published) // 2, (kind, len(recorded), len(published))
-        start = published.index(recorded[0])
-        assert published[start : start + len(recorded)] == recorded, kind
+        assert is_run_of(recorded, published), kind
     with av.open(str(path)) as c:
         first = next(p for p in c.demux(c.streams.video[0]) if p.size)
         assert first.is_keyframe
@@ -107,5 +114,4 @@ def test_an_audio_recording_holds_every_audio_packet_and_no_video(
     assert track is TrackType.AUDIO
     assert hashes(path, "video") == []
     recorded, published = hashes(path, "audio"), hashes(source, "audio")
-    start = published.index(recorded[0])
-    assert published[start : start + len(recorded)] == recorded
+    assert is_run_of(recorded, published)
