@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 
 from cloudrec.api.app import create_app
-from cloudrec.bootstrap import Container, bootstrap
+from cloudrec.bootstrap import Container, bootstrap, utc_now
 from cloudrec.config import load_settings
 from cloudrec.core.rooms import StreamMeta
+from cloudrec.core.service import Clock
 
 META = StreamMeta(
     video_codec="h264",
@@ -84,9 +85,12 @@ def basic(app_id: int, secret: str) -> str:
 
 
 @contextmanager
-def in_process(database_url: str, data_dir: Path, **settings: Any) -> Iterator[InProcess]:
+def in_process(
+    database_url: str, data_dir: Path, clock: Clock = utc_now, **settings: Any
+) -> Iterator[InProcess]:
     """The app over a fresh database (``database_url``), private targets allowed (callbacks
-    and storage on loopback) unless ``settings`` say otherwise."""
+    and storage on loopback) unless ``settings`` say otherwise; ``clock`` is the services'
+    (ZEGO signatures are checked against the wall clock whatever it says)."""
     values = {
         "data_dir": data_dir,
         "database_url": database_url,
@@ -94,7 +98,7 @@ def in_process(database_url: str, data_dir: Path, **settings: Any) -> Iterator[I
         "storage_endpoint_override": "http://127.0.0.1:9",
         **settings,
     }
-    container = bootstrap(load_settings(values, env={}), executor=FakeExecutor())
+    container = bootstrap(load_settings(values, env={}), clock=clock, executor=FakeExecutor())
     try:
         yield InProcess(container)
     finally:

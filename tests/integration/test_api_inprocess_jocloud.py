@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.fakes import FakeClock
 from tests.inprocess import InProcess, in_process
 
 APP = 10034
@@ -118,6 +120,21 @@ def test_a_resid_starts_one_recording_only(api):
     assert again["code"] == 4011, again  # the task exists
     unknown = answer(call(api, "POST", "startrecord", start_body("no-such-resid")))
     assert unknown["code"] == 4012, unknown
+
+
+def test_a_resid_expires_after_its_lifetime(database_url, data_dir):
+    """The resid lives resource_ttl_s (the document: five minutes); time is the services'
+    injected clock, moved by the test."""
+    clock = FakeClock(datetime.now(UTC))
+    with in_process(database_url, data_dir, clock=clock, resource_ttl_s=300) as api:
+        api.secret = api.container.apps.create(APP).server_secret  # type: ignore[attr-defined]
+        api.publish(APP, ROOM, "s1", "alice")
+        fresh, stale = apply(api), apply(api)
+        clock.advance(299)
+        assert answer(call(api, "POST", "startrecord", start_body(fresh)))["code"] == 0
+        clock.advance(2)
+        r = answer(call(api, "POST", "startrecord", start_body(stale)))
+        assert r["code"] == 4012 and "expired" in r["message"], r
 
 
 def test_a_room_without_the_users_stream_is_4005(api):
