@@ -58,6 +58,8 @@ class InProcess:
         self.executor: FakeExecutor = container.executor  # type: ignore[assignment]
         self.app = create_app(container)
         self.client = client
+        self.secret = ""  # a test's app's server secret, when it keeps one here
+        self.auth = ""  # and its Basic credentials
 
     def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         async def go() -> httpx.Response:

@@ -20,7 +20,7 @@ APP = 1234
 def api(database_url, data_dir) -> Iterator[InProcess]:
     with in_process(database_url, data_dir, hook_secret="hooksecret") as api:
         app = api.container.apps.create(APP)
-        api.auth = basic(APP, app.server_secret)  # type: ignore[attr-defined]
+        api.auth = basic(APP, app.server_secret)
         yield api
 
 

@@ -23,7 +23,7 @@ ROOM = "class1"
 def api(database_url, data_dir) -> Iterator[InProcess]:
     with in_process(database_url, data_dir, max_tasks_per_app=3) as api:
         app = api.container.apps.create(APP)
-        api.secret = app.server_secret  # type: ignore[attr-defined]
+        api.secret = app.server_secret
         api.publish(APP, ROOM, "s1", "alice")
         yield api
 
@@ -53,7 +53,7 @@ def call(
         f"/app/{app_path}/v1/recordoss/{uri}?traceId=t-1",
         json=body if content is None else None,
         content=content,
-        headers=headers(APP, api.secret) if hdrs is None else hdrs,  # type: ignore[attr-defined]
+        headers=headers(APP, api.secret) if hdrs is None else hdrs,
     )
 
 
@@ -127,7 +127,7 @@ def test_a_resid_expires_after_its_lifetime(database_url, data_dir):
     injected clock, moved by the test."""
     clock = FakeClock(datetime.now(UTC))
     with in_process(database_url, data_dir, clock=clock, resource_ttl_s=300) as api:
-        api.secret = api.container.apps.create(APP).server_secret  # type: ignore[attr-defined]
+        api.secret = api.container.apps.create(APP).server_secret
         api.publish(APP, ROOM, "s1", "alice")
         fresh, stale = apply(api), apply(api)
         clock.advance(299)

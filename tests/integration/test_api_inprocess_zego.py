@@ -24,7 +24,7 @@ ROOM = "zroom"
 def api(database_url, data_dir) -> Iterator[InProcess]:
     with in_process(database_url, data_dir, max_tasks_per_app=4) as api:
         app = api.container.apps.create(APP)
-        api.secret = app.server_secret  # type: ignore[attr-defined]
+        api.secret = app.server_secret
         api.publish(APP, ROOM, "stream1", "user1")
         yield api
 
@@ -38,7 +38,7 @@ def signed(api: InProcess, action: str, **over: str) -> dict[str, str]:
         "SignatureNonce": nonce,
         "Timestamp": str(ts),
         "SignatureVersion": "2.0",
-        "Signature": signature(APP, nonce, api.secret, ts),  # type: ignore[attr-defined]
+        "Signature": signature(APP, nonce, api.secret, ts),
     }
     return {**params, **over}
 
