@@ -152,12 +152,26 @@ class _FakeDeliveryRows:
     def __init__(self) -> None:
         self.attempts: list[Any] = []
         self.callbacks: list[Any] = []
+        self.callback_attempts: list[Any] = []
+        self.callback_updates: list[tuple[int, dict[str, Any]]] = []
+        self.pending: dict[int, Any] = {}  # callbacks a sender may claim, by id
 
     def add_upload_attempt(self, attempt: Any) -> None:
         self.attempts.append(attempt)
 
     def add_callback(self, cb: Any) -> None:
         self.callbacks.append(cb)
+
+    def add_callback_attempt(self, attempt: Any) -> None:
+        self.callback_attempts.append(attempt)
+
+    def update_callback(self, callback_id: int, **fields: Any) -> None:
+        fields.pop("claim_until", None)  # the claim is let go with every update
+        self.callback_updates.append((callback_id, fields))
+
+    def claim_callback(self, callback_id: int, now: datetime, until: datetime) -> Any:
+        """The pending callback the test put in ``pending`` (taken once)."""
+        return self.pending.pop(callback_id, None)
 
 
 class _FakeBackup:
@@ -212,6 +226,7 @@ class FakeDeliveryWorld:
             task, StorageTarget("s3", "e", "b", "ak", "sk"), self.file, self.events
         )
         self.delivery = _FakeDeliveryRows()
+        self.apps = FakeApps()
         self.backup = _FakeBackup()
         self.spool = _FakeSpool()
         self.sender = None

@@ -20,6 +20,9 @@ from tests.conftest import free_port
 class FaultyS3:
     mode: str = "ok"  # ok, 500, 403, hang
     requests: int = 0
+    # The Authorization header of every request (moto accepts any credentials: a test that
+    # cares which keys signed a request looks here).
+    authorizations: list[str] = field(default_factory=list)
     moto_port: int = field(default_factory=free_port)
     proxy: ThreadingHTTPServer | None = None
     moto: Any = None
@@ -37,6 +40,7 @@ class FaultyS3:
 
             def _any(self) -> None:
                 outer.requests += 1
+                outer.authorizations.append(self.headers.get("Authorization", ""))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if outer.mode == "hang":

@@ -179,6 +179,14 @@ def packet_hashes(path: Path, kind: str) -> list[str]:
         return [hashlib.sha1(bytes(p)).hexdigest() for p in c.demux(streams[0]) if p.size]
 
 
+def is_run_of(recorded: list[str], published: list[str]) -> bool:
+    """Whether ``recorded`` is a contiguous run of ``published`` (a tone's audio packets may
+    repeat, so every place the first one occurs is tried)."""
+    n = len(recorded)
+    starts = [i for i, h in enumerate(published) if h == recorded[0]]
+    return n > 0 and any(published[i : i + n] == recorded for i in starts)
+
+
 def probe(path: Path) -> dict:
     """Codecs, picture size, duration (s), whether video starts on a keyframe, frames decoded."""
     info: dict = {"video": None, "audio": None, "size": None, "first_key": None, "frames": 0}
@@ -219,12 +227,18 @@ def test_a_user_is_recorded_untouched_for_the_window_asked(world, sources):
     assert abs(info["duration"] - window) <= 0.2, (info["duration"], window)
     assert abs(f["duration_ms"] / 1000 - info["duration"]) <= 0.1
     assert f["size"] == path.stat().st_size
-    # No re-encode: the file's video packets are a run of the published packets, byte for byte.
-    recorded, published = packet_hashes(path, "video"), packet_hashes(sources["alice"], "video")
-    start = published.index(recorded[0])
-    assert published[start : start + len(recorded)] == recorded
-    # ... and only alice is in it (bob's packets differ).
-    assert not set(recorded) & set(packet_hashes(sources["bob"], "video"))
+    # No re-encode: the file's video and audio packets are each a run of the published
+    # packets, byte for byte (issue 12: audio was checked by its stream's presence only, so
+    # a recording without a single audio packet passed).
+    for kind in ("video", "audio"):
+        recorded, published = packet_hashes(path, kind), packet_hashes(sources["alice"], kind)
+        assert len(recorded) >= 9 * len(published) / 180, (kind, len(recorded))  # 9 s of 180
+        assert is_run_of(recorded, published), kind
+        # ... and only alice is in it: bob's packets differ, but for a few that the two
+        # sources share byte for byte (23 of 4500 video packets, measured), so a window may
+        # hold some of those.
+        shared = set(recorded) & set(packet_hashes(sources["bob"], kind))
+        assert len(shared) < len(recorded) / 10, (kind, len(shared))
 
 
 @pytest.mark.parametrize(

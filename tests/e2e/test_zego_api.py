@@ -194,16 +194,28 @@ def test_a_grid_mix_makes_one_file_of_the_size_asked(world):
 
 
 def test_describe_tasks_pages_through_a_time_range(world):
+    """Regression: this test paged through the tasks that earlier tests of the module had
+    ended, so it failed when run alone or first; it now ends two tasks of its own."""
     _, _, zego = world
+    since = int(time.time() * 1000) - 1  # the tasks created from here on are this test's
+    mine = []
+    for _ in range(2):
+        answer = zego.call("StartRecord", start_body(RecordStreamList=[{"StreamId": "stream1"}]))
+        assert answer["Code"] == 0, answer
+        mine.append(answer["Data"]["TaskId"])
+    for task_id in mine:
+        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+        wait_status(zego, task_id, 3)
     now = int(time.time() * 1000)
-    rng = {"StartTime": now - 3_600_000, "EndTime": now + 60_000}
+    rng = {"StartTime": since, "EndTime": now + 60_000}
     ended = zego.call("DescribeTasks", {"Status": 3, **rng, "PageSize": 1})
     assert ended["Code"] == 0, ended
     check_response("DescribeTasks", ended)
     data = ended["Data"]
-    assert data["TotalCount"] >= 2 and len(data["TaskidList"]) == 1
+    assert data["TotalCount"] == 2 and len(data["TaskidList"]) == 1
     second = zego.call("DescribeTasks", {"Status": 3, **rng, "PageSize": 1, "PageOffset": 2})
-    assert second["Data"]["TaskidList"][0]["TaskId"] != data["TaskidList"][0]["TaskId"]
+    pages = {data["TaskidList"][0]["TaskId"], second["Data"]["TaskidList"][0]["TaskId"]}
+    assert pages == set(mine)
     too_wide = zego.call(
         "DescribeTasks", {"Status": 3, "StartTime": now - 5 * 86_400_000, "EndTime": now}
     )

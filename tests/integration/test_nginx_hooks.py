@@ -12,6 +12,7 @@ from tests.service import Service, ffmpeg_publish
 
 pytestmark = [
     pytest.mark.nginx,
+    pytest.mark.slow,  # each test starts nginx and a service
     pytest.mark.skipif(not nginx_available(), reason="nginx with libnginx-mod-rtmp not installed"),
 ]
 APP_ID = 1234

@@ -52,12 +52,23 @@ def _target(vendor: str) -> StorageTarget:
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_the_endpoint_override_sends_every_vendor_to_one_endpoint_path_style(s3, tmp_path, vendor):
+def test_the_endpoint_override_takes_every_vendor_to_it_signed_with_the_targets_keys(
+    s3, tmp_path, vendor
+):
+    """The override replaces each vendor's endpoint rules (those are checked by
+    test_each_vendors_endpoint_rules); the upload is signed with the target's own access key
+    (looked for in what reached the server, since moto accepts any credentials)."""
     path = tmp_path / "f.bin"
     data = os.urandom(100_000)
     path.write_bytes(data)
     store = S3ObjectStore(endpoint_override=s3.url)
+    before = len(s3.authorizations)
     url = store.put(_target(vendor), f"rec/{vendor}/f.bin", str(path))
+    signed = s3.authorizations[before:]
+    assert signed and all(
+        a.startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/") and "/us-east-1/s3/" in a
+        for a in signed
+    ), signed
     assert url == f"{s3.url}/bkt/rec/{vendor}/f.bin"
     got = s3.client().get_object(Bucket="bkt", Key=f"rec/{vendor}/f.bin")["Body"].read()
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()

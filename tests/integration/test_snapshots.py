@@ -44,6 +44,7 @@ def frame_number(path: Path) -> int:
     return round(int(grey) * 219 / 255)
 
 
+@pytest.mark.slow  # a 7 s stream in real time
 def test_each_screenshot_shows_its_moments_frame_with_a_long_gop_and_none_falls_in_a_pause(
     rtmp: IngestThread, tmp_path: Path
 ) -> None:

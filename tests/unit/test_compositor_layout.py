@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import pytest
@@ -289,6 +290,23 @@ def test_the_zego_grid_adds_a_column_before_a_row_and_fills_row_by_row(
     assert [((r.x - x0) // cw, (r.y - y0) // ch) for r in cells] == [
         (i % cols, i // cols) for i in range(n)
     ]
+
+
+@pytest.mark.parametrize(("width", "height"), ZEGO_SIZES)
+def test_the_zego_grid_is_centred_on_the_canvas_to_the_pixel(width: int, height: int) -> None:
+    """Regression (issue 12): a grid shifted 2 px off centre passed the 1251 geometry cases,
+    none of which looked at the margins.  The margins left and right (top and bottom) are
+    equal, or the far one is 2 px wider when the leftover is not a multiple of 4 (positions
+    are even)."""
+    for n in range(1, 26):
+        cells = [p.rect for p in zego("grid", n, width, height)]
+        cols = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        left, top = min(r.x for r in cells), min(r.y for r in cells)
+        cw, ch = cells[0].w, cells[0].h
+        right, bottom = width - (left + cols * cw), height - (top + rows * ch)
+        assert right - left in (0, 2) and left % 2 == 0, (n, width, left, right)
+        assert bottom - top in (0, 2) and top % 2 == 0, (n, height, top, bottom)
 
 
 def test_the_zego_grid_shows_the_first_25() -> None:

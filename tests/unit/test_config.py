@@ -57,12 +57,17 @@ def test_an_unknown_toml_key_is_an_error_not_a_silent_default(tmp_path):
 
 
 def test_every_setting_has_an_environment_variable():
+    """Every field, whatever its type, is read from CLOUDREC_<NAME> (the old test set the int
+    fields only and checked two of them)."""
     import dataclasses
 
-    env = {
-        f"CLOUDREC_{f.name.upper()}": "1"
-        for f in dataclasses.fields(Settings)
-        if f.type in ("int",)
-    }
-    s = load_settings(env=env)
-    assert s.http_port == 1 and s.rtmp_port == 1
+    sample = {"int": "7", "float": "2.5", "bool": "true", "Path": "/srv/rec", "str": "x"}
+    special = {"http_port": "8081", "rtmp_port": "1936", "log_format": "text"}
+    fields = dataclasses.fields(Settings)
+    raw = {f.name: special.get(f.name, sample[str(f.type)]) for f in fields}
+    s = load_settings(env={f"CLOUDREC_{name.upper()}": value for name, value in raw.items()})
+    typed = {"int": int, "float": float, "bool": lambda v: v == "true", "Path": Path, "str": str}
+    for f in fields:
+        want = typed[str(f.type)](raw[f.name])
+        got = getattr(s, f.name)
+        assert got == want and got != getattr(Settings(), f.name), (f.name, got)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from cloudrec.core.apps import App
 from cloudrec.core.delivery import (
     DeliveryPolicy,
     DeliveryService,
@@ -17,6 +23,7 @@ from cloudrec.core.delivery import (
 )
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import (
+    Callback,
     Desired,
     FileFormat,
     FileStatus,
@@ -70,8 +77,86 @@ def test_the_jocloud_envelope_has_the_documented_fields():
     json.dumps(body)  # serialisable as is
 
 
-def test_hmac_signature_is_hex_sha256():
-    assert len(hmac_sha256("k", b"body")) == 64
+def test_hmac_signature_is_hmac_sha256_in_lower_case_hex():
+    # The well-known HMAC-SHA256 example (key "key"), computed elsewhere, not by this code.
+    assert hmac_sha256("key", b"The quick brown fox jumps over the lazy dog") == (
+        "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    )
+
+
+class RecordingSender:
+    """A callback receiver that answers ``statuses`` in turn and keeps what it was sent."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        self.sent.append((url, body, headers))
+        return self.statuses.pop(0) if self.statuses else 200
+
+
+def _callback(clock: FakeClock, attempts: int = 0) -> Callback:
+    body = json.dumps({"event": "task_completed", "recordid": "t1"})
+    return Callback(7, "t1", 5, "http://cb.example/x", "task_completed", "m1", body,
+                    "pending", attempts, clock(), clock())  # fmt: skip
+
+
+def _callback_service(sender: RecordingSender, policy: DeliveryPolicy | None = None):
+    clock = FakeClock()
+    world = FakeDeliveryWorld(clock)
+    world.apps.add(App(5, "server-secret", "callback-secret", "publish-secret", clock()))
+    svc = DeliveryService(
+        world, clock, None, world.backup, sender, world.spool, policy or DeliveryPolicy()
+    )
+    return svc, world, clock
+
+
+def test_a_callback_is_signed_with_the_apps_callback_secret_over_the_exact_body():
+    """Regression (issue 12): a signature keyed with another of the app's secrets passed the
+    unit tests, which only checked that the signature was 64 characters long."""
+    sender = RecordingSender(200)
+    svc, world, clock = _callback_service(sender)
+    cb = _callback(clock)
+    world.delivery.pending[cb.id] = cb
+    assert svc.send(cb) is True
+    [(url, body, headers)] = sender.sent
+    assert url == cb.url and body == cb.body.encode()
+    expected = hmac.new(b"callback-secret", body, hashlib.sha256).hexdigest()
+    assert headers["X-Cloudrec-Signature"] == "sha256=" + expected
+    assert headers["X-Cloudrec-Message-Id"] == "m1"
+    [(cb_id, fields)] = world.delivery.callback_updates
+    assert cb_id == 7 and fields == {"status": "delivered", "attempts": 1, "delivered_at": clock()}
+
+
+@pytest.mark.parametrize(
+    ("attempts_before", "delay_s"), [(0, 5.0), (1, 10.0), (2, 20.0), (5, 160.0), (6, 300.0)]
+)
+def test_a_failed_callback_is_tried_again_after_a_doubling_wait_capped_at_the_maximum(
+    attempts_before, delay_s
+):
+    policy = DeliveryPolicy(
+        callback_attempts=99, callback_backoff_s=5.0, callback_backoff_max_s=300.0
+    )
+    svc, world, clock = _callback_service(RecordingSender(500), policy)
+    cb = _callback(clock, attempts_before)
+    world.delivery.pending[cb.id] = cb
+    assert svc.send(cb) is False
+    [(_, fields)] = world.delivery.callback_updates
+    assert fields == {
+        "attempts": attempts_before + 1,
+        "next_at": clock() + timedelta(seconds=delay_s),
+    }
+    [attempt] = world.delivery.callback_attempts
+    assert (attempt.http_status, attempt.error) == (500, "HTTP 500")
+
+
+def test_a_callback_fails_for_good_after_its_last_attempt():
+    svc, world, clock = _callback_service(RecordingSender(503), DeliveryPolicy(callback_attempts=3))
+    cb = _callback(clock, attempts=2)
+    world.delivery.pending[cb.id] = cb
+    assert svc.send(cb) is False
+    assert world.delivery.callback_updates == [(7, {"status": "failed", "attempts": 3})]
 
 
 class FlakyStore:
@@ -191,3 +276,63 @@ def test_a_zego_task_ended_by_a_full_disk_says_quit_reason_1004():
     body = zego_body(task, "task_stopped", [], FakeClock()(), "secret", 1)
     assert body is not None and body["event_type"] == 2
     assert body["detail"] == {"quit_reason": 1004}
+
+
+class DiskBackup:
+    """A backup store on disk: keeping a file moves it, as the real one does."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def keep(self, app_id: int, task_id: str, key: str, path: str, segments: bool = True) -> str:
+        dest = self.root / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, dest)
+        return str(dest)
+
+    def where(self, app_id: int, task_id: str, key: str) -> str:
+        return str(self.root / key)
+
+    def discard(self, path: str) -> None:
+        Path(path).unlink()
+
+
+class ReadingStore:
+    """An object store that reads the file at the path it is given (failing while ``down``)."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, target, key, path, segments=True):
+        if self.down:
+            raise CloudrecError.unavailable("storage says 503", reason="server_error")
+        self.objects[key] = Path(path).read_bytes()
+        return f"https://bucket/{key}"
+
+
+def test_a_backed_up_file_is_uploaded_again_from_its_backup_copy(tmp_path):
+    """Regression (issue 12): a re-upload that read the spool path (gone once the file moved
+    to the backup store) passed, because the fake store ignored the path it was given."""
+    clock = FakeClock()
+    world = FakeDeliveryWorld(clock)
+    spooled = tmp_path / "spool" / "a.mp4"
+    spooled.parent.mkdir()
+    spooled.write_bytes(b"the recording")
+    f = dataclasses.replace(world.file, path=str(spooled))
+    world.tasks.rows[f.id] = f
+    store = ReadingStore()
+    policy = DeliveryPolicy(upload_attempts=2, upload_backoff_s=0.0)
+    svc = DeliveryService(
+        world, clock, store, DiskBackup(tmp_path / "backup"), None, world.spool, policy,
+        sleep=lambda s: None,
+    )  # fmt: skip
+    assert svc.deliver_file(f) is FileStatus.BACKED_UP
+    kept = world.tasks.rows[f.id]
+    assert kept.backup_path == str(tmp_path / "backup" / "a.mp4") and not spooled.exists()
+    store.down = False
+    clock.advance(policy.backup_retry_s)
+    assert svc.deliver_file(kept) is FileStatus.UPLOADED
+    assert store.objects == {"a.mp4": b"the recording"}
+    assert world.spool.removed == [kept.backup_path]  # the copy it uploaded, and only that
+    assert world.tasks.rows[f.id].backup_path is None

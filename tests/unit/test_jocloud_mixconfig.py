@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from cloudrec.api.jocloud import codes
 from cloudrec.api.jocloud.mixconfig import parse_mixconfig
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
@@ -124,9 +125,17 @@ def test_out_of_range_output_is_2101_naming_the_parameter(output, words):
 
 
 def test_h265_is_unsupported_not_invalid():
+    """Regression (issue 12): 4004 answered as 2101 passed every test that was run."""
     with pytest.raises(CloudrecError) as err:
         parse_mixconfig({"templateid": 1, "output": _out(videoencode=101)}, "r")
     assert err.value.reason == "unsupported"
+    assert codes.code_for(err.value) == codes.UNSUPPORTED == 4004
+
+
+def test_an_out_of_range_output_is_code_2101():
+    with pytest.raises(CloudrecError) as err:
+        parse_mixconfig({"templateid": 1, "output": _out(videowidth=2000)}, "r")
+    assert codes.code_for(err.value) == codes.INVALID_PARAMETER == 2101
 
 
 def test_audio_only_mixing_needs_no_video_parameters():

@@ -163,6 +163,18 @@ def test_chunk_stream_ids_use_one_two_and_three_byte_basic_headers() -> None:
         assert ChunkReader().feed(data) == [msg]
 
 
+@pytest.mark.parametrize("other", [67, 323])
+def test_chunk_streams_with_long_ids_are_told_apart_from_short_ones(other: int) -> None:
+    """A message on chunk stream ``other`` (a two-byte basic header whose byte, read without
+    the offset of 64, says 3; a three-byte one) between the two chunks of a message on
+    stream 3: each chunk goes to its own stream."""
+    first, second = Message(9, 1, 40, bytes(range(200))), Message(8, 1, 41, b"sound")
+    a = encode_message(first, 3, 128)
+    b = encode_message(second, other, 128)
+    a1, a2 = a[: 1 + 11 + 128], a[1 + 11 + 128 :]
+    assert ChunkReader().feed(a1 + b + a2) == [second, first]
+
+
 def test_control_messages_and_commands_survive_a_round_trip() -> None:
     ping = messages.UserControl(messages.PING_REQUEST, 12345)
     assert messages.UserControl.parse(bytes(ping)) == ping
