@@ -39,7 +39,7 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.started: list[str] = []
 
-    def start(self, task_id: str) -> str:
+    def start(self, task_id: str, attempt: int = 1) -> str:
         self.started.append(task_id)
         return f"fake:{task_id}"
 
@@ -48,6 +48,12 @@ class FakeExecutor:
 
     def exit_detail(self, handle: str) -> str:
         return "still running"
+
+    def kill(self, handle: str) -> None:
+        pass
+
+    def reap(self) -> None:
+        pass
 
 
 class InProcess:

@@ -114,7 +114,8 @@ def test_hooks_allow_a_publish_list_it_and_end_it(api):
     assert hook(api, "on_publish", form) == (200, "ok\n")
     [live] = api.container.rooms.live(APP, "room1")
     assert (live.stream_id, live.user_id, live.source) == ("s1", "alice", "hook")
-    assert live.pull_url == f"{form['tcurl']}/s1"
+    # From configuration (hook_rtmp_base), never the publisher's tcurl (issue 11 #4).
+    assert live.pull_url == f"{api.container.settings.hook_rtmp_base}/{form['app']}/s1"
     code, text = hook(api, "on_publish", form)  # the same stream twice
     assert code == 403 and text.strip()
     assert hook(api, "on_publish_done", form) == (200, "ok\n")

@@ -62,7 +62,14 @@ def test_every_setting_has_an_environment_variable():
     import dataclasses
 
     sample = {"int": "7", "float": "2.5", "bool": "true", "Path": "/srv/rec", "str": "x"}
-    special = {"http_port": "8081", "rtmp_port": "1936", "log_format": "text"}
+    special = {
+        "http_port": "8081",
+        "rtmp_port": "1936",
+        "log_format": "text",
+        "executor": "process",
+        "hook_rtmp_base": "rtmp://10.0.0.5:1935",
+        "rtmp_connection_cap_exempt": "10.0.0.9",
+    }
     fields = dataclasses.fields(Settings)
     raw = {f.name: special.get(f.name, sample[str(f.type)]) for f in fields}
     s = load_settings(env={f"CLOUDREC_{name.upper()}": value for name, value in raw.items()})
