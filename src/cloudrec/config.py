@@ -93,7 +93,7 @@ class Settings:
     # How recordings run: "host", warm recorder-host processes each running up to
     # tasks_per_host recordings in threads (docs/benchmarks.md: a sixth of the memory); or
     # "process", one process per recording.
-    executor: str = "host"
+    executor: str = "process"
     tasks_per_host: int = 16
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
     max_worker_restarts: int = 5

@@ -195,12 +195,6 @@ class TaskControl:
             )
             uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
 
-    def file_repaired(self, file_id: int, **fields: object) -> None:
-        """A closed file, not yet delivered, cut back to what a player can read (a write
-        failed mid-way)."""
-        with self._fenced() as uow:
-            uow.tasks.update_file_if(file_id, (FileStatus.RECORDED,), complete=False, **fields)
-
     def files_merged(self, into: int, merged: list[int], **fields: object) -> None:
         """Files of a stream that left and came back, now one file (``into``): the others'
         rows go, the one left is finished."""

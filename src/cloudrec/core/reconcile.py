@@ -241,8 +241,8 @@ class Reconciler:
     def _start_next(self, task: Task, now: datetime) -> str | None:
         """A task waiting for its next attempt's worker: start it once its backoff is over
         (one reconciler only: the claim is on the task having no worker)."""
-        if task.desired is Desired.STOPPED:
-            with self._uow() as uow:  # stopped while it waited: nothing more to record
+        if task.desired is Desired.STOPPED or task.state is TaskState.STOPPING:
+            with self._uow() as uow:  # stopped (or ending by itself) while it waited
                 if not uow.tasks.update_if(
                     task.task_id,
                     attempt=task.attempt,

@@ -180,7 +180,18 @@ class TaskService:
             uow.tasks.update(task.task_id, worker=STARTING)
             uow.tasks.add_event(task.task_id, "created", now)
             uow.commit()
-        handle = self._executor.start(task.task_id, task.attempt)
+        try:
+            handle = self._executor.start(task.task_id, task.attempt)
+        except Exception:
+            # The task is stored: the reconciler starts its worker at its next pass (not a
+            # death), so the caller is told of a task that will record, not of a failure.
+            log.exception("task.worker_start_failed", extra={"fields": {"task_id": task.task_id}})
+            with self._uow() as uow:
+                uow.tasks.update_if(
+                    task.task_id, attempt=task.attempt, worker=None, lease_until=self._clock()
+                )
+                uow.commit()
+            return task
         with self._uow() as uow:
             uow.tasks.update_if(task.task_id, attempt=task.attempt, worker=handle)
             uow.commit()

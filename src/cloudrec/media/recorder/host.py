@@ -35,6 +35,9 @@ from cloudrec.media.recorder.worker import TaskWorker
 
 log = logging.getLogger("cloudrec.host")
 
+# How long a finished worker's recorder threads may take to stop before it is reported done.
+LEFTOVER_WAIT_S = 15.0
+
 
 class RecorderHost:
     def __init__(
@@ -76,6 +79,12 @@ class RecorderHost:
                 log.exception("host.worker_crashed", extra={"fields": {"task_id": task_id}})
                 detail = f"worker crashed: {type(exc).__name__}: {exc}"
             finally:
+                # In a shared process a worker's threads outlive it unless stopped: stop its
+                # recorders and wait for them before saying it is done (its files are then
+                # closed, and the next attempt never records beside a leftover).
+                left = worker.stop_threads(LEFTOVER_WAIT_S)
+                if left:
+                    detail += f"; {left} recorder thread(s) still running"
                 with self._lock:
                     self.workers.pop(key, None)
                 self._say(f"done {task_id} {attempt} {' '.join(detail.split())}")
@@ -99,20 +108,34 @@ class RecorderHost:
             w.terminated.set()
 
     def _read(self, commands: IO[str]) -> None:
-        for line in commands:
-            parts = line.split()
-            if not parts:
-                continue
-            if parts[0] == "exit":
-                break
-            if parts[0] in ("run", "abandon") and len(parts) == 3 and parts[2].isdigit():
-                if parts[0] == "abandon":
-                    self.abandon(parts[1], int(parts[2]))
-                elif not self.closing.is_set():
-                    self.run_task(parts[1], int(parts[2]))
-                continue
-            log.warning("host.bad_command", extra={"fields": {"line": line.strip()[:200]}})
-        self.closing.set()
+        try:
+            for line in commands:
+                parts = line.split()
+                if not parts:
+                    continue
+                if parts[0] == "exit":
+                    break
+                if parts[0] in ("run", "abandon") and len(parts) == 3 and parts[2].isdigit():
+                    self._command(parts[0], parts[1], int(parts[2]))
+                    continue
+                log.warning("host.bad_command", extra={"fields": {"line": line.strip()[:200]}})
+        finally:
+            self.closing.set()  # whatever ended the reading: take no more, exit when done
+
+    def _command(self, verb: str, task_id: str, attempt: int) -> None:
+        """One command; a task that cannot be started is answered ``done`` at once, so that
+        the service replaces it instead of waiting for its lease to run out."""
+        if verb == "abandon":
+            self.abandon(task_id, attempt)
+            return
+        if self.closing.is_set():
+            self._say(f"done {task_id} {attempt} refused: this host is closing")
+            return
+        try:
+            self.run_task(task_id, attempt)
+        except Exception as exc:
+            log.exception("host.start_failed", extra={"fields": {"task_id": task_id}})
+            self._say(f"done {task_id} {attempt} start failed: {type(exc).__name__}: {exc}")
 
     def serve(self, commands: IO[str]) -> int:
         """Take commands until ``exit``, the end of input or SIGTERM, then wait for every

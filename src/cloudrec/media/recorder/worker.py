@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -78,6 +79,10 @@ RECONCILE_S = 0.25
 # left to the reconciler, which finalises it once this worker has exited.
 STOP_WAIT_S = 30.0
 MIX_STOP_WAIT_S = 120.0
+# Less free than this on the spool's disk is a full disk.
+DISK_FULL_BYTES = 1 << 20
+# Recorders started again for one stream session that ended with an error while still live.
+RECORDER_RESTARTS = 3
 # Reads of the task in a row that may fail (the database locked or restarting) before the
 # worker gives up; the heartbeat keeps the lease meanwhile, or loses it and the worker stops.
 POLL_FAILURES = 60
@@ -98,6 +103,20 @@ class _Session:
     recorder: StreamRecorder | StreamSnapshotter
     stream: LiveStream
     reported: bool = field(default=False)
+    restarts: int = 0  # recorders started again after one ended with an error, live
+
+    def restartable(self, live: bool) -> bool:
+        """A recorder that gave up with an error while its stream session is still live
+        (not for a full disk: that ends the task) gets a new one, a few times."""
+        r = self.recorder
+        return (
+            live
+            and not r.is_alive()
+            and r.ended_by == "error"
+            and not disk_full(r.error)
+            and isinstance(r, StreamRecorder)
+            and self.restarts < RECORDER_RESTARTS
+        )
 
 
 def _stamp(unix_ms: int) -> str:
@@ -147,6 +166,15 @@ def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str])
     if mix.main_stream_id is None:
         return None
     return keys_by_stream.get(mix.main_stream_id, f"{room_id}/s:{mix.main_stream_id}")
+
+
+def spool_free(settings: Settings) -> int:
+    """Free bytes on the spool's disk (the data dir's before the spool exists)."""
+    spool = settings.spool_dir
+    try:
+        return shutil.disk_usage(spool if spool.exists() else settings.data_dir).free
+    except OSError:
+        return DISK_FULL_BYTES  # cannot tell: not full on that account
 
 
 def disk_full(error: str | None) -> bool:
@@ -254,6 +282,18 @@ class TaskWorker:
         finally:
             self.heartbeat.stop()
 
+    def stop_threads(self, wait_s: float) -> int:
+        """Stop every recorder and the mixer now and wait up to ``wait_s`` for them; how many
+        are still running (a recorder host calls this when a worker is over)."""
+        self._abandon()
+        deadline = time.monotonic() + wait_s
+        threads: list[threading.Thread] = [s.recorder for s in self.sessions.values()]
+        if self.mixer is not None:
+            threads.append(self.mixer)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return sum(t.is_alive() for t in threads)
+
     def _abandon(self) -> None:
         """The task is another attempt's now: stop writing (the files stay as they are; the
         reconciler has finalised them)."""
@@ -315,7 +355,14 @@ class TaskWorker:
             else:
                 for stream in live:
                     key = (stream.stream_id, stream.started_at.isoformat())
-                    if key not in self.sessions:
+                    old = self.sessions.get(key)
+                    if old is not None and old.restartable(key in self.live_sessions):
+                        self._start_recorder(task, stream, key)
+                        self.sessions[key].restarts = old.restarts + 1
+                        self.control.event(
+                            "recorder_restarted", f"{stream.stream_id}: after {old.recorder.error}"
+                        )
+                    elif old is None:
                         if spec.screenshots:
                             self._start_snapshotter(task, stream, key)
                         else:
@@ -395,6 +442,11 @@ class TaskWorker:
 
         def on_close(file_id: int, fields: dict[str, object]) -> None:
             path = paths.pop(file_id, None)
+            session = self.sessions.get(key)
+            if path is not None and session is not None and disk_full(session.recorder.error):
+                # A write cut short by the full disk: back to what a player reads, before the
+                # file is reported closed (and so before delivery can take it).
+                fields = {**fields, **probe_file(path, opened[file_id][0]), "complete": False}
             if path is not None and path.suffix in (".mp4", ".flv", ".m3u8"):
                 # ZEGO CustomBeginTimestamp: the publisher's time in the stream's SEI.
                 fields = {**fields, "custom_begin_ms": begin_timestamp(path)}
@@ -627,6 +679,10 @@ class TaskWorker:
             return file_id
 
         def on_close(file_id: int, fields: dict[str, object]) -> None:
+            written = self.written.get(file_id)
+            if written is not None and self.mixer is not None and disk_full(self.mixer.error):
+                # Cut short by the full disk: back to what a player reads before it is closed.
+                fields = {**fields, **probe_file(*written), "complete": False}
             self.control.file_closed(file_id, str(file_id), **fields)
             w = self.mix_wave
             if w is not None and file_id == w.beside:
@@ -756,6 +812,9 @@ class TaskWorker:
         return errors
 
     def _disk_full(self) -> bool:
+        # Some muxers (HLS) fail quietly on a full disk: the free space says it too.
+        if spool_free(self.settings) < DISK_FULL_BYTES:
+            return True
         errors = [s.recorder.error for s in self.sessions.values()]
         errors.append(self.shot_error)
         if self.mixer is not None:
@@ -800,9 +859,4 @@ class TaskWorker:
         errors = self._close(stop_at)
         if reason == END_DISK_FULL:
             errors.insert(0, "the spool disk is full: no more could be written")
-            # A write cut short leaves half a fragment: back to what a player reads (files
-            # already uploaded and gone from the spool are left as they were reported).
-            for file_id, (path, fmt) in self.written.items():
-                if path.exists():
-                    self.control.file_repaired(file_id, **probe_file(path, fmt))
         return self.control.finish(reason, "; ".join(errors) or None)
