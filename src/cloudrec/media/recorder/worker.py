@@ -79,8 +79,8 @@ RECONCILE_S = 0.25
 # left to the reconciler, which finalises it once this worker has exited.
 STOP_WAIT_S = 30.0
 MIX_STOP_WAIT_S = 120.0
-# Less free than this on the spool's disk is a full disk.
-DISK_FULL_BYTES = 1 << 20
+# Less free than this (256 KiB) on the spool's disk is a full disk.
+DISK_FULL_BYTES = 256 << 10
 # Recorders started again for one stream session that ended with an error while still live.
 RECORDER_RESTARTS = 3
 # Reads of the task in a row that may fail (the database locked or restarting) before the
