@@ -90,9 +90,9 @@ class Settings:
     rtmp_connection_cap_exempt: str = "127.0.0.1,::1"
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
-    # How recordings run: "host", warm recorder-host processes each running up to
-    # tasks_per_host recordings in threads (docs/benchmarks.md: a sixth of the memory); or
-    # "process", one process per recording.
+    # How recordings run: "process", one process per recording; or "host", warm recorder-host
+    # processes each running up to tasks_per_host recordings in threads (docs/benchmarks.md:
+    # a sixth of the memory; docs/reliability.md: its limits).
     executor: str = "process"
     tasks_per_host: int = 16
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
