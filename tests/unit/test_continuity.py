@@ -52,3 +52,16 @@ def test_tracks_jump_on_their_own_and_composition_offsets_are_kept() -> None:
     assert r.rebase(1, "audio", 0, 0, 23, MS, 100.04) == (5033, 5033)
     assert r.rebase(1, "audio", 23, 23, 23, MS, 100.06) == (5056, 5056)
     assert [s.split(":")[0] for s in r.reasons] == ["video", "audio"]
+
+
+def test_repeated_timestamps_move_one_packet_and_leave_no_drift() -> None:
+    """Review: every step back, a repeated timestamp included, shifted the track one frame
+    for good: 20 repeats in 1000 audio packets left the sound 460 ms behind the picture."""
+    r = TimestampRebaser()
+    stamps = [(t * 23, 100 + t * 0.023) for t in range(1000)]
+    for i in range(50, 1000, 50):  # a repeated timestamp every 50 packets
+        stamps[i] = (stamps[i - 1][0], stamps[i][1])
+    out = [r.rebase(0, "audio", d, d, 23, MS, at)[0] for d, at in stamps]
+    assert all(b > a for a, b in zip(out, out[1:], strict=False))
+    assert out[-1] == stamps[-1][0]  # no lasting shift
+    assert r.jumps == 0

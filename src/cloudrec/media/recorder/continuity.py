@@ -22,6 +22,8 @@ JUMP_S = 3.0
 """A timestamp that runs ahead of the wall clock by more than this since the track's last
 packet is a forward jump.  Any step back is a jump back."""
 SILENCE_S = 1.0
+# A step back of at most this many packet durations is a repeated timestamp, not a restart.
+SMALL_BACK_STEPS = 4
 """A publisher silent for longer than this across a jump: the rebased track keeps the
 silence (as a stall without a jump does), so the file's timeline follows the wall clock."""
 
@@ -64,6 +66,12 @@ class TimestampRebaser:
         dts += t.adjust
         delta = dts - t.last_dts
         waited = max(0.0, arrival - t.arrival)
+        if delta <= 0 and -delta <= SMALL_BACK_STEPS * t.step and waited <= SILENCE_S:
+            # A repeated or slightly early timestamp (encoders stamping from a system clock):
+            # this packet only, moved just past the last; no lasting shift, so no drift.
+            dts = t.last_dts + 1
+            t.last_dts, t.arrival = dts, arrival
+            return dts, None if pts is None else max(dts, pts + t.adjust)
         if delta <= 0 or delta * time_base > waited + JUMP_S:
             advance = t.step
             if waited > SILENCE_S:
