@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from cloudrec.media.recorder.continuity import TimestampRebaser
 
 MS = 0.001  # an FLV time base
@@ -62,6 +64,6 @@ def test_repeated_timestamps_move_one_packet_and_leave_no_drift() -> None:
     for i in range(50, 1000, 50):  # a repeated timestamp every 50 packets
         stamps[i] = (stamps[i - 1][0], stamps[i][1])
     out = [r.rebase(0, "audio", d, d, 23, MS, at)[0] for d, at in stamps]
-    assert all(b > a for a, b in zip(out, out[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(out))
     assert out[-1] == stamps[-1][0]  # no lasting shift
     assert r.jumps == 0
