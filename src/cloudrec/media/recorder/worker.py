@@ -188,10 +188,12 @@ class Heartbeat(threading.Thread):
     """Renews the worker's lease every ``HEARTBEAT_S`` on a thread of its own, so that a
     worker busy closing its files (or waiting for a slow database) keeps its task; sets
     ``lost`` once the task is no longer this attempt's.  A watchdog too: while the worker's
-    loop has not ticked for ``STALL_S`` (and it is not closing its files), the lease is left
+    loop has not ticked for ``STALL_S`` (120 s; and it is not closing its files), the lease is left
     to run out, so that a worker stuck for good is replaced rather than kept alive."""
 
-    STALL_S = 30.0
+    # Longer than anything the loop waits on by design: fetching a mix's pictures may take
+    # the outbound total timeout (60 s) plus a read.
+    STALL_S = 120.0
 
     def __init__(self, control: TaskControl) -> None:
         super().__init__(name="heartbeat", daemon=True)
