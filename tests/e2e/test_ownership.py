@@ -214,6 +214,7 @@ def test_a_killed_worker_is_replaced_within_10_s_and_its_parts_hold_the_window(
         jo = JoCloud(svc.http, APP, svc.app["server_secret"])
         resid, record_id = jo.start(ROOM, "alice", storagecfg=storage())
         wait(svc, record_id, lambda t: t["state"] == "recording")
+        recording_at = time.monotonic()
         time.sleep(5)
         first = worker_pid(svc, record_id)
         assert first is not None
@@ -229,6 +230,7 @@ def test_a_killed_worker_is_replaced_within_10_s_and_its_parts_hold_the_window(
         replaced_in = time.monotonic() - killed
         assert task_of(svc, record_id)["state"] == "recording"
         time.sleep(6)
+        window_s = time.monotonic() - recording_at
         assert jo.stop(resid, ROOM, record_id)["code"] == 0
         task = wait(svc, record_id, lambda t: t["state"] in ("completed", "failed"))
         assert task["state"] == "completed", task
@@ -249,7 +251,9 @@ def test_a_killed_worker_is_replaced_within_10_s_and_its_parts_hold_the_window(
             spans.append(span(video, source_hashes["video"]))
         gap_frames = spans[1][0] - spans[0][1] - 1
         assert gap_frames <= 10 * FPS, spans  # at most the 10 s around the death are missing
-        assert spans[1][1] - spans[0][0] >= 14 * FPS  # together: the whole window, ~16 s
+        # Together the parts reach from the start to the stop: the window the test waited
+        # through (~13-20 s, with the replacement's time), less 2 s for the stop's own latency.
+        assert spans[1][1] - spans[0][0] >= (window_s - 2) * FPS, (spans, window_s)
         assert zombies_of(svc.proc.pid) == []
     finally:
         pub.kill()
