@@ -10,9 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
+from cloudrec.api.jocloud.callbacks import JoCloudCallbacks
 from cloudrec.api.zego.auth import NONCE_WINDOW_S, LimitsNonceStore, NonceStore
+from cloudrec.api.zego.callbacks import ZegoCallbacks
 from cloudrec.callbacks.sender import HttpCallbackSender
 from cloudrec.config import Settings
+from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.delivery import DeliveryPolicy, DeliveryService
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
@@ -45,6 +48,7 @@ class Container:
     executor: Executor
     clock: Clock
     nonces: NonceStore
+    callbacks: Callbacks
 
     def check_target(self, what: str, url: str) -> None:
         """Refuse a URL a request gives (callback, image, storage endpoint) that resolves to a
@@ -83,6 +87,7 @@ def bootstrap(
         upgrade(engine)
     box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
     uow = uow_factory(engine, box)
+    callbacks = callback_formats()
     if executor is None:
         executor = (
             HostExecutor(settings, settings.tasks_per_host)
@@ -131,11 +136,20 @@ def bootstrap(
                 callback_backoff_s=settings.callback_backoff_s,
                 callback_backoff_max_s=settings.callback_backoff_max_s,
             ),
+            callbacks=callbacks,
         ),
         executor=executor,
         clock=clock,
         nonces=nonce_store(settings, engine, clock),
+        callbacks=callbacks,
     )
+
+
+def callback_formats() -> Callbacks:
+    """Each dialect's callbacks; cloudrec's own tasks speak JoCloud's (the native API's
+    callbacks until it has its own)."""
+    jocloud = JoCloudCallbacks()
+    return Callbacks({"jocloud": jocloud, "cloudrec": jocloud, "zego": ZegoCallbacks()})
 
 
 def nonce_store(settings: Settings, engine: Engine, clock: Clock) -> NonceStore:

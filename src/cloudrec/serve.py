@@ -194,6 +194,7 @@ async def serve(container: Container) -> None:
         container.executor,
         _finalise,
         RestartPolicy(max_restarts=s.max_worker_restarts),
+        callbacks=container.callbacks,
     )
     supervisor = asyncio.create_task(_reconcile(reconciler))
     stop_delivery = threading.Event()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cloudrec.core.delivery import zego_callback_signature
+from cloudrec.api.zego.callbacks import signature as zego_callback_signature
 from tests.e2e.test_record_mixed import colour_at, colour_publish, frames_of
 from tests.e2e.test_record_single import storage_service
 from tests.receiver import Receiver

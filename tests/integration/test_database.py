@@ -111,7 +111,6 @@ def test_times_round_trip_as_utc(container):
 
 
 def test_tasks_files_attempts_and_callbacks_round_trip(database_url, data_dir):
-    from cloudrec.core.delivery import enqueue_callback
     from cloudrec.core.tasks import (
         FileFormat,
         FileStatus,
@@ -152,7 +151,7 @@ def test_tasks_files_attempts_and_callbacks_round_trip(database_url, data_dir):
             uow.delivery.add_upload_attempt(
                 UploadAttempt(file_id, "bucket", c.clock(), False, "timeout", "slow", 1000)
             )
-            enqueue_callback(uow, c.clock(), task, "task_started", [])
+            c.callbacks.enqueue(uow, c.clock(), task, "task_started", [])
             uow.commit()
         due = c.delivery.files_due()
         assert [f.id for f in due] == [file_id]

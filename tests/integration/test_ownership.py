@@ -18,7 +18,7 @@ import pytest
 from cloudrec.bootstrap import bootstrap
 from cloudrec.config import load_settings
 from cloudrec.core.control import LeaseLostError, TaskControl
-from cloudrec.core.delivery import DeliveryService
+from cloudrec.core.delivery import CallbackSender, DeliveryService
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.reconcile import Reconciler, RestartPolicy
 from cloudrec.core.rooms import StreamMeta
@@ -48,7 +48,12 @@ class World:
         self.c.apps.create(APP)
         self.finalised: list[str] = []
         self.reconciler = Reconciler(
-            self.c.uow, self.clock, self.executor, self._finalise, RestartPolicy(max_restarts=2)
+            self.c.uow,
+            self.clock,
+            self.executor,
+            self._finalise,
+            RestartPolicy(max_restarts=2),
+            callbacks=self.c.callbacks,
         )
         target = PublishTarget(RoomAddress(APP, "r1"), "s1", "u1", None)
         self.c.rooms.published(target, StreamMeta(), "rtmp://127.0.0.1:1/x", "embedded", "")
@@ -66,7 +71,7 @@ class World:
         return self.c.tasks.get(APP, task_id)
 
     def control(self, task_id: str, attempt: int = 1) -> TaskControl:
-        return TaskControl(self.c.uow, self.clock, task_id, attempt)
+        return TaskControl(self.c.uow, self.clock, task_id, attempt, callbacks=self.c.callbacks)
 
     def open_file(self, control: TaskControl, name: str) -> int:
         return control.file_opened(
@@ -252,14 +257,17 @@ class NoCallbacks:
         return 200
 
 
-def _delivery(world: World, store: SlowStore) -> DeliveryService:
+def _delivery(
+    world: World, store: SlowStore, sender: CallbackSender | None = None
+) -> DeliveryService:
     return DeliveryService(
         world.c.uow,
         world.clock,
         store,
         LocalBackupStore(world.c.settings.backup_dir),
-        NoCallbacks(),
+        sender or NoCallbacks(),
         LocalSpool(),
+        callbacks=world.c.callbacks,
     )
 
 
@@ -320,14 +328,7 @@ def test_a_callback_is_sent_by_one_sender_only(world):
 
     task_id = world.start(RecordingSpec(room_id="r1", callback_url="http://127.0.0.1:9/cb"))
     world.control(task_id).set_state(TaskState.RECORDING, "recording", callback="task_started")
-    delivery = DeliveryService(
-        world.c.uow,
-        world.clock,
-        SlowStore(),
-        LocalBackupStore(world.c.settings.backup_dir),
-        Counting(),
-        LocalSpool(),
-    )
+    delivery = _delivery(world, SlowStore(), Counting())
     [cb] = delivery.callbacks_due()
     threads = [threading.Thread(target=delivery.send, args=(cb,)) for _ in range(4)]
     for t in threads:
@@ -447,7 +448,9 @@ def test_two_reconcilers_start_the_next_attempt_once(world):
         uow.tasks.update(task_id, attempt=2, worker=None, lease_until=world.clock())
         uow.commit()
     stale = world.task(task_id)
-    other = Reconciler(world.c.uow, world.clock, world.executor, world._finalise)
+    other = Reconciler(
+        world.c.uow, world.clock, world.executor, world._finalise, callbacks=world.c.callbacks
+    )
     assert world.reconciler._start_next(stale, world.clock()) is not None
     assert other._start_next(stale, world.clock()) is None  # the same stale row: it loses
     assert world.executor.starts.count((task_id, 2)) == 1
@@ -525,14 +528,7 @@ def test_a_callback_retried_later_is_not_sent_again_by_a_sender_holding_the_old_
 
     task_id = world.start(RecordingSpec(room_id="r1", callback_url="http://127.0.0.1:9/cb"))
     world.control(task_id).set_state(TaskState.RECORDING, "recording", callback="task_started")
-    delivery = DeliveryService(
-        world.c.uow,
-        world.clock,
-        SlowStore(),
-        LocalBackupStore(world.c.settings.backup_dir),
-        Failing(),
-        LocalSpool(),
-    )
+    delivery = _delivery(world, SlowStore(), Failing())
     [cb] = delivery.callbacks_due()
     assert delivery.send(cb) is False
     assert delivery.send(cb) is False  # the stale row: not due for 5 s

@@ -12,15 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from cloudrec.api.jocloud.callbacks import body as jocloud_body
+from cloudrec.api.zego.callbacks import body as zego_body
+from cloudrec.api.zego.callbacks import signature as zego_callback_signature
+from cloudrec.bootstrap import callback_formats
 from cloudrec.core.apps import App
-from cloudrec.core.delivery import (
-    DeliveryPolicy,
-    DeliveryService,
-    hmac_sha256,
-    jocloud_body,
-    zego_body,
-    zego_callback_signature,
-)
+from cloudrec.core.delivery import DeliveryPolicy, DeliveryService, hmac_sha256
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import (
     Callback,
@@ -107,7 +104,14 @@ def _callback_service(sender: RecordingSender, policy: DeliveryPolicy | None = N
     world = FakeDeliveryWorld(clock)
     world.apps.add(App(5, "server-secret", "callback-secret", "publish-secret", clock()))
     svc = DeliveryService(
-        world, clock, None, world.backup, sender, world.spool, policy or DeliveryPolicy()
+        world,
+        clock,
+        None,
+        world.backup,
+        sender,
+        world.spool,
+        policy or DeliveryPolicy(),
+        callbacks=callback_formats(),
     )
     return svc, world, clock
 
@@ -203,7 +207,15 @@ def _service(store, policy, sleeps, clock=None):
     clock = clock or FakeClock()
     world = FakeDeliveryWorld(clock)
     svc = DeliveryService(
-        world, clock, store, world.backup, world.sender, world.spool, policy, sleep=sleeps.append
+        world,
+        clock,
+        store,
+        world.backup,
+        world.sender,
+        world.spool,
+        policy,
+        sleep=sleeps.append,
+        callbacks=callback_formats(),
     )
     return svc, world, world.file
 
@@ -325,7 +337,7 @@ def test_a_backed_up_file_is_uploaded_again_from_its_backup_copy(tmp_path):
     policy = DeliveryPolicy(upload_attempts=2, upload_backoff_s=0.0)
     svc = DeliveryService(
         world, clock, store, DiskBackup(tmp_path / "backup"), None, world.spool, policy,
-        sleep=lambda s: None,
+        sleep=lambda s: None, callbacks=callback_formats(),
     )  # fmt: skip
     assert svc.deliver_file(f) is FileStatus.BACKED_UP
     kept = world.tasks.rows[f.id]

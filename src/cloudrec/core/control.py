@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from cloudrec.core.delivery import enqueue_callback
+from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.rooms import LiveStream
@@ -47,7 +47,12 @@ class LeaseLostError(Exception):
 
 
 def end_recording(
-    uow: UnitOfWork, task: Task, now: datetime, reason: str, error: str | None
+    uow: UnitOfWork,
+    callbacks: Callbacks,
+    task: Task,
+    now: datetime,
+    reason: str,
+    error: str | None,
 ) -> TaskState:
     """The recording of ``task`` is over: UPLOADING while it has files to deliver to a bucket,
     else COMPLETED; the stop callback (and ZEGO's uploading one) queued.  The caller has
@@ -60,9 +65,9 @@ def end_recording(
     )
     uow.tasks.add_event(task.task_id, "stopped", now, reason)
     ended = replace(task, state=state, ended_at=now, end_reason=reason, error=error)
-    enqueue_callback(uow, now, ended, "task_stopped", files)
+    callbacks.enqueue(uow, now, ended, "task_stopped", files)
     if uploading:
-        enqueue_callback(uow, now, ended, "task_uploading", [])  # ZEGO event 7
+        callbacks.enqueue(uow, now, ended, "task_uploading", [])  # ZEGO event 7
     return state
 
 
@@ -76,9 +81,12 @@ class TaskControl:
         task_id: str,
         attempt: int = 1,
         lease: timedelta = timedelta(seconds=LEASE_S),
+        *,
+        callbacks: Callbacks,
     ) -> None:
         self._uow = uow
         self._clock = clock
+        self._callbacks = callbacks
         self.task_id = task_id
         self.attempt = attempt
         self._lease = lease
@@ -154,7 +162,8 @@ class TaskControl:
             uow.tasks.add_event(self.task_id, event, self._clock(), detail)
             task = uow.tasks.get(self.task_id)
             if callback is not None and task is not None:
-                enqueue_callback(uow, self._clock(), task, callback, uow.tasks.files(task.task_id))
+                files = uow.tasks.files(task.task_id)
+                self._callbacks.enqueue(uow, self._clock(), task, callback, files)
         log.info(
             "task.%s",
             event,
@@ -166,7 +175,7 @@ class TaskControl:
         with self._fenced() as uow:
             task = uow.tasks.get(self.task_id)
             assert task is not None
-            state = end_recording(uow, task, self._clock(), reason, error)
+            state = end_recording(uow, self._callbacks, task, self._clock(), reason, error)
         log.info(
             "task.stopped",
             extra={"fields": {"task_id": self.task_id, "state": state.value, "detail": reason}},
@@ -223,4 +232,4 @@ class TaskControl:
             uow.tasks.add_event(self.task_id, kind, now, detail)
             task = uow.tasks.get(self.task_id)
             if task is not None:
-                enqueue_callback(uow, now, task, kind, [], dict(extra or {}))
+                self._callbacks.enqueue(uow, now, task, kind, [], dict(extra or {}))

@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
+from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.tasks import (
-    END_DISK_FULL,
-    END_IDLE,
-    END_MAX_DURATION,
-    END_WORKER_DIED,
     Callback,
     CallbackAttempt,
     FileFormat,
@@ -104,10 +99,6 @@ class DeliveryPolicy:
     callback_backoff_max_s: float = 300.0
 
 
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
-
-
 class DeliveryService:
     def __init__(
         self,
@@ -119,8 +110,11 @@ class DeliveryService:
         spool: Spool,
         policy: DeliveryPolicy = DeliveryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        callbacks: Callbacks,
     ) -> None:
         self._uow = uow
+        self._callbacks = callbacks
         self._clock = clock
         self._store = store
         self._backup = backup
@@ -291,7 +285,7 @@ class DeliveryService:
                     "file_url": self._store.url(target, playlist.name),
                     "media_track_type": int(playlist.track_type),
                 }
-                enqueue_callback(uow, now, task, "playlist_started", [], extra)
+                self._callbacks.enqueue(uow, now, task, "playlist_started", [], extra)
             uow.commit()
         return len(new)
 
@@ -417,7 +411,7 @@ class DeliveryService:
 
     # -- callbacks --------------------------------------------------------------------
     def _enqueue(self, uow: UnitOfWork, task: Task, event: str, files: list[RecordedFile]) -> None:
-        enqueue_callback(uow, self._clock(), task, event, files)
+        self._callbacks.enqueue(uow, self._clock(), task, event, files)
 
     def callbacks_due(self) -> list[Callback]:
         with self._uow() as uow:
@@ -505,184 +499,3 @@ class DeliveryService:
 
 def hmac_sha256(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-# JoCloud message types (the public document names the envelope, not the messages).
-JOCLOUD_MSGTYPE = {
-    "task_paused": 1,
-    "task_resumed": 1,
-    "task_started": 1,
-    "task_stopped": 1,
-    "task_failed": 1,
-    "task_completed": 1,
-    "file_uploaded": 2,
-    "file_backed_up": 2,
-    "file_upload_failed": 2,
-}
-
-
-def jocloud_body(
-    task: Task, event: str, files: list[RecordedFile], now: datetime, message_id: str
-) -> dict[str, Any]:
-    """JoCloud's envelope ``{msgid, product, msgtype, notifytime, context{...}}``."""
-    first = files[0] if files else None
-    context: dict[str, Any] = {
-        "msgname": event,
-        "appid": task.app_id,
-        "roomid": task.spec.room_id,
-        "uid": sorted({f.user_id for f in files if f.user_id} or set(task.spec.user_ids)),
-        "recordid": task.task_id,
-        "filetype": first.format.value if first else "",
-        "duration": first.duration_ms if first else 0,
-        "fileaddress": (first.url or first.name) if first else "",
-        "starttime": first.begin_ms if first else (_ms(task.started_at) if task.started_at else 0),
-    }
-    if task.end_reason and event.startswith("task_"):
-        context["reason"] = task.end_reason
-    return {
-        "msgid": message_id,
-        "product": "recordoss",
-        "msgtype": JOCLOUD_MSGTYPE.get(event, 1),
-        "notifytime": _ms(now),
-        "context": context,
-    }
-
-
-# ZEGO v2 callback events (recording-status-callback.mdx) for cloudrec's events; quit_reason
-# 3 idle, 4 maximum time, 6 the recording service went away.
-ZEGO_EVENTS = {
-    "task_stopped": 5,
-    "task_failed": 2,
-    "task_completed": 1,
-    "task_paused": 201,
-    "task_resumed": 202,
-    "image_failed": 3,
-    "room_empty": 4,
-    "stream_missing": 6,
-    "task_uploading": 7,
-    "playlist_started": 102,
-}
-# A screenshot's upload is done (in the bucket, in the backup store, or given up on).
-ZEGO_SCREENSHOT_EVENTS = ("file_uploaded", "file_backed_up", "file_upload_failed")
-# 1004: "the storage space available to the recording service is insufficient".
-ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6, END_DISK_FULL: 1004}
-
-
-def zego_body(
-    task: Task,
-    event: str,
-    files: list[RecordedFile],
-    now: datetime,
-    callback_secret: str,
-    sequence: int,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """ZEGO's callback for ``event``, signed; None when ZEGO has no such event.  ``extra`` is
-    the event's own detail (event 3: ``image_type`` and ``image_url``)."""
-    kind = ZEGO_EVENTS.get(event)
-    shots = [f for f in files if f.format is FileFormat.JPG]
-    if event in ZEGO_SCREENSHOT_EVENTS and shots:
-        # video-screenshot.mdx: one event 1 per screenshot, when its upload is done.
-        kind, files = 1, shots
-    elif kind == 1:
-        if task.spec.screenshots:
-            return None  # every screenshot had its own event 1
-        files = [f for f in files if f.format is not FileFormat.JPG]
-    if kind is None:
-        return None
-    if kind == 5 and task.end_reason in ZEGO_QUIT:
-        kind = 2  # stopped by itself: an abnormal end in ZEGO's words
-    detail: dict[str, Any] = dict(extra or {})
-    if kind == 2:
-        detail = {"quit_reason": ZEGO_QUIT.get(task.end_reason or "", 1001)}
-    elif kind == 1:
-        # Segments and sound waves count for upload_status; file_info lists recordings.
-        detail = {
-            "upload_status": 1 if all(f.status is FileStatus.UPLOADED for f in files) else 2,
-            "file_info": [
-                {
-                    "user_id": f.user_id or "",
-                    "user_name": f.user_id or "",
-                    "stream_id": f.stream_id or "",
-                    "file_id": f.name.rsplit("/", 1)[-1],
-                    "video_id": "",
-                    "file_url": f.url or "",
-                    "output_file_format": f.format.value,
-                    "file_size": f.size,
-                    "duration": f.duration_ms,
-                    "resolution_width": f.width or 0,
-                    "resolution_height": f.height or 0,
-                    "media_track_type": int(f.track_type),
-                    "begin_timestamp": f.begin_ms,
-                    "custom_begin_timestamp": f.custom_begin_ms,
-                    "status": f.status.zego_code,
-                }
-                for f in files
-                # A segment is in its playlist; a sound wave lies beside its recording.
-                if f.format not in (FileFormat.TS, FileFormat.SOUND_WAVE)
-            ],
-        }
-    nonce = str(secrets.randbelow(10**9))
-    timestamp = str(int(now.timestamp()))
-    return {
-        "app_id": task.app_id,
-        "task_id": task.task_id,
-        "room_id": task.spec.room_id,
-        "event_type": kind,
-        "message": task.end_reason or "",
-        "nonce": nonce,
-        "timestamp": timestamp,
-        "signature": zego_callback_signature(callback_secret, timestamp, nonce),
-        "sequence": sequence,
-        "detail": detail,
-    }
-
-
-def enqueue_callback(
-    uow: UnitOfWork,
-    now: datetime,
-    task: Task,
-    event: str,
-    files: list[RecordedFile],
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Store a callback for ``event``, in the task's dialect, if the task has a callback URL
-    and the dialect has such an event (never any secret in it)."""
-    url = task.spec.callback_url
-    if not url:
-        return
-    message_id = secrets.token_hex(16)
-    body: dict[str, Any] | None
-    if task.spec.dialect == "zego":
-        app = uow.apps.get(task.app_id)
-        sequence = len(uow.delivery.callbacks(task.task_id))
-        secret = app.callback_secret if app else ""
-        body = zego_body(task, event, files, now, secret, sequence, extra)
-        if body is None:
-            return
-    elif event not in JOCLOUD_MSGTYPE:
-        return
-    else:
-        body = jocloud_body(task, event, files, now, message_id)
-    uow.delivery.add_callback(
-        Callback(
-            id=None,
-            task_id=task.task_id,
-            app_id=task.app_id,
-            url=url,
-            event=event,
-            message_id=message_id,
-            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-            status="pending",
-            attempts=0,
-            next_at=now,
-            created_at=now,
-        )
-    )
-
-
-def zego_callback_signature(callback_secret: str, timestamp: str, nonce: str) -> str:
-    """ZEGO's callback signature: sha1 of the sorted, concatenated [secret, timestamp, nonce]
-    (see the spec's recording-status-callback page, "Source verification")."""
-    joined = "".join(sorted([callback_secret, timestamp, nonce]))
-    return hashlib.sha1(joined.encode(), usedforsecurity=False).hexdigest()

@@ -226,10 +226,10 @@ class MixSpec:
 
 
 def round4(value: int) -> int:
-    """JoCloud: width and height are rounded to the nearest multiple of 4."""
+    """A side rounded to the nearest multiple of 4 (both dialects round so)."""
     return max(4, (value + 2) // 4 * 4)  # halves round up: 18 -> 20
 
 
 def round_gop(gop: int, fps: int) -> int:
-    """JoCloud: ``videogop`` is rounded up to a whole multiple of the frame rate."""
+    """A GOP rounded up to a whole multiple of the frame rate."""
     return max(fps, -(-gop // fps) * fps)

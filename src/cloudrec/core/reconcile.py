@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.control import RELEASED, STARTING, end_recording
-from cloudrec.core.delivery import enqueue_callback
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.recording import START_GRACE, Executor
 from cloudrec.core.tasks import (
@@ -80,8 +80,11 @@ class Reconciler:
         executor: Executor,
         finalise: FileFinaliser,
         policy: RestartPolicy = RestartPolicy(),
+        *,
+        callbacks: Callbacks,
     ) -> None:
         self._uow = uow
+        self._callbacks = callbacks
         self._clock = clock
         self._executor = executor
         self._finalise = finalise
@@ -227,7 +230,9 @@ class Reconciler:
                 ):
                     return None
                 if stopping:
-                    end_recording(uow, current, now, current.end_reason or END_STOPPED, None)
+                    end_recording(
+                        uow, self._callbacks, current, now, current.end_reason or END_STOPPED, None
+                    )
                 else:
                     self._fail(
                         uow, current, now, f"{detail}; {deaths} deaths in a row, no more restarts"
@@ -251,7 +256,7 @@ class Reconciler:
                     worker=None,
                 ):
                     return None
-                end_recording(uow, task, now, task.end_reason or END_STOPPED, None)
+                end_recording(uow, self._callbacks, task, now, task.end_reason or END_STOPPED, None)
                 uow.commit()
             return "stopped while waiting for its next attempt"
         if task.lease_until is not None and task.lease_until > now:
@@ -292,7 +297,7 @@ class Reconciler:
         uow.tasks.add_event(task.task_id, "failed", now, detail)
         failed = uow.tasks.get(task.task_id)
         if failed is not None:
-            enqueue_callback(uow, now, failed, "task_failed", uow.tasks.files(task.task_id))
+            self._callbacks.enqueue(uow, now, failed, "task_failed", uow.tasks.files(task.task_id))
         log.error(
             "task.failed",
             extra={"fields": {"task_id": task.task_id, "reason": END_WORKER_DIED, "error": detail}},

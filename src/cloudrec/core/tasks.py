@@ -108,7 +108,7 @@ class SoundWaveKey(enum.StrEnum):
 
 
 class FileStatus(enum.StrEnum):
-    """A file's life, in the order of ZEGO's file statuses 1-5 (``zego_code``)."""
+    """A file's life."""
 
     RECORDING = "recording"  # being written
     RECORDED = "recorded"  # finalised in the spool; waiting for its upload (or kept: no storage)
@@ -116,17 +116,6 @@ class FileStatus(enum.StrEnum):
     UPLOADED = "uploaded"  # confirmed in the app's bucket; the spool copy is gone
     BACKED_UP = "backed_up"  # uploads failed; in the backup store, re-uploaded until retention
     FAILED = "failed"  # never uploaded, and the backup retention has ended
-
-    @property
-    def zego_code(self) -> int:
-        return {
-            FileStatus.RECORDING: 1,
-            FileStatus.RECORDED: 2,
-            FileStatus.UPLOADING: 2,
-            FileStatus.UPLOADED: 3,
-            FileStatus.BACKED_UP: 4,
-            FileStatus.FAILED: 5,
-        }[self]
 
     @property
     def delivered(self) -> bool:

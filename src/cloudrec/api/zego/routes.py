@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from cloudrec.api.bodies import parse_json
 from cloudrec.api.zego import codes
 from cloudrec.api.zego.auth import verify
+from cloudrec.api.zego.callbacks import FILE_STATUS
 from cloudrec.api.zego.schemas import parse_layout, parse_start
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
@@ -141,7 +142,7 @@ def describe_record_status(
             "MediaTrackType": int(f.track_type),
             "BeginTimestamp": f.begin_ms,
             "CustomBeginTimestamp": f.custom_begin_ms,
-            "Status": f.status.zego_code,
+            "Status": FILE_STATUS[f.status],
         }
         if f.status is FileStatus.UPLOADED and f.url:
             entry["FileUrl"] = f.url

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import IO
 
 from cloudrec.config import Settings
+from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.control import TaskControl
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.service import Clock
@@ -46,8 +47,10 @@ class RecorderHost:
         clock: Clock,
         settings: Settings,
         out: IO[str],
+        callbacks: Callbacks,
     ) -> None:
         self._uow = uow
+        self._callbacks = callbacks
         self._clock = clock
         self._settings = settings
         self._out = out
@@ -65,7 +68,8 @@ class RecorderHost:
                 pass  # the service is gone: the database tells the next one
 
     def run_task(self, task_id: str, attempt: int) -> None:
-        worker = TaskWorker(TaskControl(self._uow, self._clock, task_id, attempt), self._settings)
+        control = TaskControl(self._uow, self._clock, task_id, attempt, callbacks=self._callbacks)
+        worker = TaskWorker(control, self._settings)
         key = (task_id, attempt)
         with self._lock:
             self.workers[key] = worker
@@ -151,8 +155,10 @@ class RecorderHost:
             running[0].join()
 
 
-def main(uow: Callable[[], UnitOfWork], clock: Clock, settings: Settings) -> int:
-    host = RecorderHost(uow, clock, settings, sys.stdout)
+def main(
+    uow: Callable[[], UnitOfWork], clock: Clock, settings: Settings, callbacks: Callbacks
+) -> int:
+    host = RecorderHost(uow, clock, settings, sys.stdout, callbacks)
     signal.signal(signal.SIGTERM, lambda *_: host.terminate())
     log.info("host.started")
     return host.serve(sys.stdin)
