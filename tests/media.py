@@ -10,6 +10,7 @@ for tests that need to misbehave in ways ffmpeg will not (never read, publish th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import subprocess
@@ -508,3 +509,63 @@ def _decode_track(path: Path, kind: str, out: Decoded) -> float:
                 elif isinstance(frame, av.AudioFrame) and frame.sample_rate not in out.audio_rates:
                     out.audio_rates.append(frame.sample_rate)
         return end - (first or 0.0)
+
+
+# -- pre-encoded sources that publishers copy untouched, compared packet by packet -------------
+def encode_copy_source(
+    path: Path,
+    *,
+    seconds: int,
+    fps: int,
+    gop: int,
+    freq: int = 660,
+    box: str | None = None,
+) -> Path:
+    """An H.264/AAC FLV (320x240, a keyframe every ``gop`` frames, ``box``: a coloured square
+    in the corner) that publishers send with ``-c copy``, so that a recording can be compared
+    with it packet by packet (:func:`packet_hashes`)."""
+    vf = ["-vf", f"drawbox=c={box}:t=fill:w=40:h=40"] if box else []
+    subprocess.run(
+        [
+            *("ffmpeg", "-hide_banner", "-loglevel", "error", "-y"),
+            *("-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={fps}:duration={seconds}"),
+            *("-f", "lavfi", "-i", f"sine=frequency={freq}:sample_rate=48000:duration={seconds}"),
+            *vf,
+            *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
+            *("-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"),
+            *("-c:a", "aac", "-b:a", "64k", str(path)),
+        ],
+        check=True,
+        timeout=180,
+    )
+    return path
+
+
+def copy_publish(source: Path, url: str) -> subprocess.Popen[bytes]:
+    """Publish ``source`` in real time, packets untouched."""
+    return subprocess.Popen(
+        [
+            *("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"),
+            *("-re", "-i", str(source), "-c", "copy", "-f", "flv", url),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def packet_hashes(path: Path, kind: str) -> list[str]:
+    """The sha1 of every non-empty packet of the first ``kind`` ("video"/"audio") stream."""
+    with av.open(str(path)) as c:
+        streams = c.streams.video if kind == "video" else c.streams.audio
+        return [hashlib.sha1(bytes(p)).hexdigest() for p in c.demux(streams[0]) if p.size]
+
+
+def decode_errors(path: Path) -> str:
+    """What ffmpeg says when decoding the whole file ("" when it decodes cleanly)."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return out.stderr.strip()

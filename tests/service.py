@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,29 @@ class Service:
             if len(streams) == count or time.monotonic() > deadline:
                 return streams
             time.sleep(0.1)
+
+    def task(self, app: dict[str, Any], record_id: str) -> dict[str, Any]:
+        """The task as cloudrec's own API shows it (state, files, events, callbacks)."""
+        r = self.get(f"/v1/apps/{app['app_id']}/tasks/{record_id}", app)
+        r.raise_for_status()
+        task: dict[str, Any] = r.json()
+        return task
+
+    def wait_task(
+        self,
+        app: dict[str, Any],
+        record_id: str,
+        check: Callable[[dict[str, Any]], bool],
+        timeout_s: float = 40.0,
+    ) -> dict[str, Any]:
+        """The task once ``check`` holds for it; fails with the task as it was at the end."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            task = self.task(app, record_id)
+            if check(task):
+                return task
+            assert time.monotonic() < deadline, task
+            time.sleep(0.2)
 
     def log_events(self) -> list[dict[str, Any]]:
         assert self.log_path is not None

@@ -126,12 +126,6 @@ class LocalExecutor:
                     self._procs.pop(pid, None)
                     self._ended.pop(pid, None)
 
-    def forget(self, handle: str) -> None:
-        proc = self._proc(handle)
-        if proc is not None and proc.poll() is not None:
-            with self._lock:
-                self._procs.pop(proc.pid, None)
-
 
 def host_argv() -> list[str]:
     return [sys.executable, "-m", "cloudrec.cli", "recorder-host"]

@@ -3,9 +3,7 @@ ffmpeg, the JoCloud API over HTTP, and the files probed as a user would."""
 
 from __future__ import annotations
 
-import hashlib
 import signal
-import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +12,7 @@ import av
 import pytest
 
 from tests.jocloud import JoCloud
+from tests.media import copy_publish, encode_copy_source, packet_hashes
 from tests.s3server import FaultyS3
 from tests.service import Service
 
@@ -28,71 +27,12 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     """Two pre-encoded H.264/AAC FLV files that the publishers copy, untouched, so that the
     recording can be compared with them packet by packet."""
     d = tmp_path_factory.mktemp("sources")
-    out = {}
-    for user, (color, freq) in {"alice": ("red", 440), "bob": ("blue", 1000)}.items():
-        path = d / f"{user}.flv"
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                f"testsrc2=size=320x240:rate={FPS}:duration=180",
-                "-f",
-                "lavfi",
-                "-i",
-                f"sine=frequency={freq}:sample_rate=48000:duration=180",
-                "-vf",
-                f"drawbox=c={color}:t=fill:w=40:h=40",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                str(GOP),
-                "-keyint_min",
-                str(GOP),
-                "-sc_threshold",
-                "0",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "64k",
-                str(path),
-            ],
-            check=True,
-            timeout=120,
+    return {
+        user: encode_copy_source(
+            d / f"{user}.flv", seconds=180, fps=FPS, gop=GOP, freq=freq, box=color
         )
-        out[user] = path
-    return out
-
-
-def copy_publish(source: Path, url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-re",
-            "-i",
-            str(source),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        for user, (color, freq) in {"alice": ("red", 440), "bob": ("blue", 1000)}.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -171,12 +111,6 @@ def fetched(svc: Service, task: dict, file: dict, timeout_s: float = 30) -> Path
         body = client.get_object(Bucket="recbucket", Key=obj["Key"])["Body"].read()
         (dest / obj["Key"].rsplit("/", 1)[-1]).write_bytes(body)
     return dest / base
-
-
-def packet_hashes(path: Path, kind: str) -> list[str]:
-    with av.open(str(path)) as c:
-        streams = c.streams.video if kind == "video" else c.streams.audio
-        return [hashlib.sha1(bytes(p)).hexdigest() for p in c.demux(streams[0]) if p.size]
 
 
 def is_run_of(recorded: list[str], published: list[str]) -> bool:

@@ -327,11 +327,6 @@ class TaskService:
             uow.commit()
         return self.get(app_id, task_id)
 
-    def by_client_ref(self, app_id: int, client_ref: str) -> Task | None:
-        """The newest task started with this ``client_ref``."""
-        with self._uow() as uow:
-            return uow.tasks.by_resource(app_id, client_ref)
-
     def page(
         self,
         app_id: int,
