@@ -7,14 +7,20 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudrec import __version__
 from cloudrec.api import hooks, rooms, tasks
 from cloudrec.api.bodies import BodyLimit, Scope
-from cloudrec.api.errors import handle_cloudrec_error
+from cloudrec.api.errors import (
+    handle_cloudrec_error,
+    handle_http_error,
+    handle_validation_error,
+)
 from cloudrec.api.jocloud import codes as jocloud_codes
 from cloudrec.api.jocloud import routes as jocloud_routes
 from cloudrec.api.zego import codes as zego_codes
@@ -34,6 +40,8 @@ def create_app(container: Container) -> FastAPI:
         storage_from_string(container.settings.rate_limit_storage)
     )
     app.add_exception_handler(CloudrecError, handle_cloudrec_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_middleware(
         BodyLimit,
         max_bytes=container.settings.max_body_bytes,
