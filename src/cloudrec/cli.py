@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from cloudrec import __version__
+from cloudrec.cli_tasks import add_parsers as add_task_parsers
 from cloudrec.config import Settings, SettingsError, load_settings
 from cloudrec.core.errors import CloudrecError
 from cloudrec.logs import setup_logging
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     url.add_argument("--host", help="host in the URL (default: rtmp_public_host or host)")
     _common(url)
 
+    add_task_parsers(sub, _common)
+
     run_task = sub.add_parser("run-task")  # the per-task worker; started by the service
     run_task.add_argument("--attempt", type=int, default=1)
     run_task.add_argument("task_id")
@@ -158,6 +161,10 @@ def _run(args: argparse.Namespace) -> int:
         )
         TaskWorker(control, settings).run()
         return 0
+    if args.command in ("task", "room"):
+        from cloudrec.cli_tasks import run
+
+        return run(args, container)
     if args.app_command == "create":
         _print(container.apps.create(args.app_id).credentials(), args.json)
     elif args.app_command == "list":
