@@ -157,8 +157,10 @@ async def serve(container: Container) -> None:
     await asyncio.to_thread(
         container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
     )
+    app = create_app(container)
+    app.state.metrics.watch_ingest(rtmp)
     config = uvicorn.Config(
-        create_app(container),
+        app,
         host=s.host,
         port=s.http_port,
         log_config=None,

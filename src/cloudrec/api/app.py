@@ -8,9 +8,10 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudrec import __version__
@@ -27,6 +28,7 @@ from cloudrec.api.zego import codes as zego_codes
 from cloudrec.api.zego import routes as zego_routes
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
+from cloudrec.metrics import CountRequests, Metrics
 
 
 def create_app(container: Container) -> FastAPI:
@@ -47,6 +49,8 @@ def create_app(container: Container) -> FastAPI:
         max_bytes=container.settings.max_body_bytes,
         refuse=too_large,
     )
+    app.state.metrics = Metrics(container.engine)
+    app.add_middleware(CountRequests, metrics=app.state.metrics)
     app.include_router(rooms.router)
     app.include_router(hooks.router)
     app.include_router(tasks.router)
@@ -56,6 +60,16 @@ def create_app(container: Container) -> FastAPI:
     @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics (text format; no task or room ids)",
+        response_class=Response,
+    )
+    def metrics() -> Response:
+        registry = app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -174,7 +174,9 @@ class RtmpConnection(asyncio.Protocol):
             await self._end_publish("disconnected")
             self._end_play()
         finally:
-            self.server.connections.discard(self)
+            if self in self.server.connections:
+                self.server.connections.discard(self)
+                self.server.closed_bytes += self.received
             if self.admitted:
                 self.admitted = False
                 self.server.release(self.remote_addr)

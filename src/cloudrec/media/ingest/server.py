@@ -74,6 +74,7 @@ class RtmpServer:
         self._streams: dict[str, LiveStream] = {}
         self._stream_added = asyncio.Event()
         self.connections: set[RtmpConnection] = set()
+        self.closed_bytes = 0  # what the connections that have gone received
         self._admitted = 0
         self._per_address: collections.Counter[str] = collections.Counter()
         self._closing = False
@@ -91,6 +92,10 @@ class RtmpServer:
     def port(self) -> int:
         """The bound TCP port (the real one after :meth:`start`, also when asked for port 0)."""
         return self._port
+
+    def bytes_received(self) -> int:
+        """Every byte the ingest has read, since it started (for ``/metrics``)."""
+        return self.closed_bytes + sum(c.received for c in self.connections)
 
     def live_streams(self) -> dict[str, LiveStreamInfo]:
         """The streams being published now, by stream key."""
