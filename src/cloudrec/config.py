@@ -90,6 +90,8 @@ class Settings:
     rtmp_connection_cap_exempt: str = "127.0.0.1,::1"
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
+    # The operator's sign-in to the console (every app); empty: apps sign in only.
+    admin_token: str = ""
     # How recordings run: "process", one process per recording; or "host", warm recorder-host
     # processes each running up to tasks_per_host recordings in threads (docs/benchmarks.md:
     # a sixth of the memory; docs/reliability.md: its limits).

@@ -6,9 +6,10 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,6 +19,7 @@ from cloudrec import __version__
 from cloudrec.api import hooks, rooms, tasks
 from cloudrec.api.bodies import BodyLimit, Scope
 from cloudrec.api.errors import (
+    HTTP_STATUS,
     handle_cloudrec_error,
     handle_http_error,
     handle_validation_error,
@@ -27,8 +29,11 @@ from cloudrec.api.jocloud import routes as jocloud_routes
 from cloudrec.api.zego import codes as zego_codes
 from cloudrec.api.zego import routes as zego_routes
 from cloudrec.bootstrap import Container
+from cloudrec.console import routes as console
+from cloudrec.console.session import COOKIE, Sessions
 from cloudrec.core.errors import CloudrecError
 from cloudrec.metrics import CountRequests, Metrics
+from cloudrec.secretbox import load_key
 
 
 def create_app(container: Container) -> FastAPI:
@@ -41,7 +46,8 @@ def create_app(container: Container) -> FastAPI:
     app.state.limiter = MovingWindowRateLimiter(
         storage_from_string(container.settings.rate_limit_storage)
     )
-    app.add_exception_handler(CloudrecError, handle_cloudrec_error)
+    app.add_exception_handler(CloudrecError, handle_error)
+    app.add_exception_handler(console.SignInError, to_sign_in)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_middleware(
@@ -51,6 +57,11 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.metrics = Metrics(container.engine)
     app.add_middleware(CountRequests, metrics=app.state.metrics)
+    app.state.console_sessions = Sessions(
+        load_key(container.settings.secret_key, container.settings.data_dir).encode()
+    )
+    app.include_router(console.router)
+    app.mount("/console/static", StaticFiles(directory=console.HERE / "static"), name="static")
     app.include_router(rooms.router)
     app.include_router(hooks.router)
     app.include_router(tasks.router)
@@ -72,6 +83,26 @@ def create_app(container: Container) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """A refusal: a page in the console, the envelope of cloudrec's own API elsewhere (the
+    dialects answer their errors themselves)."""
+    assert isinstance(exc, CloudrecError)
+    if request.url.path.startswith("/console/"):
+        session = request.app.state.console_sessions.read(request.cookies.get(COOKIE))
+        page = console.templates.TemplateResponse(
+            request, "error.html", {"session": session, "error": exc.message}
+        )
+        page.status_code = HTTP_STATUS[exc.kind]
+        return page
+    return await handle_cloudrec_error(request, exc)
+
+
+async def to_sign_in(request: Request, _exc: Exception) -> Response:
+    if request.headers.get("HX-Request"):  # a fragment: htmx sends the whole page there
+        return Response(status_code=401, headers={"HX-Redirect": "/console/login"})
+    return RedirectResponse("/console/login", status_code=303)
 
 
 def too_large(scope: Scope, message: str) -> JSONResponse:
