@@ -284,7 +284,11 @@ def task_page(request: Request, task_id: str) -> HTMLResponse:
 @router.get("/tasks/{task_id}/live", response_class=HTMLResponse)
 def task_live(request: Request, task_id: str) -> HTMLResponse:
     session = _session(request)
-    return _render(request, "_task.html", session, **_task_context(_c(request), session, task_id))
+    context = _task_context(_c(request), session, task_id)
+    page = _render(request, "_task.html", session, **context)
+    if context["ended"]:
+        page.status_code = 286  # htmx: swap this last one in, and stop polling
+    return page
 
 
 @router.post("/tasks/{task_id}/{action}")
