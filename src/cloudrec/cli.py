@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--rtmp-port", type=int, help="RTMP port (env CLOUDREC_RTMP_PORT; default 1935)"
     )
+    serve.add_argument(
+        "--tls-cert-file", help="PEM certificate for HTTPS (env CLOUDREC_TLS_CERT_FILE)"
+    )
+    serve.add_argument("--tls-key-file", help="its PEM key (env CLOUDREC_TLS_KEY_FILE)")
     _common(serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
@@ -109,7 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     flags = {
         name: getattr(args, name, None)
-        for name in ("host", "http_port", "rtmp_port", "data_dir", "database_url", "log_level")
+        for name in (
+            "host",
+            "http_port",
+            "rtmp_port",
+            "data_dir",
+            "database_url",
+            "log_level",
+            "tls_cert_file",
+            "tls_key_file",
+        )
     }
     return load_settings(flags, config_file=args.config)
 

@@ -92,6 +92,10 @@ class Settings:
     hook_secret: str = ""
     # The operator's sign-in to the console (every app); empty: apps sign in only.
     admin_token: str = ""
+    # HTTPS: a PEM certificate (chain) and its key; both empty: plain HTTP (put a reverse
+    # proxy in front for TLS, or set these).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     # How recordings run: "process", one process per recording; or "host", warm recorder-host
     # processes each running up to tasks_per_host recordings in threads (docs/benchmarks.md:
     # a sixth of the memory; docs/reliability.md: its limits).
@@ -217,6 +221,12 @@ def load_settings(
         raise SettingsError(f"setting tasks_per_host: {settings.tasks_per_host} is not positive")
     if settings.max_body_bytes < 1:
         raise SettingsError(f"setting max_body_bytes: {settings.max_body_bytes} is not positive")
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise SettingsError("settings tls_cert_file and tls_key_file: give both, or neither")
+    for name in ("tls_cert_file", "tls_key_file"):
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            raise SettingsError(f"setting {name}: {path} is not a file")
     if not settings.hook_rtmp_base.startswith("rtmp://"):
         raise SettingsError(
             f"setting hook_rtmp_base: {settings.hook_rtmp_base!r} is not an rtmp:// URL"

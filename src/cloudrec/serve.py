@@ -166,6 +166,8 @@ async def serve(container: Container) -> None:
         log_config=None,
         access_log=False,
         lifespan="off",
+        ssl_certfile=s.tls_cert_file or None,
+        ssl_keyfile=s.tls_key_file or None,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()
