@@ -59,7 +59,7 @@ def test_serve_with_a_certificate_speaks_https_and_the_cookie_is_secure(tmp_path
         app = svc.create_app(1234)
         base = f"https://127.0.0.1:{svc.http_port}"
         trusted = ssl.create_default_context(cafile=str(cert))
-    with httpx.Client(verify=trusted, timeout=10) as client:
+        with httpx.Client(verify=trusted, timeout=10) as client:
             assert client.get(base + "/healthz").json()["status"] == "ok"
             r = client.get(f"{base}/v1/apps/1234/rooms", auth=("1234", app["server_secret"]))
             assert r.status_code == 200 and r.json()["rooms"] == []
