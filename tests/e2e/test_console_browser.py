@@ -7,13 +7,16 @@ its upload errors.  ``CLOUDREC_TEST_SCREENSHOTS=DIR`` keeps the pages' screensho
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.service import Service, ffmpeg_publish
 
@@ -57,6 +60,16 @@ def test_a_user_records_a_room_from_the_console_and_plays_it(tmp_path, browser):
         room = page.locator(f"section.room[data-room='{ROOM}']")
         room.locator("tr.stream", has_text="alice").wait_for()
         assert "320x240" in room.inner_text()
+        preview = room.locator("img.preview")
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=preview.element_handle()
+        )
+        size = preview.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert size == [320, 240]  # the stream's own picture, scaled to 320 wide
+        picture = Image.open(
+            io.BytesIO(page.request.get(svc.http + (preview.get_attribute("src") or "")).body())
+        )
+        assert np.asarray(picture.convert("L")).std() > 20  # testsrc2's bars, not a blank
         page.screenshot(path=str(out / "console-rooms.png"))
 
         room.locator("button", has_text="Start recording").click()

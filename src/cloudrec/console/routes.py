@@ -10,11 +10,14 @@ token.  Database work runs in the thread pool, never on the event loop.
 from __future__ import annotations
 
 import hmac
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import av
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
@@ -28,6 +31,7 @@ from cloudrec.console.session import COOKIE, SESSION_S, Session, Sessions
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
 from cloudrec.core.tasks import FileFormat, RecordingSpec, RecordMode, Task
+from cloudrec.media.preview import preview_jpeg
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -163,13 +167,65 @@ def _rooms(c: Container, session: Session) -> list[dict[str, Any]]:
 def rooms_page(request: Request, error: str = "") -> HTMLResponse:
     session = _session(request)
     rooms = _rooms(_c(request), session)
-    return _render(request, "rooms.html", session, rooms=rooms, error=error)
+    tick = int(time.time() // 10)  # previews: a new picture every 10 s
+    return _render(request, "rooms.html", session, rooms=rooms, error=error, tick=tick)
 
 
 @router.get("/rooms/live", response_class=HTMLResponse)
 def rooms_live(request: Request) -> HTMLResponse:
     session = _session(request)
-    return _render(request, "_rooms.html", session, rooms=_rooms(_c(request), session))
+    rooms = _rooms(_c(request), session)
+    return _render(request, "_rooms.html", session, rooms=rooms, tick=int(time.time() // 10))
+
+
+class Previews:
+    """Preview pictures, each kept ``TTL_S`` (however many pages show it), at most ``AT_ONCE``
+    being pulled at a time: a page open in many tabs costs the ingest a pull per stream per
+    ``TTL_S``, never more."""
+
+    TTL_S = 5.0
+    AT_ONCE = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.AT_ONCE)
+        self._kept: dict[tuple[int, str, str], tuple[float, bytes]] = {}
+
+    def get(self, key: tuple[int, str, str], url: str) -> bytes:
+        now = time.monotonic()
+        with self._lock:
+            self._kept = {k: v for k, v in self._kept.items() if now - v[0] < self.TTL_S}
+            if key in self._kept:
+                return self._kept[key][1]
+        if not self._slots.acquire(timeout=5):
+            raise CloudrecError.unavailable("previews are busy: try again")
+        try:
+            picture = preview_jpeg(url)
+        finally:
+            self._slots.release()
+        with self._lock:
+            self._kept[key] = (time.monotonic(), picture)
+        return picture
+
+
+PREVIEWS = Previews()
+
+
+@router.get("/apps/{app_id}/rooms/{room_id}/streams/{stream_id}/preview.jpg")
+def preview(request: Request, app_id: int, room_id: str, stream_id: str) -> Response:
+    session = _session(request)
+    if session.app_id is not None and session.app_id != app_id:
+        raise CloudrecError.permission_denied(f"signed in as app {session.app_id}")
+    live = [s for s in _c(request).rooms.live(app_id, room_id) if s.stream_id == stream_id]
+    if not live:
+        raise CloudrecError.not_found(f"stream {stream_id!r} is not live in room {room_id!r}")
+    try:
+        picture = PREVIEWS.get((app_id, room_id, stream_id), live[0].pull_url)
+    except (LookupError, av.error.FFmpegError, OSError) as exc:
+        raise CloudrecError.not_found(f"no picture of stream {stream_id!r}: {exc}") from exc
+    return Response(
+        picture, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=5"}
+    )
 
 
 @router.post("/apps/{app_id}/rooms/{room_id}/record")
