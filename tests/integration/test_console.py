@@ -144,6 +144,18 @@ def test_the_operator_sees_every_app_and_the_workers(api):
     assert task.task_id[:12] in ops and f"fake:{task.task_id}" in ops
 
 
+def test_the_operator_sees_a_local_workers_cpu_and_memory():
+    import os
+
+    from cloudrec.console.routes import process_load
+
+    mine = process_load(f"local:{os.getpid()}")
+    assert mine["cpu_s"] > 0 and 10 < mine["rss_mb"] < 10_000  # this test process
+    assert process_load(f"host:{os.getpid()}:t1:1")["rss_mb"] > 10  # a recorder host
+    assert process_load("local:999999999") == {"gone": True}
+    assert process_load("fake:x") == {}
+
+
 def test_no_session_or_a_forged_one_goes_to_the_sign_in(api):
     b = Browser(api)
     fragment = b.request("GET", "/console/rooms/live", headers={"HX-Request": "true"})

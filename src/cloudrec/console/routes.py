@@ -10,6 +10,7 @@ token.  Database work runs in the thread pool, never on the event loop.
 from __future__ import annotations
 
 import hmac
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -388,10 +389,29 @@ def _ops(c: Container) -> dict[str, Any]:
             "worker": handle,
             "tasks": tasks,
             "heartbeat": max((t.heartbeat_at for t in tasks if t.heartbeat_at), default=None),
+            **process_load(handle),
         }
         for handle, tasks in sorted(workers.items())
     ]
     return {"workers": rows, "failed": sorted(failed, key=lambda t: t.created_at, reverse=True)}
+
+
+def process_load(handle: str) -> dict[str, Any]:
+    """CPU seconds and resident memory of a worker process on this machine (handles
+    ``local:PID`` and ``host:PID:…``); nothing for others."""
+    kind, _, rest = handle.partition(":")
+    pid = rest.split(":")[0]
+    if kind not in ("local", "host") or not pid.isdigit():
+        return {}
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return {"gone": True}
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {
+        "cpu_s": (int(fields[11]) + int(fields[12])) / ticks,  # utime + stime
+        "rss_mb": int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20,
+    }
 
 
 @router.get("/ops", response_class=HTMLResponse)
