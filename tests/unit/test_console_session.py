@@ -32,7 +32,7 @@ def test_an_operator_session_and_forgeries():
     body, sig = cookie.rsplit(".", 1)
     assert Sessions(b"another key").read(cookie) is None
     assert sessions.read(body + "." + sig[::-1]) is None
-    other, other_cookie = sessions.new(1)
+    _, other_cookie = sessions.new(1)
     assert sessions.read(body + "." + other_cookie.rsplit(".", 1)[1]) is None
     for junk in (None, "", "x", "a.b", "." * 600, "%%%." + sig):
         assert sessions.read(junk) is None
