@@ -83,6 +83,9 @@ def test_a_mixed_start_with_storage_becomes_the_spec_asked(api):
         True,
     )
     assert "SK" not in json.dumps(task)  # never a secret in an answer
+    [created] = [e for e in task["events"] if e["kind"] == "created"]
+    sent = json.loads(created["detail"])  # the request as sent, its secrets hidden
+    assert sent["storage"]["secret_key"] == "(hidden)" and sent["mix"]["width"] == 642
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,8 @@ def test_every_setting_has_an_environment_variable():
         "executor": "host",
         "hook_rtmp_base": "rtmp://10.0.0.5:1935",
         "rtmp_connection_cap_exempt": "10.0.0.9",
+        "tls_cert_file": "/etc/passwd",  # any file: only that it exists is checked here
+        "tls_key_file": "/etc/passwd",
     }
     fields = dataclasses.fields(Settings)
     raw = {f.name: special.get(f.name, sample[str(f.type)]) for f in fields}

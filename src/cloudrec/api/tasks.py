@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse
 
 from cloudrec.api.auth import authenticate_basic
+from cloudrec.api.masking import request_record
 from cloudrec.api.task_models import StartTask
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
@@ -46,7 +47,7 @@ def start_task(
         c.check_target("callback_url", spec.callback_url)
     if storage is not None and not c.settings.storage_endpoint_override:
         c.check_target("storage.endpoint", resolve_endpoint(storage).url)
-    task = c.tasks.start(appid, spec, storage)
+    task = c.tasks.start(appid, spec, storage, request=request_record(body.model_dump()))
     return task_view(c, task)
 
 

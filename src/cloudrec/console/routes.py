@@ -10,6 +10,7 @@ token.  Database work runs in the thread pool, never on the event loop.
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import threading
 import time
@@ -307,7 +308,12 @@ def _task_context(c: Container, session: Session, task_id: str) -> dict[str, Any
     view = task_view(c, task)
     with c.uow() as uow:
         storage = uow.tasks.storage(task.task_id)
-    request = {"spec": task.spec.to_json()}
+    sent = next((d for kind, _, d in c.tasks.events(task.task_id) if kind == "created"), "")
+    try:
+        as_sent = json.loads(sent) if sent else None
+    except ValueError:
+        as_sent = sent  # cut at its length limit
+    request: dict[str, Any] = {"as sent": as_sent, "validated": task.spec.to_json()}
     if storage is not None:
         request["storage"] = {
             "vendor": storage.vendor,

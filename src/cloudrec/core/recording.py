@@ -130,6 +130,7 @@ class TaskService:
         require_live: bool = True,
         client_ref: str | None = None,
         same_ref_within: timedelta | None = None,
+        request: str = "",
     ) -> Task:
         """Create a task and start its worker.  Refuses when no wanted stream is live.
         ``task_id``: the dialect's own id format (default: 35 hex characters).
@@ -138,7 +139,8 @@ class TaskService:
         a task started with the same one within ``same_ref_within`` is returned instead of a
         new one.  The checks (the resource, the client reference, the app's limit) and the
         insert are one transaction serialised per app: concurrent starts cannot pass them
-        together."""
+        together.  ``request``: the request as it was sent, secrets hidden (the detail of the
+        task's ``created`` event)."""
         self._check_spool()
         now = self._clock()
         task = Task(
@@ -178,7 +180,7 @@ class TaskService:
                 )
             uow.tasks.add(task, storage)
             uow.tasks.update(task.task_id, worker=STARTING)
-            uow.tasks.add_event(task.task_id, "created", now)
+            uow.tasks.add_event(task.task_id, "created", now, request)
             uow.commit()
         try:
             handle = self._executor.start(task.task_id, task.attempt)

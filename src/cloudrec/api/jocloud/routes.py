@@ -25,6 +25,7 @@ from cloudrec.api.jocloud import codes
 from cloudrec.api.jocloud.fields import get_int, require
 from cloudrec.api.jocloud.mixconfig import parse_mixconfig
 from cloudrec.api.jocloud.schemas import parse_start, parse_stop
+from cloudrec.api.masking import request_record
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import Desired, RecordMode, Task, TaskState
@@ -103,12 +104,13 @@ def applyrecord(call: Call) -> dict[str, Any]:
 
 def startrecord(call: Call) -> dict[str, Any]:
     c, app_id = call.c, call.app_id
-    resid, spec, storage = parse_start(call.body(), app_id)
+    body = call.body()
+    resid, spec, storage = parse_start(body, app_id)
     if spec.callback_url:
         c.check_target("callbackurl", spec.callback_url)
     if not c.settings.storage_endpoint_override:
         c.check_target("storagecfg.endpoint", resolve_endpoint(storage).url)
-    task = c.tasks.start(app_id, spec, storage, resource_id=resid)
+    task = c.tasks.start(app_id, spec, storage, resource_id=resid, request=request_record(body))
     return {"recordid": task.task_id}
 
 

@@ -23,6 +23,7 @@ from limits.strategies import RateLimiter
 from starlette.concurrency import run_in_threadpool
 
 from cloudrec.api.bodies import parse_json
+from cloudrec.api.masking import request_record
 from cloudrec.api.zego import codes
 from cloudrec.api.zego.auth import verify
 from cloudrec.api.zego.callbacks import FILE_STATUS
@@ -102,7 +103,17 @@ def start_record(
     client = spec.extra.get("ClientTaskId")
     ref = f"zego-client:{client}" if client else None
     # The same ClientTaskId within the window is the same task (one atomic check and insert).
-    task = c.tasks.start(app_id, spec, storage, None, new_task_id(), False, ref, QUERY_WINDOW)
+    task = c.tasks.start(
+        app_id,
+        spec,
+        storage,
+        None,
+        new_task_id(),
+        False,
+        ref,
+        QUERY_WINDOW,
+        request=request_record(body),
+    )
     return {"Data": {"TaskId": task.task_id}}
 
 
