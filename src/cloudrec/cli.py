@@ -104,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run_task)
     host = sub.add_parser("recorder-host")  # a warm process running many tasks' workers
     _common(host)
+    api = sub.add_parser("api-worker")  # an HTTP API process of serve's, on its socket
+    api.add_argument("--fd", type=int, required=True)
+    api.add_argument("--parent", type=int, required=True)
+    _common(api)
     # Hide the worker entry points from --help: users never run them themselves.
-    hidden = ("run-task", "recorder-host")
+    hidden = ("run-task", "recorder-host", "api-worker")
     sub._choices_actions = [a for a in sub._choices_actions if a.dest not in hidden]
     return parser
 
@@ -143,6 +147,10 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
+    if args.command == "api-worker":
+        from cloudrec.api_processes import run_api_worker
+
+        return run_api_worker(settings, args.fd, args.parent)
     # The service migrated the database before it started any worker.
     container = bootstrap(settings, migrate=args.command not in ("run-task", "recorder-host"))
     if args.command == "serve":

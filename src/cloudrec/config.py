@@ -96,6 +96,10 @@ class Settings:
     # proxy in front for TLS, or set these).
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    # HTTP API processes of their own beside the ingest (0: the API in the serve process,
+    # on the ingest's event loop).  More than 1 spreads requests over cores; the in-memory
+    # rate limits are then per process (use Redis storage for exact ones).
+    api_processes: int = 1
     # How recordings run: "process", one process per recording; or "host", warm recorder-host
     # processes each running up to tasks_per_host recordings in threads (docs/benchmarks.md:
     # a sixth of the memory; docs/reliability.md: its limits).
@@ -221,6 +225,8 @@ def load_settings(
         raise SettingsError(f"setting tasks_per_host: {settings.tasks_per_host} is not positive")
     if settings.max_body_bytes < 1:
         raise SettingsError(f"setting max_body_bytes: {settings.max_body_bytes} is not positive")
+    if not 0 <= settings.api_processes <= 64:
+        raise SettingsError(f"setting api_processes: {settings.api_processes} is not in 0..64")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         raise SettingsError("settings tls_cert_file and tls_key_file: give both, or neither")
     for name in ("tls_cert_file", "tls_key_file"):

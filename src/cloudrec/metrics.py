@@ -95,22 +95,24 @@ class DatabaseCollector(Collector):
 
 
 class IngestCollector(Collector):
-    """The embedded RTMP ingest of this process (anything with ``bytes_received()`` and
-    ``connections``)."""
+    """The embedded RTMP ingest (anything whose ``stats()`` gives its bytes received and open
+    connections, or None when it cannot tell: then nothing is reported)."""
 
     def __init__(self, ingest: Any) -> None:
         self._ingest = ingest
 
     def collect(self) -> Iterator[Metric]:
+        stats = self._ingest.stats()
+        if stats is None:
+            return
+        received, connections = stats
         yield CounterMetricFamily(
             "cloudrec_ingest_received_bytes",
             "Bytes the embedded RTMP ingest has read",
-            value=self._ingest.bytes_received(),
+            value=received,
         )
         yield GaugeMetricFamily(
-            "cloudrec_ingest_connections",
-            "Open RTMP connections",
-            value=len(self._ingest.connections),
+            "cloudrec_ingest_connections", "Open RTMP connections", value=connections
         )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import uvicorn
 
 from cloudrec.api.app import create_app
+from cloudrec.api_processes import ApiProcesses, write_ingest_stats
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
 from cloudrec.core.reconcile import Reconciler, RestartPolicy
 from cloudrec.core.tasks import RecordedFile
@@ -95,6 +96,19 @@ def _deliver_forever(container: Container, stop: threading.Event) -> None:
                 log.exception("delivery.error")
 
 
+async def _watch_api(
+    api: ApiProcesses, rtmp: RtmpServer, data_dir: Path, stopping: asyncio.Event
+) -> None:
+    """Until told to stop: every second, restart a dead API process and publish the
+    ingest's figures for their ``/metrics``."""
+    while not stopping.is_set():
+        api.watch()
+        received, connections = rtmp.stats()
+        await asyncio.to_thread(write_ingest_stats, data_dir, received, connections)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), 1.0)
+
+
 def _finalise(file: RecordedFile) -> dict[str, object]:
     return probe_file(Path(file.path), file.format)
 
@@ -157,25 +171,34 @@ async def serve(container: Container) -> None:
     await asyncio.to_thread(
         container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
     )
-    app = create_app(container)
-    app.state.metrics.watch_ingest(rtmp)
-    config = uvicorn.Config(
-        app,
-        host=s.host,
-        port=s.http_port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ssl_certfile=s.tls_cert_file or None,
-        ssl_keyfile=s.tls_key_file or None,
-    )
-    server = _Server(config)
+    server: _Server | None = None
+    api: ApiProcesses | None = None
+    if s.api_processes == 0:
+        app = create_app(container)
+        app.state.metrics.watch_ingest(rtmp)
+        config = uvicorn.Config(
+            app,
+            host=s.host,
+            port=s.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=s.tls_cert_file or None,
+            ssl_keyfile=s.tls_key_file or None,
+        )
+        server = _Server(config)
+    else:
+        api = ApiProcesses(s, http_socket, s.api_processes)
+        api.start()
     loop = asyncio.get_running_loop()
     stop_reason: list[str] = []
+    stopping = asyncio.Event()
 
     def _stop(sig: signal.Signals) -> None:
         stop_reason.append(sig.name)
-        server.should_exit = True
+        stopping.set()
+        if server is not None:
+            server.should_exit = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stop, sig)
@@ -207,8 +230,14 @@ async def serve(container: Container) -> None:
     )
     delivery.start()
     try:
-        await server.serve(sockets=[http_socket])
+        if server is not None:
+            await server.serve(sockets=[http_socket])
+        else:
+            assert api is not None
+            await _watch_api(api, rtmp, s.data_dir, stopping)
     finally:
+        if api is not None:
+            await asyncio.to_thread(api.stop)
         supervisor.cancel()
         stop_delivery.set()
         await asyncio.to_thread(delivery.join, 30)

@@ -93,9 +93,11 @@ class RtmpServer:
         """The bound TCP port (the real one after :meth:`start`, also when asked for port 0)."""
         return self._port
 
-    def bytes_received(self) -> int:
-        """Every byte the ingest has read, since it started (for ``/metrics``)."""
-        return self.closed_bytes + sum(c.received for c in self.connections)
+    def stats(self) -> tuple[int, int]:
+        """Every byte the ingest has read since it started, and its open connections (for
+        ``/metrics``)."""
+        received = self.closed_bytes + sum(c.received for c in self.connections)
+        return received, len(self.connections)
 
     def live_streams(self) -> dict[str, LiveStreamInfo]:
         """The streams being published now, by stream key."""
