@@ -73,9 +73,28 @@ class Service:
             text=True,
             env={**os.environ, **self.env},
         )
-        wait_port("127.0.0.1", self.http_port)
-        wait_port("127.0.0.1", self.rtmp_port)
+        wait_port("127.0.0.1", self.http_port, 30.0)
+        wait_port("127.0.0.1", self.rtmp_port, 30.0)
+        self.wait_answering()
         return self
+
+    def wait_answering(self, timeout_s: float = 30.0) -> None:
+        """Until the HTTP API answers (its processes start after the port is bound), over
+        HTTPS when the service has a certificate (not checked here: only that it answers)."""
+        scheme = "https" if self.env.get("CLOUDREC_TLS_CERT_FILE") else "http"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                url = f"{scheme}://127.0.0.1:{self.http_port}/healthz"
+                if httpx.get(url, timeout=2, verify=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"cloudrec serve exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the API did not answer within {timeout_s} s")
+            time.sleep(0.1)
 
     def stop(self, timeout_s: float = 15.0) -> int:
         assert self.proc is not None

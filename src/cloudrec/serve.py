@@ -154,6 +154,8 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     sock.set_inheritable(False)
+    # Listening from now on: connections wait in the backlog until an API process accepts.
+    sock.listen(2048)
     return sock
 
 
