@@ -1,5 +1,6 @@
-"""``cloudrec serve``: the HTTP API and the embedded RTMP ingest on one event loop, the
-reconciler and the delivery threads.
+"""``cloudrec serve``: the embedded RTMP ingest, the reconciler and the delivery threads, and
+the HTTP API in processes of its own (``api_processes``; 0 runs it on the ingest's event loop
+as before: :mod:`cloudrec.api_processes`).
 
 One ``serve`` per data directory: a second one is refused before it touches anything (a lock
 file), and the ports are bound before stale streams of a previous run are closed, so that a
