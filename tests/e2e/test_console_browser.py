@@ -26,6 +26,17 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 playwright = pytest.importorskip("playwright.sync_api")
 
+# Play the page's video for a second: its duration, position and picture size.
+PLAY = """async () => {
+    const v = document.querySelector('video.player');
+    if (v.readyState < 1)
+        await new Promise(r => v.addEventListener('loadedmetadata', r));
+    v.muted = true;
+    await v.play();
+    await new Promise(r => setTimeout(r, 1000));
+    return [v.duration, v.currentTime, v.videoWidth, v.videoHeight];
+}"""
+
 
 @pytest.fixture
 def browser():
@@ -83,17 +94,7 @@ def test_a_user_records_a_room_from_the_console_and_plays_it(tmp_path, browser):
         recorded_s = time.monotonic() - started
         video = page.locator("video.player")
         video.wait_for(timeout=10_000)
-        duration = page.evaluate(
-            """async () => {
-                const v = document.querySelector('video.player');
-                if (v.readyState < 1)
-                    await new Promise(r => v.addEventListener('loadedmetadata', r));
-                v.muted = true;
-                await v.play();
-                await new Promise(r => setTimeout(r, 1000));
-                return [v.duration, v.currentTime, v.videoWidth, v.videoHeight];
-            }"""
-        )
+        duration = page.evaluate(PLAY)
         task = svc.task(app, task_id)
         [f] = task["files"]
         assert f["status"] == "recorded"
@@ -104,6 +105,22 @@ def test_a_user_records_a_room_from_the_console_and_plays_it(tmp_path, browser):
         page.screenshot(path=str(out / "console-task.png"), full_page=True)
         page.goto(svc.http + "/console/tasks?state=ended")
         assert task_id in page.locator("table.tasks").inner_text()
+
+        # HLS, played through the shipped hls.js (chromium has no HLS of its own).
+        page.goto(svc.http + "/console/rooms")
+        room.locator("select[name=format]").select_option("hls")
+        room.locator("button", has_text="Start recording").click()
+        page.wait_for_url("**/console/tasks/*")
+        hls_task = page.url.rsplit("/", 1)[-1]
+        page.locator("#state", has_text="recording").wait_for(timeout=30_000)
+        time.sleep(5)
+        page.click("button#stop")
+        page.locator("#state", has_text="completed").wait_for(timeout=45_000)
+        page.locator("video[data-hls]").wait_for(timeout=10_000)
+        played = page.evaluate(PLAY.replace("video.player", "video[data-hls]"))
+        [playlist] = [f for f in svc.task(app, hls_task)["files"] if f["format"] == "hls"]
+        assert played[0] > 3 and played[1] > 0.3 and played[2:] == [320, 240], played
+        assert abs(played[0] - playlist["duration_ms"] / 1000) < 1.5, (played, playlist)
 
         # A recording whose bucket cannot be reached: the page shows why.
         r = httpx.post(

@@ -32,7 +32,7 @@ from cloudrec.bootstrap import Container
 from cloudrec.console.session import COOKIE, SESSION_S, Session, Sessions
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
-from cloudrec.core.tasks import FileFormat, RecordingSpec, RecordMode, Task
+from cloudrec.core.tasks import FileFormat, RecordedFile, RecordingSpec, RecordMode, Task
 from cloudrec.media.preview import preview_jpeg
 
 HERE = Path(__file__).parent
@@ -328,7 +328,7 @@ def _task_context(c: Container, session: Session, task_id: str) -> dict[str, Any
             local_copy(next(x for x in c.tasks.files(task.task_id) if x.name == f["name"]))
             is not None
         )
-        f["playable"] = f["here"] and f["format"] in ("mp4",)
+        f["playable"] = f["here"] and f["format"] in ("mp4", "hls")
         f["href"] = f"/console/tasks/{task.task_id}/files/{quote(f['name'])}"
     return {
         "task": view,
@@ -368,14 +368,37 @@ async def task_action(request: Request, task_id: str, action: str) -> Response:
 
 @router.get("/tasks/{task_id}/files/{name:path}")
 def task_file(request: Request, task_id: str, name: str) -> FileResponse:
-    """A file for playback in the page (HTTP ranges, as ``<video>`` asks for them)."""
+    """A file for playback in the page (HTTP ranges, as ``<video>`` asks for them), or a
+    segment of an HLS playlist the task wrote (beside the playlist, where the player asks
+    for it)."""
     c = _c(request)
     task = _task(c, _session(request), task_id)
-    found = next((f for f in c.tasks.files(task.task_id) if f.name == name), None)
+    files = c.tasks.files(task.task_id)
+    found = next((f for f in files if f.name == name), None)
     path = local_copy(found) if found is not None else None
-    if found is None or path is None:
+    if found is not None and path is not None:
+        return FileResponse(
+            path, media_type=MEDIA_TYPES.get(found.format, "application/octet-stream")
+        )
+    segment = hls_segment(files, name)
+    if segment is None:
         raise CloudrecError.not_found(f"file {name!r} is not on this server")
-    return FileResponse(path, media_type=MEDIA_TYPES.get(found.format, "application/octet-stream"))
+    return FileResponse(segment, media_type=MEDIA_TYPES[FileFormat.TS])
+
+
+def hls_segment(files: list[RecordedFile], name: str) -> Path | None:
+    """``name`` as a segment beside one of ``files``' HLS playlists: the same folder, a
+    ``.ts`` name with no path in it, in the playlist's local copy's directory."""
+    folder, _, base = name.rpartition("/")
+    if not base.endswith(".ts") or base != Path(base).name or base.startswith("."):
+        return None
+    for f in files:
+        if f.format is not FileFormat.HLS or f.name.rpartition("/")[0] != folder:
+            continue
+        playlist = local_copy(f)
+        if playlist is not None and (playlist.parent / base).is_file():
+            return playlist.parent / base
+    return None
 
 
 # -- the operator -------------------------------------------------------------------------
