@@ -132,6 +132,7 @@ def bootstrap(
                 upload_backoff_s=settings.upload_backoff_s,
                 backup_retry_s=settings.backup_retry_s,
                 backup_retention=timedelta(seconds=settings.backup_retention_s),
+                kept_retention=timedelta(seconds=settings.kept_retention_s),
                 callback_attempts=settings.callback_attempts,
                 callback_backoff_s=settings.callback_backoff_s,
                 callback_backoff_max_s=settings.callback_backoff_max_s,

@@ -68,6 +68,9 @@ class Settings:
     # backed-up file is kept (ZEGO: 3 days) before it is given up (file status 5).
     backup_retry_s: float = 30.0
     backup_retention_s: int = 259200
+    # Files of recordings without storage stay on this server this long after the recording
+    # ended, then are removed (status "expired").
+    kept_retention_s: int = 604800
     # Callbacks: tries per event (the first and ZEGO's two retries), first wait (doubles).
     callback_attempts: int = 3
     callback_backoff_s: float = 5.0

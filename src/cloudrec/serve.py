@@ -52,6 +52,7 @@ async def _reconcile(reconciler: Reconciler) -> None:
 
 
 DELIVER_S = 0.5
+EXPIRE_EVERY = 120  # delivery rounds: the kept files' retention is looked at once a minute
 UPLOAD_THREADS = 4
 CALLBACK_THREADS = 4
 
@@ -83,8 +84,12 @@ def _deliver_forever(container: Container, stop: threading.Event) -> None:
         ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload") as uploads,
         ThreadPoolExecutor(CALLBACK_THREADS, thread_name_prefix="callback") as callbacks,
     ):
+        rounds = 0
         while not stop.wait(DELIVER_S):
+            rounds += 1
             try:
+                if rounds % EXPIRE_EVERY == 1:
+                    d.expire_kept()
                 d.renew_claims()
                 d.register_segments()
                 for file in d.files_due():

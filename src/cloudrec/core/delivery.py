@@ -94,6 +94,7 @@ class DeliveryPolicy:
     upload_backoff_s: float = 1.0  # doubles per attempt
     backup_retry_s: float = 30.0  # first re-upload from backup; doubles, capped at an hour
     backup_retention: timedelta = timedelta(days=3)
+    kept_retention: timedelta = timedelta(days=7)  # files of recordings without storage
     callback_attempts: int = 3  # the first try and ZEGO's 2 retries
     callback_backoff_s: float = 5.0  # ZEGO: 5 s apart; doubles after that
     callback_backoff_max_s: float = 300.0
@@ -379,6 +380,21 @@ class DeliveryService:
             extra={"fields": {"task_id": task.task_id, "file": file.name, "detail": detail}},
         )
         return status
+
+    def expire_kept(self) -> int:
+        """Remove the files of recordings without storage whose retention has ended (from
+        the recording's end); each becomes ``expired``, with an event.  Returns how many."""
+        now = self._clock()
+        with self._uow() as uow:
+            due = uow.tasks.kept_past(now - self.policy.kept_retention)
+        for f in due:
+            assert f.id is not None
+            self._spool.remove(f.path, segments=f.format is FileFormat.HLS)
+            with self._uow() as uow:
+                uow.tasks.update_file_if(f.id, (FileStatus.RECORDED,), status=FileStatus.EXPIRED)
+                uow.tasks.add_event(f.task_id, "file_expired", now, f.name)
+                uow.commit()
+        return len(due)
 
     def upload_attempts(self, file_id: int) -> list[UploadAttempt]:
         with self._uow() as uow:

@@ -116,6 +116,7 @@ class FileStatus(enum.StrEnum):
     UPLOADED = "uploaded"  # confirmed in the app's bucket; the spool copy is gone
     BACKED_UP = "backed_up"  # uploads failed; in the backup store, re-uploaded until retention
     FAILED = "failed"  # never uploaded, and the backup retention has ended
+    EXPIRED = "expired"  # kept on this server (no storage) until its retention ended: removed
 
     @property
     def delivered(self) -> bool:

@@ -304,6 +304,22 @@ class SqlTaskRepository:
         )
         return [_to_file(r) for r in self._s.scalars(q)]
 
+    def kept_past(self, ended_before: datetime) -> list[RecordedFile]:
+        """Files kept on this server (recorded, their task has no storage) of recordings
+        that ended before ``ended_before``."""
+        q = (
+            select(TaskFileRow)
+            .join(TaskRow, TaskRow.task_id == TaskFileRow.task_id)
+            .where(
+                TaskRow.storage_enc.is_(None),
+                TaskRow.state.in_([TaskState.COMPLETED.value, TaskState.FAILED.value]),
+                TaskRow.ended_at < ended_before,
+                TaskFileRow.status == FileStatus.RECORDED.value,
+            )
+            .order_by(TaskFileRow.id)
+        )
+        return [_to_file(r) for r in self._s.scalars(q)]
+
     def page(
         self,
         app_id: int,

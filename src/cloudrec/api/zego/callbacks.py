@@ -46,6 +46,7 @@ FILE_STATUS = {
     FileStatus.UPLOADED: 3,
     FileStatus.BACKED_UP: 4,
     FileStatus.FAILED: 5,
+    FileStatus.EXPIRED: 5,
 }
 
 
