@@ -66,7 +66,11 @@ def _render(request: Request, name: str, session: Session | None, **ctx: Any) ->
 async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form (the body limit bounds it), one value per field."""
     raw = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(raw, max_num_fields=50).items()}
+    try:
+        fields = parse_qs(raw, max_num_fields=50)
+    except ValueError as exc:  # more fields than any console form has
+        raise CloudrecError.invalid_argument("the form has too many fields") from exc
+    return {k: v[0] for k, v in fields.items()}
 
 
 def _checked(request: Request, form: dict[str, str]) -> Session:
@@ -103,7 +107,8 @@ async def login(request: Request) -> Response:
     c = _c(request)
     form = await _form(request)
     who = request.client.host if request.client else "?"
-    if not request.app.state.limiter.hit(LOGINS, "console-login", who):
+    limiter = request.app.state.limiter
+    if not await run_in_threadpool(limiter.hit, LOGINS, "console-login", who):
         return _back_to_login("too many sign-ins from this address: wait a minute")
     token = form.get("admin_token", "")
     app_id: int | None
@@ -323,11 +328,9 @@ def _task_context(c: Container, session: Session, task_id: str) -> dict[str, Any
             "access_key": "(hidden)",
             "secret_key": "(hidden)",
         }
+    rows = {x.name: x for x in c.tasks.files(task.task_id)}
     for f in view["files"]:
-        f["here"] = (
-            local_copy(next(x for x in c.tasks.files(task.task_id) if x.name == f["name"]))
-            is not None
-        )
+        f["here"] = local_copy(rows[f["name"]]) is not None
         f["playable"] = f["here"] and f["format"] in ("mp4", "hls")
         f["href"] = f"/console/tasks/{task.task_id}/files/{quote(f['name'])}"
     return {
