@@ -1,6 +1,9 @@
 """The ZEGO Cloud Recording dialect: ``GET|POST /?Action=...`` with the common parameters in
 the query and the body as JSON whatever the Content-Type says.
 
+Each Action is also served on a path of its own, ``POST /zego/{Action}``, where the OpenAPI
+document publishes it with its schemas (api/zego/openapi.py says why).
+
 Every answer is HTTP 200 with ``{Code, Message, RequestId, Data?}``.  Unknown query parameters
 and unknown body fields are ignored (some clients send ``IsTest=true`` or a ``RoomId`` in
 StopRecord).  Rate limits per AppId: StartRecord and StopRecord 50/s, the rest 10/s.
@@ -11,7 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +26,7 @@ from limits.strategies import RateLimiter
 from starlette.concurrency import run_in_threadpool
 
 from cloudrec.api.bodies import parse_json
-from cloudrec.api.zego import codes
+from cloudrec.api.zego import codes, openapi
 from cloudrec.api.zego.auth import verify
 from cloudrec.api.zego.schemas import parse_layout, parse_start
 from cloudrec.bootstrap import Container
@@ -38,6 +41,7 @@ log = logging.getLogger("cloudrec.api.zego")
 FAST = RateLimitItemPerSecond(50)
 SLOW = RateLimitItemPerSecond(10)
 QUERY_WINDOW = timedelta(days=3)
+PUBLISHED_PREFIX = "/zego"  # POST /zego/{Action}: one published operation per Action
 # Handlers are plain functions run in a worker thread (STYLE.md 12: they wait on the database).
 Handler = Callable[[Container, int, dict[str, Any], dict[str, str]], dict[str, Any]]
 
@@ -279,19 +283,44 @@ def _answer(code: int, message: str, request_id: str, **extra: Any) -> JSONRespo
     return JSONResponse({"Code": code, "Message": message, "RequestId": request_id, **extra})
 
 
-@router.api_route(
-    "/",
-    methods=["GET", "POST"],
-    summary="ZEGO Cloud Recording: StartRecord, StopRecord, DescribeRecordStatus, "
-    "DescribeTasks (?Action=...)",
-)
+@router.api_route("/", methods=["GET", "POST"], include_in_schema=False)
 async def zego(request: Request) -> JSONResponse:
-    query = dict(request.query_params)
+    """ZEGO's own form, ``/?Action=...`` (every Action; published per Action below)."""
+    return await _serve(request, dict(request.query_params))
+
+
+async def _serve(request: Request, query: dict[str, str]) -> JSONResponse:
     method = request.method
     raw = await request.body()  # bounded: BodyLimit
     c: Container = request.app.state.container
     limiter = request.app.state.limiter
     return await run_in_threadpool(_handle, c, limiter, method, query, raw)
+
+
+def _published(action: str) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """``POST /zego/{action}``: ``/?Action={action}`` on a path of its own, so that the
+    OpenAPI document can give each Action its schemas (api/zego/openapi.py).  An ``Action``
+    in the query must be the path's."""
+
+    async def serve(request: Request) -> JSONResponse:
+        query = dict(request.query_params)
+        if query.setdefault("Action", action) != action:
+            message = f"Action {query['Action']!r} in the query is not the path's {action!r}"
+            return _answer(codes.INVALID_PARAMETER, message, secrets.token_hex(8))
+        return await _serve(request, query)
+
+    return serve
+
+
+for _action, (_summary, _, _) in openapi.ACTIONS.items():
+    router.add_api_route(
+        f"{PUBLISHED_PREFIX}/{_action}",
+        _published(_action),
+        methods=["POST"],
+        summary=f"{_action}: {_summary}",
+        operation_id=f"zego_{_action}",
+        openapi_extra=openapi.openapi_extra(_action),
+    )
 
 
 def _handle(
