@@ -160,6 +160,29 @@ def test_describe_tasks_pages_the_recordings_of_a_time_range(api):
     assert call(api, "DescribeTasks", wide)["Code"] == 300000004
 
 
+def test_describe_tasks_refuses_numbers_that_are_not_integers_naming_the_field(api):
+    """Regression (issue 11, found by schemathesis): ``PageSize: "x"``, ``PageOffset: [1]``,
+    ``StartTime: 1e400`` (JSON's infinity), a StartTime in the year 30000 and a ``RoomId``
+    that is an object were each answered HTTP 500 with a traceback in the log."""
+    now = int(time.time() * 1000)
+    rng = {"Status": 2, "StartTime": now - 60_000, "EndTime": now}
+    cases = [
+        ({**rng, "PageSize": "\x1ex"}, "PageSize"),
+        ({**rng, "PageOffset": [1]}, "PageOffset"),
+        ({**rng, "RoomId": {"a": 1}}, "RoomId"),
+    ]
+    for body, field in cases:
+        answer = call(api, "DescribeTasks", body)
+        assert answer["Code"] == 300000004 and field in answer["Message"], (body, answer)
+    raw = b'{"Status": 2, "StartTime": 1e400, "EndTime": 1e400}'
+    r = api.post("/", params=signed(api, "DescribeTasks"), content=raw)
+    assert r.status_code == 200 and r.json()["Code"] == 300000004, r.text
+    assert "StartTime" in r.json()["Message"]
+    far = 30000 * 365 * 86_400_000
+    answer = call(api, "DescribeTasks", {"Status": 2, "StartTime": far, "EndTime": far + 1})
+    assert answer["Code"] == 300000004 and "StartTime" in answer["Message"], answer
+
+
 def test_pause_resume_layout_and_snapshot_of_a_mix(api):
     task_id = start(api, mix_body())
     set_state(api, task_id, TaskState.RECORDING)

@@ -26,6 +26,7 @@ from cloudrec.api.openapi import (
     ref,
     string,
 )
+from cloudrec.core.rooms import ID_PATTERN
 
 SIDE = 1920
 COLOR = string("RGB hex, all upper or all lower case", pattern="^([0-9A-F]{6}|[0-9a-f]{6})$")
@@ -56,8 +57,8 @@ COMPONENTS: dict[str, Schema] = {
     "JoCloudMixInput": obj(
         "an input stream of a custom layout",
         required=("uid",),
-        uid=string("the source stream's user id", max_len=128),
-        roomid=string("the source stream's room (default: the recorded room)", max_len=128),
+        uid=string("the source stream's user id", pattern=ID_PATTERN),
+        roomid=string("the source stream's room (default: the recorded room)", pattern=ID_PATTERN),
         streamtype=integer("0 video and audio, 1 video, 2 audio", enum=[0, 1, 2]),
         zOrder=integer("layer, 0 the bottom", lo=0, hi=16),
         layoutX=integer("left in the canvas", lo=0, hi=SIDE),
@@ -153,11 +154,11 @@ COMPONENTS: dict[str, Schema] = {
         required=("resid", "appid", "roomid", "recordtype", "streamtype", "storagecfg"),
         resid=string("resid from applyrecord", max_len=256),
         appid=integer("the app id (the URL's)"),
-        roomid=string("the room to record", max_len=128),
+        roomid=string("the room to record", pattern=ID_PATTERN),
         recordtype=integer("0 audio and video, 1 video, 2 audio", enum=[0, 1, 2]),
         streamtype=integer("1 mixed stream, 2 source stream", enum=[1, 2]),
         mixconfig=ref("JoCloudMixConfig"),
-        uid=string("the user to record (required with streamtype 2)", max_len=128),
+        uid=string("the user to record (required with streamtype 2)", pattern=ID_PATTERN),
         storagecfg=ref("JoCloudStorageCfg"),
         callbackurl=string("http(s) URL for the callbacks", max_len=MAX_URL_CHARS),
         fileformat={
@@ -174,7 +175,7 @@ COMPONENTS: dict[str, Schema] = {
         required=("appid", "resid", "roomid", "recordid"),
         appid=integer("the app id (the URL's)"),
         resid=string("resid the recording was started with", max_len=256),
-        roomid=string("the recorded room", max_len=128),
+        roomid=string("the recorded room", pattern=ID_PATTERN),
         recordid=string("recordid from startrecord", max_len=128),
     ),
     "JoCloudUpdateMixRecord": obj(
@@ -182,7 +183,7 @@ COMPONENTS: dict[str, Schema] = {
         required=("appid", "resid", "roomid", "recordid", "mixconfig"),
         appid=integer("the app id (the URL's)"),
         resid=string("resid the recording was started with", max_len=256),
-        roomid=string("the recorded room", max_len=128),
+        roomid=string("the recorded room", pattern=ID_PATTERN),
         recordid=string("recordid from startrecord", max_len=128),
         mixconfig=ref("JoCloudMixConfig"),
     ),
@@ -283,7 +284,7 @@ def openapi_extra(endpoint: str) -> Schema:
         parts.append(
             {
                 "parameters": [
-                    path("roomid", string(max_len=128)),
+                    path("roomid", string(pattern=ID_PATTERN)),
                     path("recordid", string(max_len=128)),
                 ]
             }

@@ -30,10 +30,11 @@ from cloudrec.api.openapi import (
     string,
 )
 from cloudrec.api.zego.auth import MAX_NONCE_CHARS
+from cloudrec.core.rooms import ID_PATTERN
 
 RGB = integer("0xRRGGBB00", fmt="int32")
 EDGE = integer(lo=0, hi=1920)
-TASK_ID = string("the task's id: 16 characters")
+TASK_ID = string("the task's id: 16 characters", pattern="^[A-Za-z0-9_-]{16}$")
 
 _MIX_INPUT = obj(
     "a view of the custom layout (MixMode 1)",
@@ -73,7 +74,9 @@ COMPONENTS: dict[str, Schema] = {
         MixOutputAudioConfig=obj("the mixed audio", Bitrate=integer("bps", default=48000)),
         MixOutputBackgroundColor=RGB,
         MixOutputBackgroundImage=string("URL of the canvas background"),
-        MixMaxResolutionStreamId=string("the stream of the large view (MixMode 3-5)"),
+        MixMaxResolutionStreamId=string(
+            "the stream of the large view (MixMode 3-5)", pattern=ID_PATTERN
+        ),
         MixOutputWatermarkImage=string("URL of the watermark image"),
         MixOutputWatermarkImageConfig=obj(
             "the watermark's place",
@@ -110,7 +113,7 @@ COMPONENTS: dict[str, Schema] = {
         ),
         ClientTaskId=string("the caller's id: the same within 3 days is the same task"),
         RecordStreamList=array(
-            obj("a stream to record", required=("StreamId",), StreamId=string()),
+            obj("a stream to record", required=("StreamId",), StreamId=string(pattern=ID_PATTERN)),
         ),
         FillBlank=boolean(default=False),
         FillFrame=obj(
@@ -188,7 +191,7 @@ COMPONENTS: dict[str, Schema] = {
     "ZegoStartRecordRequest": obj(
         "StartRecord",
         required=("RoomId", "RecordInputParams", "StorageParams"),
-        RoomId=string("the room to record"),
+        RoomId=string("the room to record", pattern=ID_PATTERN),
         RecordInputParams=ref("ZegoRecordInputParams"),
         RecordOutputParams=ref("ZegoRecordOutputParams"),
         StorageParams=ref("ZegoStorageParams"),
@@ -210,7 +213,7 @@ COMPONENTS: dict[str, Schema] = {
         TaskId=TASK_ID,
         MixMode=integer(enum=[1, 2, 3, 4, 5], default=2),
         MixInputList=array(ref("ZegoMixInputListItem"), max_items=25),
-        MixMaxResolutionStreamId=string(),
+        MixMaxResolutionStreamId=string(pattern=ID_PATTERN),
     ),
     "ZegoUpdateWhiteboardRequest": obj(
         "UpdateWhiteboard (not in cloudrec: refused)",
@@ -235,7 +238,7 @@ COMPONENTS |= {
         "StartRecord's answer",
         required=_REQUIRED,
         **_ENVELOPE,
-        Data=obj("the task", required=("TaskId",), TaskId=TASK_ID),
+        Data=obj("the task", required=("TaskId",), TaskId=string()),
     ),
     "ZegoRecordFile": obj(
         "a recording file",
@@ -283,7 +286,7 @@ COMPONENTS |= {
                 obj(
                     "a task",
                     RecordBeginTimestamp=integer("Unix ms", fmt="int64"),
-                    TaskId=TASK_ID,
+                    TaskId=string(),
                     RoomId=string(),
                     Status=_STATUS,
                 )

@@ -163,18 +163,34 @@ def describe_record_status(
     return {"Data": data}
 
 
+def _integer(body: dict[str, Any], name: str, default: int) -> int:
+    """A number field as ZEGO's clients send it: a JSON number, or its digits in a string (a
+    GET's query); missing, null or 0 is ``default``.  Anything else is refused, naming the
+    field (issue 11: schemathesis found ``PageSize: "x"`` and ``StartTime: 1e400`` answered
+    HTTP 500)."""
+    value = body.get(name)
+    try:
+        return int(value or default)
+    except (TypeError, ValueError, OverflowError):
+        raise CloudrecError.invalid_argument(f"{name} must be an integer, not {value!r}") from None
+
+
+def _utc(ms: int, name: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise CloudrecError.invalid_argument(f"{name} {ms} is not a time (Unix ms)") from None
+
+
 def describe_tasks(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     status = body.get("Status")
     if status not in (2, 3):
         raise CloudrecError.invalid_argument("Status must be 2 (recording) or 3 (ended)")
-    try:
-        start, end = int(body["StartTime"]), int(body["EndTime"])
-    except (KeyError, TypeError, ValueError):
-        raise CloudrecError.invalid_argument(
-            "StartTime and EndTime (Unix ms) are required"
-        ) from None
+    if body.get("StartTime") in (None, "") or body.get("EndTime") in (None, ""):
+        raise CloudrecError.invalid_argument("StartTime and EndTime (Unix ms) are required")
+    start, end = _integer(body, "StartTime", 0), _integer(body, "EndTime", 0)
     now_ms = _ms(c.clock())
     if start < now_ms - QUERY_WINDOW.total_seconds() * 1000 - 60_000:
         raise CloudrecError.invalid_argument("StartTime is more than 3 days ago")
@@ -182,17 +198,19 @@ def describe_tasks(
         raise CloudrecError.invalid_argument(
             "EndTime must be after StartTime and at most 3 days later"
         )
-    offset = int(body.get("PageOffset") or 1)
-    size = int(body.get("PageSize") or 50)
+    offset = _integer(body, "PageOffset", 1)
+    size = _integer(body, "PageSize", 50)
     if offset < 1 or not 1 <= size <= 50:
         raise CloudrecError.invalid_argument("PageOffset must be >= 1 and PageSize in [1, 50]")
     room = body.get("RoomId") or None
+    if room is not None and not isinstance(room, str):
+        raise CloudrecError.invalid_argument(f"RoomId must be a string, not {room!r}")
     total, tasks = c.tasks.page(
         app_id,
         room,
         status == 2,
-        datetime.fromtimestamp(start / 1000, UTC),
-        datetime.fromtimestamp(end / 1000, UTC),
+        _utc(start, "StartTime"),
+        _utc(end, "EndTime"),
         (offset - 1) * size,
         size,
     )
