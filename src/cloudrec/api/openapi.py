@@ -59,11 +59,14 @@ def string(
     description: str = "",
     *,
     max_len: int | None = None,
+    min_len: int | None = None,
     enum: list[str] | None = None,
     pattern: str | None = None,
     default: str | None = None,
 ) -> Schema:
     s: Schema = {"type": "string"}
+    if min_len is not None:
+        s["minLength"] = min_len
     if max_len is not None:
         s["maxLength"] = max_len
     if enum is not None:

@@ -50,7 +50,7 @@ def _text_style() -> dict[str, Schema]:
     }
 
 
-IMAGE_URL = string("image URL, at most 256 bytes", max_len=256)
+IMAGE_URL = string("image URL, at most 256 bytes", min_len=1, max_len=256)
 SCALE = integer("0: zoom and crop in proportion, 1: stretch", enum=[0, 1])
 
 COMPONENTS: dict[str, Schema] = {
@@ -86,7 +86,7 @@ COMPONENTS: dict[str, Schema] = {
                 "text watermark",
                 required=("x", "y", "content", "size"),
                 **_corner("text"),
-                content=string("the text", max_len=512),
+                content=string("the text", min_len=1, max_len=512),
                 **_text_style(),
             )
         ),
@@ -140,10 +140,10 @@ COMPONENTS: dict[str, Schema] = {
         "the app's object storage",
         required=("vender", "endpoint", "bucket", "accesskey", "secretkey"),
         vender=integer("0 Alibaba Cloud OSS, 1 Tencent Cloud COS, 2 Qiniu Kodo", enum=[0, 1, 2]),
-        endpoint=string("the storage endpoint", max_len=256),
-        bucket=string("bucket", max_len=256),
-        accesskey=string("access key", max_len=256),
-        secretkey=string("secret key", max_len=256),
+        endpoint=string("the storage endpoint", min_len=1, max_len=256),
+        bucket=string("bucket", min_len=1, max_len=256),
+        accesskey=string("access key", min_len=1, max_len=256),
+        secretkey=string("secret key", min_len=1, max_len=256),
         fileprefix=array(
             string("a folder name", pattern="^[A-Za-z0-9]+$"),
             f"folders before the file name, at most {MAX_PREFIX_CHARS} characters joined",
@@ -152,7 +152,7 @@ COMPONENTS: dict[str, Schema] = {
     "JoCloudStartRecord": obj(
         "startrecord",
         required=("resid", "appid", "roomid", "recordtype", "streamtype", "storagecfg"),
-        resid=string("resid from applyrecord", max_len=256),
+        resid=string("resid from applyrecord", min_len=1, max_len=256),
         appid=integer("the app id (the URL's)"),
         roomid=string("the room to record", pattern=ID_PATTERN),
         recordtype=integer("0 audio and video, 1 video, 2 audio", enum=[0, 1, 2]),
@@ -174,17 +174,17 @@ COMPONENTS: dict[str, Schema] = {
         "stoprecord",
         required=("appid", "resid", "roomid", "recordid"),
         appid=integer("the app id (the URL's)"),
-        resid=string("resid the recording was started with", max_len=256),
+        resid=string("resid the recording was started with", min_len=1, max_len=256),
         roomid=string("the recorded room", pattern=ID_PATTERN),
-        recordid=string("recordid from startrecord", max_len=128),
+        recordid=string("recordid from startrecord", min_len=1, max_len=128),
     ),
     "JoCloudUpdateMixRecord": obj(
         "updatemixrecord",
         required=("appid", "resid", "roomid", "recordid", "mixconfig"),
         appid=integer("the app id (the URL's)"),
-        resid=string("resid the recording was started with", max_len=256),
+        resid=string("resid the recording was started with", min_len=1, max_len=256),
         roomid=string("the recorded room", pattern=ID_PATTERN),
-        recordid=string("recordid from startrecord", max_len=128),
+        recordid=string("recordid from startrecord", min_len=1, max_len=128),
         mixconfig=ref("JoCloudMixConfig"),
     ),
 }
@@ -285,7 +285,7 @@ def openapi_extra(endpoint: str) -> Schema:
             {
                 "parameters": [
                     path("roomid", string(pattern=ID_PATTERN)),
-                    path("recordid", string(max_len=128)),
+                    path("recordid", string(min_len=1, max_len=128)),
                 ]
             }
         )

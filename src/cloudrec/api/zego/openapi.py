@@ -62,7 +62,7 @@ COMPONENTS: dict[str, Schema] = {
         ),
         MixInputList=array(ref("ZegoMixInputListItem"), max_items=25),
         FillMode=integer("1 crop, 2 scale (MixMode 2-5)", enum=[1, 2], default=1),
-        MixOutputStreamId=string("the mixed stream's id"),
+        MixOutputStreamId=string("the mixed stream's id", min_len=1),
         MixOutputVideoConfig=obj(
             "the mixed video",
             required=("Width", "Height", "Fps", "Bitrate"),
@@ -165,9 +165,9 @@ COMPONENTS: dict[str, Schema] = {
             enum=list(range(1, 11)),
         ),
         Region=string(),
-        Bucket=string(),
-        AccessKeyId=string(),
-        AccessKeySecret=string(),
+        Bucket=string(min_len=1),
+        AccessKeyId=string(min_len=1),
+        AccessKeySecret=string(min_len=1),
         AlibabaCloudVodParams=obj(
             "Vendor 5 (refused)",
             required=("Region", "AccessKeyId", "AccessKeySecret", "Title", "StorageLocation"),

@@ -1,0 +1,228 @@
+"""schemathesis against both dialects, as an attacker holding credentials would fuzz them:
+the app served by uvicorn on a loopback port over a real SQLite database, the OpenAPI document
+fetched from its ``/openapi.json``, every JoCloud endpoint and every ZEGO Action attacked with
+generated requests that fit its schema (positive) and requests that break it (negative).
+
+Each request is authenticated so that it reaches the handler: JoCloud's ``AppID`` and
+``Token`` headers (and the body's ``appid``, which must be the URL's), ZEGO's signature over a
+fresh ``SignatureNonce`` (a nonce is accepted once), and a fresh ``resid`` for startrecord.
+The requests go round several apps, so that the real per-app rate limits (10/s) let most of
+them through.
+
+Checks per answer: no 5xx; an answer within ``TIMEOUT_S`` (no hang); the dialect's envelope
+(JoCloud ``code``/``message``/``traceId``, ZEGO ``Code``/``Message``/``RequestId``, HTTP 200,
+or JoCloud's documented bare 404); status code, content type and body conforming to the
+published schema.  The number of cases run is printed (issue 11).
+
+The executor is ``tests.inprocess.FakeExecutor``: a StartRecord that passes every check is
+stored as a task, but no worker is started.  The target here is the API surface; workers are
+the e2e tests' (docs/security.md, "Fuzzing the dialects").
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import cycle
+from typing import Any
+
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from cloudrec.api.zego.auth import signature
+from tests.conftest import free_port
+from tests.inprocess import InProcess, basic, in_process
+
+APP_IDS = range(7000001, 7000013)  # 12 apps: 120 JoCloud requests/s within the limits
+EXAMPLES = 20  # per operation and mode: about 40 s on 2 cores
+TIMEOUT_S = 10.0  # per request: a loaded 2-core machine answers in well under a second
+ROOM = "fuzzroom"  # published in every app: a StartRecord for it can succeed
+# Refusals of the credentials: none may occur (the cases must reach the handlers).
+AUTH_CODES = {1000, 1001, 1002, 100000004, 100000005, 300000002}
+
+
+@dataclass
+class Known:
+    """A task a fuzzed StartRecord started, for later cases to aim at."""
+
+    task_id: str
+    resid: str
+
+
+@dataclass
+class Target:
+    """The served app: its base URL, its container, the apps' secrets, and the tasks the
+    fuzzing has started (per app)."""
+
+    base: str
+    api: InProcess
+    secrets: dict[int, str]
+    tasks: dict[int, list[Known]] = field(default_factory=dict)
+    apps: Iterator[int] = field(init=False)
+    steer: Iterator[bool] = field(default_factory=lambda: cycle([True, False]))
+
+    def __post_init__(self) -> None:
+        self.apps = cycle(self.secrets)
+
+
+@pytest.fixture
+def target(data_dir) -> Iterator[Target]:
+    with in_process(f"sqlite:///{data_dir / 'fuzz.db'}", data_dir) as api:
+        app_secrets = {a: api.container.apps.create(a).server_secret for a in APP_IDS}
+        for app_id in APP_IDS:
+            api.publish(app_id, ROOM, "stream1", "user1")
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(api.app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        try:
+            yield Target(f"http://127.0.0.1:{port}", api, app_secrets)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+def authenticate(t: Target, case: schemathesis.Case) -> int:
+    """Make ``case`` reach its handler: the credentials of the next app, signed afresh; every
+    other case is steered at what exists (the published room, a task started earlier, a
+    DescribeTasks window of the last hour) so that the handlers get past their first check.
+    Returns the app id."""
+    app_id = next(t.apps)
+    secret = t.secrets[app_id]
+    steer = next(t.steer)
+    known = t.tasks.get(app_id, [])
+    task = known[len(known) // 2] if known and steer else None
+    body = case.body if isinstance(case.body, dict) else None
+    if case.path.startswith("/app/"):
+        case.path_parameters = {**case.path_parameters, "appid": app_id}
+        case.headers = {**dict(case.headers or {}), "AppID": str(app_id)}
+        case.headers["Token"] = basic(app_id, secret)
+        if body is not None:
+            body["appid"] = app_id
+            if case.path.endswith("/startrecord"):
+                body["resid"] = t.api.container.tasks.apply_resource(app_id)
+                if steer:
+                    body.update(roomid=ROOM, uid="user1")
+            elif task is not None:
+                body.update(resid=task.resid, roomid=ROOM, recordid=task.task_id)
+        if task is not None and "recordid" in case.path_parameters:
+            case.path_parameters.update(roomid=ROOM, recordid=task.task_id)
+        return app_id
+    nonce, now = secrets.token_hex(8), int(time.time())
+    case.query = {
+        **(case.query or {}),
+        "AppId": app_id,
+        "SignatureNonce": nonce,
+        "Timestamp": now,
+        "SignatureVersion": "2.0",
+        "Signature": signature(app_id, nonce, secret, now),
+    }
+    if body is not None and steer:
+        if case.path.endswith("/StartRecord"):
+            body["RoomId"] = ROOM
+        elif case.path.endswith("/DescribeTasks"):
+            body.update(StartTime=(now - 3600) * 1000, EndTime=now * 1000)
+        elif task is not None:
+            body["TaskId"] = task.task_id
+    return app_id
+
+
+def remember(t: Target, app_id: int, case: schemathesis.Case, answer: dict[str, Any]) -> None:
+    """A task a StartRecord started, for later cases to aim at."""
+    if case.path.endswith("/startrecord") and answer.get("code") == 0:
+        assert isinstance(case.body, dict)
+        t.tasks.setdefault(app_id, []).append(Known(answer["recordid"], case.body["resid"]))
+    elif case.path.endswith("/StartRecord") and answer.get("Code") == 0:
+        t.tasks.setdefault(app_id, []).append(Known(answer["Data"]["TaskId"], ""))
+
+
+def in_envelope(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> None:
+    """Every answer is the dialect's: HTTP 200 (or 413) with its envelope, or JoCloud's bare
+    404 for an unknown endpoint, method or Content-Type."""
+    jocloud = case.path.startswith("/app/")
+    if jocloud and response.status_code == 404:
+        assert not response.content, response.text
+        return
+    assert response.status_code in (200, 413), (response.status_code, response.text)
+    answer = response.json()
+    keys = ("code", "message", "traceId") if jocloud else ("Code", "Message", "RequestId")
+    assert isinstance(answer, dict) and set(keys) <= set(answer), answer
+    code, message = answer[keys[0]], answer[keys[1]]
+    assert isinstance(code, int) and isinstance(message, str), answer
+    assert (code == 0) == (message in ("success", "succeed")), answer
+
+
+CHECKS: list[Callable[..., Any]] = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def fuzz(
+    t: Target, operation: Any, mode: schemathesis.GenerationMode, ran: list[tuple[str, int, str]]
+) -> None:
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def attack(case: schemathesis.Case) -> None:
+        app_id = authenticate(t, case)
+        response = case.call(base_url=t.base, timeout=TIMEOUT_S)
+        case.validate_response(response, checks=CHECKS, additional_checks=[in_envelope])
+        answer = response.json() if response.content else {}
+        remember(t, app_id, case, answer)
+        code = answer.get("code", answer.get("Code", response.status_code))
+        message = answer.get("message", answer.get("Message", ""))
+        ran.append((f"{operation.method.upper()} {operation.path}", code, message))
+
+    attack()
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_hang_or_answer_outside_the_envelope(
+    target: Target,
+) -> None:
+    schema = schemathesis.openapi.from_url(f"{target.base}/openapi.json")
+    operations = [
+        result.ok()
+        for result in schema.get_all_operations()
+        if result.ok().path.startswith(("/app/", "/zego/"))
+    ]
+    assert len(operations) == 5 + 9, [op.path for op in operations]
+    ran: list[tuple[str, int, str]] = []
+    for operation in operations:
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            fuzz(target, operation, mode, ran)
+    print(f"\nschemathesis: {len(ran)} cases over {len(operations)} operations, every answer")
+    print("in its dialect's envelope (cases, answered code 0, distinct codes):")
+    for op in operations:
+        name = f"{op.method.upper()} {op.path}"
+        codes = [code for n, code, _ in ran if n == name]
+        print(f"  {len(codes):4d} {codes.count(0):4d} {len(set(codes)):3d}  {name}")
+    assert {n for n, _, _ in ran} == {f"{op.method.upper()} {op.path}" for op in operations}
+    # Every case reached its handler: none was refused for its credentials.
+    refused = [(n, code, message) for n, code, message in ran if code in AUTH_CODES]
+    assert not refused, refused[:5]
