@@ -21,6 +21,7 @@ the e2e tests' (docs/security.md, "Fuzzing the dialects").
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -45,7 +46,8 @@ from tests.conftest import free_port
 from tests.inprocess import InProcess, basic, in_process
 
 APP_IDS = range(7000001, 7000013)  # 12 apps: 120 JoCloud requests/s within the limits
-EXAMPLES = 20  # per operation and mode: about 40 s on 2 cores
+# Per operation and mode: about 40 s on 2 cores; CLOUDREC_TEST_FUZZ_EXAMPLES=500 hunts longer.
+EXAMPLES = int(os.environ.get("CLOUDREC_TEST_FUZZ_EXAMPLES", "20"))
 TIMEOUT_S = 10.0  # per request: a loaded 2-core machine answers in well under a second
 ROOM = "fuzzroom"  # published in every app: a StartRecord for it can succeed
 # Refusals of the credentials: none may occur (the cases must reach the handlers).
