@@ -202,7 +202,7 @@ COMPONENTS: dict[str, Schema] = {
         required=("Status", "StartTime", "EndTime"),
         Status=integer("2 recording, 3 ended", enum=[2, 3]),
         RoomId=string("one room (none: all)"),
-        PageOffset=integer(lo=1, default=1),
+        PageOffset=integer(lo=1, hi=1_000_000, default=1),
         PageSize=integer(lo=1, hi=50, default=50),
         StartTime=integer("Unix ms, at most 3 days ago", fmt="int64"),
         EndTime=integer("Unix ms, after StartTime and at most 3 days later", fmt="int64"),

@@ -41,6 +41,9 @@ log = logging.getLogger("cloudrec.api.zego")
 FAST = RateLimitItemPerSecond(50)
 SLOW = RateLimitItemPerSecond(10)
 QUERY_WINDOW = timedelta(days=3)
+# Pages past this hold nothing (200 tasks per app at once, 3 days), and the row offset of a
+# larger one does not fit the database's integer (issue 11: schemathesis, HTTP 500).
+MAX_PAGE_OFFSET = 1_000_000
 PUBLISHED_PREFIX = "/zego"  # POST /zego/{Action}: one published operation per Action
 # Handlers are plain functions run in a worker thread (STYLE.md 12: they wait on the database).
 Handler = Callable[[Container, int, dict[str, Any], dict[str, str]], dict[str, Any]]
@@ -200,8 +203,10 @@ def describe_tasks(
         )
     offset = _integer(body, "PageOffset", 1)
     size = _integer(body, "PageSize", 50)
-    if offset < 1 or not 1 <= size <= 50:
-        raise CloudrecError.invalid_argument("PageOffset must be >= 1 and PageSize in [1, 50]")
+    if not 1 <= offset <= MAX_PAGE_OFFSET or not 1 <= size <= 50:
+        raise CloudrecError.invalid_argument(
+            f"PageOffset must be in [1, {MAX_PAGE_OFFSET}] and PageSize in [1, 50]"
+        )
     room = body.get("RoomId") or None
     if room is not None and not isinstance(room, str):
         raise CloudrecError.invalid_argument(f"RoomId must be a string, not {room!r}")
