@@ -21,6 +21,7 @@ the e2e tests' (docs/security.md, "Fuzzing the dialects").
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import threading
@@ -51,6 +52,7 @@ EXAMPLES = int(os.environ.get("CLOUDREC_TEST_FUZZ_EXAMPLES", "20"))
 TIMEOUT_S = 10.0  # per request: a loaded 2-core machine answers in well under a second
 ROOM = "fuzzroom"  # published in every app: a StartRecord for it can succeed
 # Refusals of the credentials: none may occur (the cases must reach the handlers).
+STRANGER = "(a stranger's credentials)"
 AUTH_CODES = {1000, 1001, 1002, 100000004, 100000005, 300000002}
 
 
@@ -73,6 +75,9 @@ class Target:
     tasks: dict[int, list[Known]] = field(default_factory=dict)
     apps: Iterator[int] = field(init=False)
     steer: Iterator[bool] = field(default_factory=lambda: cycle([True, False]))
+    # One case in 8 keeps the credentials schemathesis generated (an unknown or huge app id,
+    # a wrong token or signature): the path an unauthenticated client takes.
+    stranger: Iterator[bool] = field(default_factory=lambda: cycle([False] * 7 + [True]))
 
     def __post_init__(self) -> None:
         self.apps = cycle(self.secrets)
@@ -101,11 +106,21 @@ def target(data_dir) -> Iterator[Target]:
             thread.join(timeout=30)
 
 
-def authenticate(t: Target, case: schemathesis.Case) -> int:
+def authenticate(t: Target, case: schemathesis.Case) -> int | None:
     """Make ``case`` reach its handler: the credentials of the next app, signed afresh; every
     other case is steered at what exists (the published room, a task started earlier, a
     DescribeTasks window of the last hour) so that the handlers get past their first check.
-    Returns the app id."""
+    Returns the app id, or None for a stranger's case (the generated app id, made consistent
+    enough to reach the app lookup: JoCloud's AppID header and Token user are the path's, with
+    a wrong secret; ZEGO's generated signature, its Timestamp now)."""
+    if next(t.stranger):
+        if case.path.startswith("/app/"):
+            appid = str(case.path_parameters.get("appid", ""))
+            token = "Basic " + base64.b64encode(f"{appid}:wrong".encode()).decode()
+            case.headers = {**dict(case.headers or {}), "AppID": appid, "Token": token}
+        else:
+            case.query = {**(case.query or {}), "Timestamp": int(time.time())}
+        return None
     app_id = next(t.apps)
     secret = t.secrets[app_id]
     steer = next(t.steer)
@@ -146,8 +161,12 @@ def authenticate(t: Target, case: schemathesis.Case) -> int:
     return app_id
 
 
-def remember(t: Target, app_id: int, case: schemathesis.Case, answer: dict[str, Any]) -> None:
+def remember(
+    t: Target, app_id: int | None, case: schemathesis.Case, answer: dict[str, Any]
+) -> None:
     """A task a StartRecord started, for later cases to aim at."""
+    if app_id is None:
+        return
     if case.path.endswith("/startrecord") and answer.get("code") == 0:
         assert isinstance(case.body, dict)
         t.tasks.setdefault(app_id, []).append(Known(answer["recordid"], case.body["resid"]))
@@ -198,7 +217,8 @@ def fuzz(
         remember(t, app_id, case, answer)
         code = answer.get("code", answer.get("Code", response.status_code))
         message = answer.get("message", answer.get("Message", ""))
-        ran.append((f"{operation.method.upper()} {operation.path}", code, message))
+        name = f"{operation.method.upper()} {operation.path}"
+        ran.append((name if app_id is not None else STRANGER, code, message))
 
     attack()
 
@@ -224,7 +244,12 @@ def test_schemathesis_finds_no_server_error_hang_or_answer_outside_the_envelope(
         name = f"{op.method.upper()} {op.path}"
         codes = [code for n, code, _ in ran if n == name]
         print(f"  {len(codes):4d} {codes.count(0):4d} {len(set(codes)):3d}  {name}")
-    assert {n for n, _, _ in ran} == {f"{op.method.upper()} {op.path}" for op in operations}
+    strangers = [code for n, code, _ in ran if n == STRANGER]
+    print(f"  {len(strangers):4d} {strangers.count(0):4d} {len(set(strangers)):3d}  {STRANGER}")
+    assert strangers and 0 not in strangers  # none got through
+    assert {n for n, _, _ in ran} - {STRANGER} == {
+        f"{op.method.upper()} {op.path}" for op in operations
+    }
     # Every case reached its handler: none was refused for its credentials.
-    refused = [(n, code, message) for n, code, message in ran if code in AUTH_CODES]
+    refused = [(n, c, m) for n, c, m in ran if c in AUTH_CODES and n != STRANGER]
     assert not refused, refused[:5]
