@@ -28,9 +28,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import cycle
+from itertools import count, cycle
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 import uvicorn
@@ -43,8 +44,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cloudrec.api.zego.auth import signature
+from cloudrec.core.tasks import TaskState
 from tests.conftest import free_port
 from tests.inprocess import InProcess, basic, in_process
+from tests.integration.test_api_inprocess_jocloud import start_body as jocloud_body
+from tests.integration.test_api_inprocess_zego import mix_body, start_body
+from tests.zego import Zego
 
 APP_IDS = range(7000001, 7000013)  # 12 apps: 120 JoCloud requests/s within the limits
 # Per operation and mode: about 40 s on 2 cores; CLOUDREC_TEST_FUZZ_EXAMPLES=500 hunts longer.
@@ -72,7 +77,9 @@ class Target:
     base: str
     api: InProcess
     secrets: dict[int, str]
-    tasks: dict[int, list[Known]] = field(default_factory=dict)
+    tasks: dict[int, list[Known]] = field(default_factory=dict)  # every task, per app
+    started: dict[int, list[Known]] = field(default_factory=dict)  # those the fuzzing started
+    turn: Iterator[int] = field(default_factory=lambda: count())
     apps: Iterator[int] = field(init=False)
     steer: Iterator[bool] = field(default_factory=lambda: cycle([True, False]))
     # One case in 8 keeps the credentials schemathesis generated (an unknown or huge app id,
@@ -100,7 +107,10 @@ def target(data_dir) -> Iterator[Target]:
             assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.02)
         try:
-            yield Target(f"http://127.0.0.1:{port}", api, app_secrets)
+            t = Target(f"http://127.0.0.1:{port}", api, app_secrets)
+            for app_id in APP_IDS[:3]:
+                seed(t, app_id)
+            yield t
         finally:
             server.should_exit = True
             thread.join(timeout=30)
@@ -122,10 +132,18 @@ def authenticate(t: Target, case: schemathesis.Case) -> int | None:
             case.query = {**(case.query or {}), "Timestamp": int(time.time())}
         return None
     app_id = next(t.apps)
-    secret = t.secrets[app_id]
     steer = next(t.steer)
-    known = t.tasks.get(app_id, [])
-    task = known[len(known) // 2] if known and steer else None
+    task = None
+    if steer and not case.path.lower().endswith("/startrecord"):
+        # A stop aims at a task the fuzzing started, anything else at any task: the seeded
+        # ones stay recording for pause, resume, layout and snapshot cases.
+        stop = case.path.lower().endswith("/stoprecord")
+        pool = t.started if stop else t.tasks
+        if pool:
+            app_id = list(pool)[next(t.turn) % len(pool)]
+            known = pool[app_id]
+            task = known[-1] if stop else known[next(t.turn) % len(known)]
+    secret = t.secrets[app_id]
     body = case.body if isinstance(case.body, dict) else None
     if case.path.startswith("/app/"):
         case.path_parameters = {**case.path_parameters, "appid": app_id}
@@ -169,9 +187,45 @@ def remember(
         return
     if case.path.endswith("/startrecord") and answer.get("code") == 0:
         assert isinstance(case.body, dict)
-        t.tasks.setdefault(app_id, []).append(Known(answer["recordid"], case.body["resid"]))
+        known = Known(answer["recordid"], case.body["resid"])
     elif case.path.endswith("/StartRecord") and answer.get("Code") == 0:
+        known = Known(answer["Data"]["TaskId"], "")
+    else:
+        return
+    t.started.setdefault(app_id, []).append(known)
+    t.tasks.setdefault(app_id, []).append(known)
+    recording(t.api, known.task_id)
+
+
+def recording(api: InProcess, task_id: str) -> None:
+    """What the task's worker would write once it records (the executor starts none)."""
+    with api.container.uow() as uow:
+        uow.tasks.update(task_id, state=TaskState.RECORDING)
+        uow.commit()
+
+
+def seed(t: Target, app_id: int) -> None:
+    """Three recording tasks of ``app_id`` for the fuzzing to aim at, started as a client
+    would: a ZEGO mix, a ZEGO single-stream task, a JoCloud source-stream task."""
+    zego = Zego(t.base, app_id, t.secrets[app_id])
+    mix = mix_body()
+    single = start_body()
+    for body in (mix, single):
+        body["RoomId"] = ROOM
+        answer = zego.call("StartRecord", body)
+        assert answer["Code"] == 0, answer
         t.tasks.setdefault(app_id, []).append(Known(answer["Data"]["TaskId"], ""))
+    resid = t.api.container.tasks.apply_resource(app_id)
+    r = httpx.post(
+        f"{t.base}/app/{app_id}/v1/recordoss/startrecord",
+        json=jocloud_body(resid, appid=app_id, roomid=ROOM, uid="user1"),
+        headers={"AppID": str(app_id), "Token": basic(app_id, t.secrets[app_id])},
+        timeout=TIMEOUT_S,
+    )
+    assert r.json()["code"] == 0, r.text
+    t.tasks[app_id].append(Known(r.json()["recordid"], resid))
+    for known in t.tasks[app_id]:
+        recording(t.api, known.task_id)
 
 
 def in_envelope(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> None:
