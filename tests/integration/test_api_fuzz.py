@@ -3,11 +3,12 @@ the app served by uvicorn on a loopback port over a real SQLite database, the Op
 fetched from its ``/openapi.json``, every JoCloud endpoint and every ZEGO Action attacked with
 generated requests that fit its schema (positive) and requests that break it (negative).
 
-Each request is authenticated so that it reaches the handler: JoCloud's ``AppID`` and
-``Token`` headers (and the body's ``appid``, which must be the URL's), ZEGO's signature over a
-fresh ``SignatureNonce`` (a nonce is accepted once), and a fresh ``resid`` for startrecord.
-The requests go round several apps, so that the real per-app rate limits (10/s) let most of
-them through.
+Seven requests in eight are authenticated so that they reach the handler: JoCloud's ``AppID``
+and ``Token`` headers (and the body's ``appid``, which must be the URL's), ZEGO's signature
+over a fresh ``SignatureNonce`` (a nonce is accepted once), and a fresh ``resid`` for
+startrecord.  They go round several apps, so that the real per-app rate limits (10/s) let most
+of them through, and every other one is steered at what exists (:func:`authenticate`).  The
+eighth keeps a stranger's generated app id, with a wrong secret.
 
 Checks per answer: no 5xx; an answer within ``TIMEOUT_S`` (no hang); the dialect's envelope
 (JoCloud ``code``/``message``/``traceId``, ZEGO ``Code``/``Message``/``RequestId``, HTTP 200,
@@ -15,8 +16,9 @@ or JoCloud's documented bare 404); status code, content type and body conforming
 published schema.  The number of cases run is printed (issue 11).
 
 The executor is ``tests.inprocess.FakeExecutor``: a StartRecord that passes every check is
-stored as a task, but no worker is started.  The target here is the API surface; workers are
-the e2e tests' (docs/security.md, "Fuzzing the dialects").
+stored as a task, but no worker is started (the test marks the task recording, as a worker
+would).  The target here is the API surface; workers are the e2e tests' (docs/security.md,
+"Fuzzing the dialects").
 """
 
 from __future__ import annotations
