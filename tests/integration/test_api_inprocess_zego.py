@@ -178,6 +178,32 @@ def test_an_app_id_too_large_for_any_app_is_refused_as_unknown_before_the_databa
     assert r.status_code == 401, r.text
 
 
+def test_a_nul_character_in_the_body_or_the_query_is_a_parameter_error(api):
+    """Regression (issue 11): a ``TaskId`` (StopRecord, DescribeRecordStatus), a ``RoomId``
+    (DescribeTasks) or a ``ClientTaskId`` holding ``\u0000``, or a ``SignatureNonce`` of
+    ``%00``, reached the database, and PostgreSQL, whose text cannot hold NUL, answered
+    HTTP 500."""
+    now = int(time.time() * 1000)
+    bodies = {
+        "StopRecord": {"TaskId": "a\u0000b"},
+        "DescribeRecordStatus": {"TaskId": "a\u0000b"},
+        "DescribeTasks": {"Status": 2, "StartTime": now - 1000, "EndTime": now, "RoomId": "\0"},
+        "StartRecord": start_body(ClientTaskId="x\u0000"),
+    }
+    for action, body in bodies.items():
+        answer = call(api, action, body)
+        assert answer["Code"] == 300000004 and "NUL" in answer["Message"], (action, answer)
+    ts, nonce = int(time.time()), "a\x00b"
+    params = {
+        **signed(api, "StopRecord"),
+        "SignatureNonce": nonce,
+        "Signature": signature(APP, nonce, api.secret, ts),
+        "Timestamp": str(ts),
+    }
+    answer = call(api, "StopRecord", {"TaskId": "X"}, params=params)
+    assert answer["Code"] == 300000004 and "NUL" in answer["Message"], answer
+
+
 def test_describe_tasks_refuses_numbers_that_are_not_integers_naming_the_field(api):
     """Regression (issue 11, found by schemathesis): ``PageSize: "x"``, ``PageOffset: [1]``,
     a ``PageOffset`` of 35 digits, ``StartTime: 1e400`` (JSON's infinity), a StartTime in the

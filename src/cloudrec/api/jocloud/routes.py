@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from cloudrec.api.auth import parse_basic
-from cloudrec.api.bodies import parse_json
+from cloudrec.api.bodies import parse_json, refuse_nul
 from cloudrec.api.jocloud import codes, openapi
 from cloudrec.api.jocloud.fields import get_int, require
 from cloudrec.api.jocloud.mixconfig import parse_mixconfig
@@ -222,6 +222,7 @@ async def _serve(request: Request, appid: str, rest: str) -> Response:
                 )
             app_id = int(appid)
             _authenticate(headers, c, app_id)
+            refuse_nul(rest, "the URL")
             _limit(limiter, "app", str(app_id))
             extra = handler(Call(c, app_id, rest.strip("/"), raw, limiter))
         except CloudrecError as exc:

@@ -25,7 +25,7 @@ from limits import RateLimitItemPerSecond
 from limits.strategies import RateLimiter
 from starlette.concurrency import run_in_threadpool
 
-from cloudrec.api.bodies import parse_json
+from cloudrec.api.bodies import parse_json, refuse_nul
 from cloudrec.api.zego import codes, openapi
 from cloudrec.api.zego.auth import verify
 from cloudrec.api.zego.schemas import parse_layout, parse_start
@@ -356,6 +356,7 @@ def _handle(
         if action not in ACTIONS:
             raise CloudrecError.invalid_argument(f"unknown Action {action!r}")
         handler, limit = ACTIONS[action]
+        refuse_nul(query, "the query")  # before the nonce is stored
         app_id = verify(query, _secret_lookup(c), c.clock().timestamp(), c.nonces)
         if not limiter.hit(limit, "zego", str(app_id), action):
             raise CloudrecError.resource_exhausted(
