@@ -1,5 +1,5 @@
 """schemathesis against both dialects, as an attacker holding credentials would fuzz them:
-the app served by uvicorn on a loopback port over a real SQLite database, the OpenAPI document
+the app served by uvicorn on a loopback port over a real SQLite or PostgreSQL database, the OpenAPI document
 fetched from its ``/openapi.json``, every JoCloud endpoint and every ZEGO Action attacked with
 generated requests that fit its schema (positive) and requests that break it (negative).
 
@@ -54,8 +54,9 @@ from tests.integration.test_api_inprocess_zego import mix_body, start_body
 from tests.zego import Zego
 
 APP_IDS = range(7000001, 7000013)  # 12 apps: 120 JoCloud requests/s within the limits
-# Per operation and mode: about 40 s on 2 cores; CLOUDREC_TEST_FUZZ_EXAMPLES=500 hunts longer.
-EXAMPLES = int(os.environ.get("CLOUDREC_TEST_FUZZ_EXAMPLES", "20"))
+# Per operation and mode: 336 cases per database, 15-30 s each on 2 cores;
+# CLOUDREC_TEST_FUZZ_EXAMPLES=150 hunts longer.
+EXAMPLES = int(os.environ.get("CLOUDREC_TEST_FUZZ_EXAMPLES", "12"))
 TIMEOUT_S = 10.0  # per request: a loaded 2-core machine answers in well under a second
 ROOM = "fuzzroom"  # published in every app: a StartRecord for it can succeed
 # Refusals of the credentials: none may occur (the cases must reach the handlers).
@@ -93,8 +94,8 @@ class Target:
 
 
 @pytest.fixture
-def target(data_dir) -> Iterator[Target]:
-    with in_process(f"sqlite:///{data_dir / 'fuzz.db'}", data_dir) as api:
+def target(database_url, data_dir) -> Iterator[Target]:
+    with in_process(database_url, data_dir) as api:
         app_secrets = {a: api.container.apps.create(a).server_secret for a in APP_IDS}
         for app_id in APP_IDS:
             api.publish(app_id, ROOM, "stream1", "user1")
