@@ -1,7 +1,8 @@
 """schemathesis against both dialects, as an attacker holding credentials would fuzz them:
-the app served by uvicorn on a loopback port over a real SQLite or PostgreSQL database, the OpenAPI document
-fetched from its ``/openapi.json``, every JoCloud endpoint and every ZEGO Action attacked with
-generated requests that fit its schema (positive) and requests that break it (negative).
+the app served by uvicorn on a loopback port over a real database (SQLite, PostgreSQL), the
+OpenAPI document fetched from its ``/openapi.json``, every JoCloud endpoint and every ZEGO
+Action attacked with generated requests that fit its schema (positive) and requests that
+break it (negative).
 
 Seven requests in eight are authenticated so that they reach the handler: JoCloud's ``AppID``
 and ``Token`` headers (and the body's ``appid``, which must be the URL's), ZEGO's signature

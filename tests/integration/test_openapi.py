@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from openapi_spec_validator import validate
 
 from cloudrec.api.jocloud import routes as jocloud_routes
 from cloudrec.api.zego import routes as zego_routes
@@ -51,6 +52,13 @@ def doc(api: InProcess) -> dict[str, Any]:
     assert r.status_code == 200
     document: dict[str, Any] = r.json()
     return document
+
+
+def test_the_document_is_valid_openapi_3_1(doc):
+    """What a client generator checks first (openapi-spec-validator: OpenAPI 3.1 and the JSON
+    Schema of every body and answer)."""
+    assert doc["openapi"].startswith("3.1")
+    validate(doc)
 
 
 def resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
