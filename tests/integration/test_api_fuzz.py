@@ -209,8 +209,8 @@ def recording(api: InProcess, task_id: str) -> None:
 
 
 def seed(t: Target, app_id: int) -> None:
-    """Three recording tasks of ``app_id`` for the fuzzing to aim at, started as a client
-    would: a ZEGO mix, a ZEGO single-stream task, a JoCloud source-stream task."""
+    """Four recording tasks of ``app_id`` for the fuzzing to aim at, started as a client
+    would: a ZEGO mix, a ZEGO single-stream task, a JoCloud source stream, a JoCloud mix."""
     zego = Zego(t.base, app_id, t.secrets[app_id])
     mix = mix_body()
     single = start_body()
@@ -219,15 +219,17 @@ def seed(t: Target, app_id: int) -> None:
         answer = zego.call("StartRecord", body)
         assert answer["Code"] == 0, answer
         t.tasks.setdefault(app_id, []).append(Known(answer["Data"]["TaskId"], ""))
-    resid = t.api.container.tasks.apply_resource(app_id)
-    r = httpx.post(
-        f"{t.base}/app/{app_id}/v1/recordoss/startrecord",
-        json=jocloud_body(resid, appid=app_id, roomid=ROOM, uid="user1"),
-        headers={"AppID": str(app_id), "Token": basic(app_id, t.secrets[app_id])},
-        timeout=TIMEOUT_S,
-    )
-    assert r.json()["code"] == 0, r.text
-    t.tasks[app_id].append(Known(r.json()["recordid"], resid))
+    audio_mix = {"templateid": 1, "output": {"streamtype": 2}}
+    for over in ({"uid": "user1"}, {"streamtype": 1, "mixconfig": audio_mix}):
+        resid = t.api.container.tasks.apply_resource(app_id)
+        r = httpx.post(
+            f"{t.base}/app/{app_id}/v1/recordoss/startrecord",
+            json=jocloud_body(resid, appid=app_id, roomid=ROOM, **over),
+            headers={"AppID": str(app_id), "Token": basic(app_id, t.secrets[app_id])},
+            timeout=TIMEOUT_S,
+        )
+        assert r.json()["code"] == 0, r.text
+        t.tasks[app_id].append(Known(r.json()["recordid"], resid))
     for known in t.tasks[app_id]:
         recording(t.api, known.task_id)
 
