@@ -245,3 +245,17 @@ def test_a_body_that_is_not_a_json_object_is_2101(api):
     assert r["code"] == 2101 and "not JSON" in r["message"], r
     r = answer(call(api, "POST", "startrecord", content=b"[1]"))
     assert r["code"] == 2101 and "JSON object" in r["message"], r
+
+
+def test_a_nul_character_in_a_field_or_the_url_is_a_parameter_error(api):
+    """Regression (issue 11): a ``recordid`` or ``resid`` holding ``\\u0000`` (body) or ``%00``
+    (queryrecord's URL) reached the task lookup, and PostgreSQL, whose text cannot hold NUL,
+    answered HTTP 500; cloudrec's own ``/v1/apps/{app}/tasks/a%00b`` too."""
+    body = {"appid": APP, "resid": "r", "roomid": ROOM, "recordid": "a\u0000b"}
+    stopped = answer(call(api, "POST", "stoprecord", body))
+    assert stopped["code"] == 2101 and "NUL" in stopped["message"], stopped
+    queried = answer(call(api, "GET", "queryrecord/class1/a%00b"))
+    assert queried["code"] == 2101 and "NUL" in queried["message"], queried
+    auth = headers(APP, api.secret)
+    r = api.get(f"/v1/apps/{APP}/tasks/a%00b", headers={"Authorization": auth["Token"]})
+    assert r.status_code == 404, r.text

@@ -4,6 +4,7 @@ that needs a recording in progress moves the task's state itself."""
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -158,6 +159,74 @@ def test_describe_tasks_pages_the_recordings_of_a_time_range(api):
     now = int(time.time() * 1000)
     wide = {"Status": 3, "StartTime": now - 5 * 86_400_000, "EndTime": now}
     assert call(api, "DescribeTasks", wide)["Code"] == 300000004
+
+
+def test_an_app_id_too_large_for_any_app_is_refused_as_unknown_before_the_database(api):
+    """Regression (issue 11): a ZEGO ``AppId`` or a JoCloud ``appid`` of 30 digits was looked
+    up in the database as it was, before any credential was checked, and answered HTTP 500
+    (SQLite: "Python int too large to convert to SQLite INTEGER"), from any network client."""
+    big = "9" * 30
+    params = {**signed(api, "StopRecord"), "AppId": big}
+    answer = call(api, "StopRecord", {"TaskId": "X"}, params=params)
+    assert answer["Code"] == 300000002, answer
+    r = api.get(f"/app/{big}/v1/recordoss/applyrecord", headers={"AppID": big, "Token": big})
+    assert r.status_code == 200 and r.json()["code"] in (1000, 1001), r.text
+    token = "Basic " + base64.b64encode(f"{big}:x".encode()).decode()
+    r = api.get(f"/app/{big}/v1/recordoss/applyrecord", headers={"AppID": big, "Token": token})
+    assert r.status_code == 200 and r.json()["code"] == 1001, r.text
+    r = api.get(f"/v1/apps/{big}/rooms", headers={"Authorization": token})
+    assert r.status_code == 401, r.text
+
+
+def test_a_nul_character_in_the_body_or_the_query_is_a_parameter_error(api):
+    """Regression (issue 11): a ``TaskId`` (StopRecord, DescribeRecordStatus), a ``RoomId``
+    (DescribeTasks) or a ``ClientTaskId`` holding ``\u0000``, or a ``SignatureNonce`` of
+    ``%00``, reached the database, and PostgreSQL, whose text cannot hold NUL, answered
+    HTTP 500."""
+    now = int(time.time() * 1000)
+    bodies = {
+        "StopRecord": {"TaskId": "a\u0000b"},
+        "DescribeRecordStatus": {"TaskId": "a\u0000b"},
+        "DescribeTasks": {"Status": 2, "StartTime": now - 1000, "EndTime": now, "RoomId": "\0"},
+        "StartRecord": start_body(ClientTaskId="x\u0000"),
+    }
+    for action, body in bodies.items():
+        answer = call(api, action, body)
+        assert answer["Code"] == 300000004 and "NUL" in answer["Message"], (action, answer)
+    ts, nonce = int(time.time()), "a\x00b"
+    params = {
+        **signed(api, "StopRecord"),
+        "SignatureNonce": nonce,
+        "Signature": signature(APP, nonce, api.secret, ts),
+        "Timestamp": str(ts),
+    }
+    answer = call(api, "StopRecord", {"TaskId": "X"}, params=params)
+    assert answer["Code"] == 300000004 and "NUL" in answer["Message"], answer
+
+
+def test_describe_tasks_refuses_numbers_that_are_not_integers_naming_the_field(api):
+    """Regression (issue 11, found by schemathesis): ``PageSize: "x"``, ``PageOffset: [1]``,
+    a ``PageOffset`` of 35 digits, ``StartTime: 1e400`` (JSON's infinity), a StartTime in the
+    year 30000 and a ``RoomId`` that is an object were each answered HTTP 500 with a traceback
+    in the log."""
+    now = int(time.time() * 1000)
+    rng = {"Status": 2, "StartTime": now - 60_000, "EndTime": now}
+    cases = [
+        ({**rng, "PageSize": "\x1ex"}, "PageSize"),
+        ({**rng, "PageOffset": [1]}, "PageOffset"),
+        ({**rng, "PageOffset": 44873255731460862055924203345936384}, "PageOffset"),
+        ({**rng, "RoomId": {"a": 1}}, "RoomId"),
+    ]
+    for body, field in cases:
+        answer = call(api, "DescribeTasks", body)
+        assert answer["Code"] == 300000004 and field in answer["Message"], (body, answer)
+    raw = b'{"Status": 2, "StartTime": 1e400, "EndTime": 1e400}'
+    r = api.post("/", params=signed(api, "DescribeTasks"), content=raw)
+    assert r.status_code == 200 and r.json()["Code"] == 300000004, r.text
+    assert "StartTime" in r.json()["Message"]
+    far = 30000 * 365 * 86_400_000
+    answer = call(api, "DescribeTasks", {"Status": 2, "StartTime": far, "EndTime": far + 1})
+    assert answer["Code"] == 300000004 and "StartTime" in answer["Message"], answer
 
 
 def test_pause_resume_layout_and_snapshot_of_a_mix(api):

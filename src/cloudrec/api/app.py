@@ -25,8 +25,11 @@ from cloudrec.api.errors import (
     handle_validation_error,
 )
 from cloudrec.api.jocloud import codes as jocloud_codes
+from cloudrec.api.jocloud import openapi as jocloud_openapi
 from cloudrec.api.jocloud import routes as jocloud_routes
+from cloudrec.api.openapi import publish
 from cloudrec.api.zego import codes as zego_codes
+from cloudrec.api.zego import openapi as zego_openapi
 from cloudrec.api.zego import routes as zego_routes
 from cloudrec.bootstrap import Container
 from cloudrec.console import routes as console
@@ -67,6 +70,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(jocloud_routes.router)
     app.include_router(zego_routes.router)
+    publish(app, {**jocloud_openapi.COMPONENTS, **zego_openapi.COMPONENTS})
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
     def healthz() -> dict[str, Any]:
@@ -116,7 +120,7 @@ def too_large(scope: Scope, message: str) -> JSONResponse:
             "message": message,
             "traceId": trace_id,
         }
-    elif path == "/":
+    elif path == "/" or path.startswith(zego_routes.PUBLISHED_PREFIX + "/"):
         body = {
             "Code": zego_codes.INVALID_PARAMETER,
             "Message": message,

@@ -102,10 +102,36 @@ def _no_constant(name: str) -> Any:
 def parse_json(raw: bytes) -> Any:
     """``raw`` as JSON.  Every way a body can be malformed — not UTF-8, not JSON, NaN or
     Infinity, nested deeper than the parser recurses (issue 11: a RecursionError answered
-    HTTP 500), an integer of more digits than Python converts — is ``invalid_argument``."""
+    HTTP 500), an integer of more digits than Python converts, a NUL in a string — is
+    ``invalid_argument``."""
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        body = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
         raise CloudrecError.invalid_argument("the body is not JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise CloudrecError.invalid_argument(f"the body is not JSON: {exc}") from exc
+    refuse_nul(body, "the body")
+    return body
+
+
+def refuse_nul(value: Any, where: str) -> None:
+    """Refuse a NUL character in any string of ``value`` (a parsed body, its keys too, or a
+    query's values): no vendor field means one, and PostgreSQL's text cannot hold one (issue
+    11: a ``TaskId`` of ``"a\\u0000b"`` was answered HTTP 500 on PostgreSQL, in every Action
+    and endpoint that looks a task up).  Iterative: a body nests as deep as
+    the parser allowed."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                field = f" in {at}" if at else ""
+                raise CloudrecError.invalid_argument(
+                    f"{where} holds a NUL character (\\u0000){field}"
+                )
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                name = f"{at}.{key}" if at else str(key)
+                stack += [(key, at or "a field name"), (inner, name)]
+        elif isinstance(item, list):
+            stack += [(inner, f"{at}[{n}]") for n, inner in enumerate(item)]

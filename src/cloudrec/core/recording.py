@@ -225,8 +225,10 @@ class TaskService:
             )
 
     def get(self, app_id: int, task_id: str) -> Task:
-        with self._uow() as uow:
-            task = uow.tasks.get(task_id)
+        task = None
+        if "\x00" not in task_id:  # no id holds NUL (nor can PostgreSQL's text: issue 11)
+            with self._uow() as uow:
+                task = uow.tasks.get(task_id)
         if task is None or task.app_id != app_id:
             raise CloudrecError.not_found(
                 f"recording {task_id!r} does not exist", reason="task_unknown"

@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl
 
 from cloudrec.core.errors import CloudrecError
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
+ID_PATTERN = r"^[A-Za-z0-9_\-.]{1,128}$"  # room, stream and user ids
+_ID_RE = re.compile(ID_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from cloudrec.core.apps import SECRET_KINDS, App, check_app_id, new_secret
+from cloudrec.core.apps import MAX_APP_ID, SECRET_KINDS, App, check_app_id, new_secret
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.rooms import (
@@ -71,8 +71,10 @@ class AppService:
         return app
 
     def get(self, app_id: int) -> App:
-        with self._uow() as uow:
-            app = uow.apps.get(app_id)
+        app = None
+        if 1 <= app_id <= MAX_APP_ID:  # no other exists (nor fits the database's integer)
+            with self._uow() as uow:
+                app = uow.apps.get(app_id)
         if app is None:
             raise CloudrecError.not_found(f"app {app_id} does not exist", reason="app_unknown")
         return app
@@ -96,9 +98,13 @@ class AppService:
         return app
 
     def authenticate(self, app_id: int, secret: str) -> App:
-        """The app whose server secret is ``secret``; ``unauthenticated`` otherwise."""
-        with self._uow() as uow:
-            app = uow.apps.get(app_id)
+        """The app whose server secret is ``secret``; ``unauthenticated`` otherwise (an app id
+        outside 1..MAX_APP_ID too, unread: issue 11, a 30-digit AppId answered HTTP 500
+        before any credential was checked)."""
+        app = None
+        if 1 <= app_id <= MAX_APP_ID:
+            with self._uow() as uow:
+                app = uow.apps.get(app_id)
         if app is None or not hmac.compare_digest(app.server_secret, secret):
             raise CloudrecError.unauthenticated("wrong app id or server secret")
         return app

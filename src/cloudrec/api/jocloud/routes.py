@@ -8,7 +8,7 @@ a wrong Content-Type or an unknown endpoint, which the document answers with HTT
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from cloudrec.api.auth import parse_basic
-from cloudrec.api.bodies import parse_json
-from cloudrec.api.jocloud import codes
+from cloudrec.api.bodies import parse_json, refuse_nul
+from cloudrec.api.jocloud import codes, openapi
 from cloudrec.api.jocloud.fields import get_int, require
 from cloudrec.api.jocloud.mixconfig import parse_mixconfig
 from cloudrec.api.jocloud.schemas import parse_start, parse_stop
@@ -201,13 +201,7 @@ ENDPOINTS: dict[str, tuple[str, Handler]] = {
 }
 
 
-@router.api_route(
-    "/app/{appid}/v1/recordoss/{rest:path}",
-    methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-    summary="JoCloud recordoss: applyrecord, startrecord, stoprecord, updatemixrecord, "
-    "queryrecord/{roomid}/{recordid}",
-)
-async def recordoss(appid: str, rest: str, request: Request) -> Response:
+async def _serve(request: Request, appid: str, rest: str) -> Response:
     trace_id = request.query_params.get("traceId", "")
     endpoint = rest.split("/", 1)[0]
     if endpoint not in ENDPOINTS or (endpoint != "queryrecord" and "/" in rest.strip("/")):
@@ -230,6 +224,7 @@ async def recordoss(appid: str, rest: str, request: Request) -> Response:
                 )
             app_id = int(appid)
             _authenticate(headers, c, app_id)
+            refuse_nul(rest, "the URL")
             _limit(limiter, "app", str(app_id))
             extra = handler(Call(c, app_id, rest.strip("/"), raw, limiter))
         except CloudrecError as exc:
@@ -240,3 +235,39 @@ async def recordoss(appid: str, rest: str, request: Request) -> Response:
         return _answer(trace_id, codes.OK, "success", **extra)
 
     return await run_in_threadpool(answer)
+
+
+def _published(endpoint: str) -> Callable[[Request], Awaitable[Response]]:
+    """The route of one endpoint: what the catch-all below does for it, published with its
+    schemas (FastAPI validates nothing: the parsing and its refusals stay the dialect's)."""
+
+    async def serve(request: Request) -> Response:
+        params = request.path_params
+        rest = endpoint
+        if endpoint == "queryrecord":
+            rest = f"queryrecord/{params['roomid']}/{params['recordid']}"
+        return await _serve(request, params["appid"], rest)
+
+    return serve
+
+
+for _endpoint, (_path, _summary, _, _) in openapi.ENDPOINTS.items():
+    router.add_api_route(
+        f"/app/{{appid}}/v1/recordoss/{_path}",
+        _published(_endpoint),
+        methods=[ENDPOINTS[_endpoint][0]],
+        summary=f"{_endpoint}: {_summary}",
+        operation_id=f"jocloud_{_endpoint}",
+        openapi_extra=openapi.openapi_extra(_endpoint),
+    )
+
+
+@router.api_route(
+    "/app/{appid}/v1/recordoss/{rest:path}",
+    methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+    include_in_schema=False,
+)
+async def recordoss(appid: str, rest: str, request: Request) -> Response:
+    """Everything else under recordoss/: a wrong method, an unknown endpoint, a trailing
+    slash, or queryrecord without both ids (the published routes above match first)."""
+    return await _serve(request, appid, rest)

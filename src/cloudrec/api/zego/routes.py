@@ -1,6 +1,9 @@
 """The ZEGO Cloud Recording dialect: ``GET|POST /?Action=...`` with the common parameters in
 the query and the body as JSON whatever the Content-Type says.
 
+Each Action is also served on a path of its own, ``POST /zego/{Action}``, where the OpenAPI
+document publishes it with its schemas (api/zego/openapi.py says why).
+
 Every answer is HTTP 200 with ``{Code, Message, RequestId, Data?}``.  Unknown query parameters
 and unknown body fields are ignored (some clients send ``IsTest=true`` or a ``RoomId`` in
 StopRecord).  Rate limits per AppId: StartRecord and StopRecord 50/s, the rest 10/s.
@@ -11,7 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,9 +25,9 @@ from limits import RateLimitItemPerSecond
 from limits.strategies import RateLimiter
 from starlette.concurrency import run_in_threadpool
 
-from cloudrec.api.bodies import parse_json
+from cloudrec.api.bodies import parse_json, refuse_nul
 from cloudrec.api.masking import request_record
-from cloudrec.api.zego import codes
+from cloudrec.api.zego import codes, openapi
 from cloudrec.api.zego.auth import verify
 from cloudrec.api.zego.callbacks import FILE_STATUS
 from cloudrec.api.zego.schemas import parse_layout, parse_start
@@ -40,6 +43,10 @@ log = logging.getLogger("cloudrec.api.zego")
 FAST = RateLimitItemPerSecond(50)
 SLOW = RateLimitItemPerSecond(10)
 QUERY_WINDOW = timedelta(days=3)
+# Pages past this hold nothing (200 tasks per app at once, 3 days), and the row offset of a
+# larger one does not fit the database's integer (issue 11: schemathesis, HTTP 500).
+MAX_PAGE_OFFSET = 1_000_000
+PUBLISHED_PREFIX = "/zego"  # POST /zego/{Action}: one published operation per Action
 # Handlers are plain functions run in a worker thread (STYLE.md 12: they wait on the database).
 Handler = Callable[[Container, int, dict[str, Any], dict[str, str]], dict[str, Any]]
 
@@ -171,18 +178,34 @@ def describe_record_status(
     return {"Data": data}
 
 
+def _integer(body: dict[str, Any], name: str, default: int) -> int:
+    """A number field as ZEGO's clients send it: a JSON number, or its digits in a string (a
+    GET's query); missing, null or 0 is ``default``.  Anything else is refused, naming the
+    field (issue 11: schemathesis found ``PageSize: "x"`` and ``StartTime: 1e400`` answered
+    HTTP 500)."""
+    value = body.get(name)
+    try:
+        return int(value or default)
+    except (TypeError, ValueError, OverflowError):
+        raise CloudrecError.invalid_argument(f"{name} must be an integer, not {value!r}") from None
+
+
+def _utc(ms: int, name: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise CloudrecError.invalid_argument(f"{name} {ms} is not a time (Unix ms)") from None
+
+
 def describe_tasks(
     c: Container, app_id: int, body: dict[str, Any], query: dict[str, str]
 ) -> dict[str, Any]:
     status = body.get("Status")
     if status not in (2, 3):
         raise CloudrecError.invalid_argument("Status must be 2 (recording) or 3 (ended)")
-    try:
-        start, end = int(body["StartTime"]), int(body["EndTime"])
-    except (KeyError, TypeError, ValueError):
-        raise CloudrecError.invalid_argument(
-            "StartTime and EndTime (Unix ms) are required"
-        ) from None
+    if body.get("StartTime") in (None, "") or body.get("EndTime") in (None, ""):
+        raise CloudrecError.invalid_argument("StartTime and EndTime (Unix ms) are required")
+    start, end = _integer(body, "StartTime", 0), _integer(body, "EndTime", 0)
     now_ms = _ms(c.clock())
     if start < now_ms - QUERY_WINDOW.total_seconds() * 1000 - 60_000:
         raise CloudrecError.invalid_argument("StartTime is more than 3 days ago")
@@ -190,17 +213,21 @@ def describe_tasks(
         raise CloudrecError.invalid_argument(
             "EndTime must be after StartTime and at most 3 days later"
         )
-    offset = int(body.get("PageOffset") or 1)
-    size = int(body.get("PageSize") or 50)
-    if offset < 1 or not 1 <= size <= 50:
-        raise CloudrecError.invalid_argument("PageOffset must be >= 1 and PageSize in [1, 50]")
+    offset = _integer(body, "PageOffset", 1)
+    size = _integer(body, "PageSize", 50)
+    if not 1 <= offset <= MAX_PAGE_OFFSET or not 1 <= size <= 50:
+        raise CloudrecError.invalid_argument(
+            f"PageOffset must be in [1, {MAX_PAGE_OFFSET}] and PageSize in [1, 50]"
+        )
     room = body.get("RoomId") or None
+    if room is not None and not isinstance(room, str):
+        raise CloudrecError.invalid_argument(f"RoomId must be a string, not {room!r}")
     total, tasks = c.tasks.page(
         app_id,
         room,
         status == 2,
-        datetime.fromtimestamp(start / 1000, UTC),
-        datetime.fromtimestamp(end / 1000, UTC),
+        _utc(start, "StartTime"),
+        _utc(end, "EndTime"),
         (offset - 1) * size,
         size,
     )
@@ -291,19 +318,44 @@ def _answer(code: int, message: str, request_id: str, **extra: Any) -> JSONRespo
     return JSONResponse({"Code": code, "Message": message, "RequestId": request_id, **extra})
 
 
-@router.api_route(
-    "/",
-    methods=["GET", "POST"],
-    summary="ZEGO Cloud Recording: StartRecord, StopRecord, DescribeRecordStatus, "
-    "DescribeTasks (?Action=...)",
-)
+@router.api_route("/", methods=["GET", "POST"], include_in_schema=False)
 async def zego(request: Request) -> JSONResponse:
-    query = dict(request.query_params)
+    """ZEGO's own form, ``/?Action=...`` (every Action; published per Action below)."""
+    return await _serve(request, dict(request.query_params))
+
+
+async def _serve(request: Request, query: dict[str, str]) -> JSONResponse:
     method = request.method
     raw = await request.body()  # bounded: BodyLimit
     c: Container = request.app.state.container
     limiter = request.app.state.limiter
     return await run_in_threadpool(_handle, c, limiter, method, query, raw)
+
+
+def _published(action: str) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """``POST /zego/{action}``: ``/?Action={action}`` on a path of its own, so that the
+    OpenAPI document can give each Action its schemas (api/zego/openapi.py).  An ``Action``
+    in the query must be the path's."""
+
+    async def serve(request: Request) -> JSONResponse:
+        query = dict(request.query_params)
+        if query.setdefault("Action", action) != action:
+            message = f"Action {query['Action']!r} in the query is not the path's {action!r}"
+            return _answer(codes.INVALID_PARAMETER, message, secrets.token_hex(8))
+        return await _serve(request, query)
+
+    return serve
+
+
+for _action, (_summary, _, _) in openapi.ACTIONS.items():
+    router.add_api_route(
+        f"{PUBLISHED_PREFIX}/{_action}",
+        _published(_action),
+        methods=["POST"],
+        summary=f"{_action}: {_summary}",
+        operation_id=f"zego_{_action}",
+        openapi_extra=openapi.openapi_extra(_action),
+    )
 
 
 def _handle(
@@ -316,6 +368,7 @@ def _handle(
         if action not in ACTIONS:
             raise CloudrecError.invalid_argument(f"unknown Action {action!r}")
         handler, limit = ACTIONS[action]
+        refuse_nul(query, "the query")  # before the nonce is stored
         app_id = verify(query, _secret_lookup(c), c.clock().timestamp(), c.nonces)
         if not limiter.hit(limit, "zego", str(app_id), action):
             raise CloudrecError.resource_exhausted(
