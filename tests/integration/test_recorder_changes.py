@@ -27,6 +27,8 @@ from tests.media import (
     write_flv,
 )
 
+pytestmark = pytest.mark.slow  # publishers change in real time: about 80 s in all
+
 REMUXED = (FileFormat.MP4, FileFormat.FLV, FileFormat.HLS)
 ALL = (*REMUXED, FileFormat.AAC, FileFormat.MP3, FileFormat.OGG)
 TOLERANCE_S = 0.5  # a frame or two at each end, and the audio frame the cut falls in
