@@ -83,6 +83,10 @@ def bootstrap(
         upgrade(engine)
     box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
     uow = uow_factory(engine, box)
+    if executor is None and settings.executor == "ray":
+        from cloudrec.cluster.executor import RayExecutor  # Ray only where it is asked for
+
+        executor = RayExecutor(settings)
     if executor is None:
         executor = (
             HostExecutor(settings, settings.tasks_per_host)

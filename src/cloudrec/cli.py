@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from cloudrec import __version__
-from cloudrec.config import Settings, SettingsError, load_settings
+from cloudrec.config import EXECUTORS, Settings, SettingsError, load_settings
 from cloudrec.core.errors import CloudrecError
 from cloudrec.logs import setup_logging
 
@@ -56,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--rtmp-port", type=int, help="RTMP port (env CLOUDREC_RTMP_PORT; default 1935)"
+    )
+    serve.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help="how recordings run (env CLOUDREC_EXECUTOR; default process; ray: docs/cluster.md)",
+    )
+    serve.add_argument(
+        "--ray-address",
+        help="the Ray cluster's HOST:PORT, executor ray (env CLOUDREC_RAY_ADDRESS; default auto)",
     )
     _common(serve)
 
@@ -106,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     flags = {
         name: getattr(args, name, None)
-        for name in ("host", "http_port", "rtmp_port", "data_dir", "database_url", "log_level")
+        for name in (
+            *("host", "http_port", "rtmp_port", "data_dir", "database_url", "log_level"),
+            *("executor", "ray_address"),
+        )
     }
     return load_settings(flags, config_file=args.config)
 

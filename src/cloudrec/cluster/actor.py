@@ -1,0 +1,93 @@
+"""One attempt of one recording as a Ray actor: the same worker as ``cloudrec run-task``
+(:class:`cloudrec.media.recorder.worker.TaskWorker`), in a Ray worker process on some node.
+
+The actor is detached (it outlives the service that started it, as a ``run-task`` process
+does) and named by task and attempt.  Ray never restarts it (``max_restarts=0``): a lost
+attempt is replaced by the reconciler's next attempt, a new actor, so the attempt number stays
+the worker's fencing token.  The worker reads its task from the shared database and renews its
+lease there; Ray only places and runs it.  When the worker's run is over the actor ends itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import ray
+
+from cloudrec.logs import setup_logging
+
+# A finished actor stays this long so that the service's ``wait`` call gets the outcome, then
+# ends itself (the service also kills it once it has read the outcome).
+LINGER_S = 10.0
+# How long a finished worker's recorder threads may take to stop (as a recorder host's).
+LEFTOVER_WAIT_S = 15.0
+
+
+class RecordingActor:
+    """Runs the worker of ``attempt`` on a thread of its own from the moment it is created;
+    its methods answer while it records (a threaded actor)."""
+
+    def __init__(self, env: dict[str, str], task_id: str, attempt: int) -> None:
+        self._done = threading.Event()
+        self._detail = "running"
+        self._worker: Any = None
+        self._thread = threading.Thread(
+            target=self._run, args=(env, task_id, attempt), name=f"task-{task_id[:12]}"
+        )
+        self._thread.start()
+
+    def _run(self, env: dict[str, str], task_id: str, attempt: int) -> None:
+        detail = "ended"
+        try:
+            from cloudrec.bootstrap import bootstrap
+            from cloudrec.config import load_settings
+            from cloudrec.core.control import TaskControl
+            from cloudrec.media.recorder.worker import TaskWorker
+
+            settings = load_settings(env=env)
+            setup_logging(settings.log_level, settings.log_format)
+            container = bootstrap(settings, migrate=False)
+            self._worker = TaskWorker(
+                TaskControl(container.uow, container.clock, task_id, attempt), settings
+            )
+            state = self._worker.run()
+            detail = f"worker ended: {state.value if state is not None else 'gave the task up'}"
+        except BaseException as exc:  # the outcome is this attempt's only
+            detail = f"worker crashed: {type(exc).__name__}: {exc}"
+        finally:
+            if self._worker is not None:
+                left = self._worker.stop_threads(LEFTOVER_WAIT_S)
+                if left:
+                    detail += f"; {left} recorder thread(s) still running"
+            self._detail = " ".join(detail.split())
+            self._done.set()
+            threading.Thread(target=self._end, daemon=True).start()
+
+    def _end(self) -> None:
+        time.sleep(LINGER_S)
+        try:
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        except Exception:
+            os._exit(0)
+
+    def wait(self) -> str:
+        """Block until the worker's run is over; how it ended."""
+        self._done.wait()
+        return self._detail
+
+    def where(self) -> dict[str, Any]:
+        """Where this attempt runs: the Ray node id, the host name and the process id."""
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+
+    def abandon(self) -> None:
+        """The attempt has lost its task (its lease ran out): stop recording now."""
+        if self._worker is not None:
+            self._worker.heartbeat.lost.set()
