@@ -179,7 +179,7 @@ def recording_on(svc: Service, task_id: str, attempt: int, timeout_s: float) -> 
 
 
 def task_of_db(svc: Service, task_id: str) -> list[Any]:
-    return db_row(svc, "SELECT kind, detail FROM task_events WHERE task_id=:t", t=task_id)
+    return db_row(svc, "SELECT at, kind, detail FROM task_events WHERE task_id=:t", t=task_id)
 
 
 def start_recording(svc: Service) -> tuple[JoCloud, str, str]:
@@ -285,6 +285,22 @@ def test_a_killed_node_s_recording_goes_on_on_another_node_within_10_s(
         pub.wait()
 
 
+def kept_files(
+    svc: Service, task_id: str, attempt: int, recording: bool = False
+) -> list[dict[str, Any]]:
+    """An attempt's file rows as recorded (its status left out: delivery moves it on)."""
+    rows = db_row(
+        svc,
+        "SELECT id, path, name, size, duration_ms, begin_ms, complete, status FROM task_files "
+        "WHERE task_id=:t AND attempt=:a ORDER BY id",
+        t=task_id,
+        a=attempt,
+    )
+    done = ("recorded", "uploading", "uploaded")
+    assert all(r.status in done or recording for r in rows), rows
+    return [{k: v for k, v in r._asdict().items() if k != "status"} for r in rows]
+
+
 def _node_pids(node: Any, extra: list[int]) -> list[int]:
     """The node's Ray processes and their children (its worker processes)."""
     pids = {p.process.pid for procs in node.all_processes.values() for p in procs}
@@ -328,44 +344,38 @@ def test_a_frozen_node_s_attempt_is_replaced_and_writes_nothing_after_it_wakes(
         assert first["pid"] in pids
         _signal_all(pids, signal.SIGSTOP)
         frozen = time.monotonic()
+        print("frozen at", datetime.now(UTC))
+        print(*task_of_db(svc, record_id), sep="\n")
         second = recording_on(svc, record_id, 2, timeout_s=10)
         moved_in = time.monotonic() - frozen
+        print(*task_of_db(svc, record_id), sep="\n")
         assert second["node_id"] != first["node_id"]
-        # The old attempt's rows as the reconciler kept them, and the task as the new one owns it.
-        old_files = db_row(
-            svc,
-            "SELECT id, status, size, duration_ms, complete FROM task_files "
-            "WHERE task_id=:t AND attempt=1 ORDER BY id",
-            t=record_id,
-        )
-        assert old_files and all(f.status == "recorded" for f in old_files), old_files
-        old_paths = db_row(
-            svc, "SELECT path FROM task_files WHERE task_id=:t AND attempt=1", t=record_id
-        )
-        sizes = {p.path: os.path.getsize(p.path) for p in old_paths}
+        # The old attempt's rows as the reconciler kept them (delivery may upload them meanwhile),
+        # and its files on the spool while they are there.
+        old_files = kept_files(svc, record_id, 1)
+        assert old_files, task_of(svc, record_id)
+        sizes = {
+            f["path"]: os.path.getsize(f["path"]) for f in old_files if os.path.exists(f["path"])
+        }
         woken = datetime.now(UTC)
         _signal_all(pids, signal.SIGCONT)
         time.sleep(12)  # the old worker wakes, finds its lease gone and stops (Ray ends it)
         worker, attempt, beat = owner(svc, record_id)
         assert attempt == 2 and worker == f"ray:{record_id}:2"
         assert beat is not None and beat > woken  # the new attempt still renews its lease
-        assert (
-            db_row(
-                svc,
-                "SELECT id, status, size, duration_ms, complete FROM task_files "
-                "WHERE task_id=:t AND attempt=1 ORDER BY id",
-                t=record_id,
-            )
-            == old_files
-        )
+        assert kept_files(svc, record_id, 1) == old_files
         late = db_row(
             svc,
             "SELECT kind, detail FROM task_events WHERE task_id=:t AND at > :w",
             t=record_id,
             w=woken,
         )
-        assert late == [], late
-        assert {p: os.path.getsize(p) for p in sizes} == sizes  # nothing appended on disk
+        new_names = {f["name"] for f in kept_files(svc, record_id, 2, recording=True)}
+        # Only the new attempt writes: its own events (``recording_resumed`` says "attempt 2"),
+        # none naming the old attempt's files, no stop or release.
+        assert all(detail == "attempt 2" or detail in new_names for _, detail in late), late
+        for path, size in sizes.items():  # nothing appended on disk (unless uploaded and gone)
+            assert not os.path.exists(path) or os.path.getsize(path) == size, path
         spans = stop_and_check_parts(
             svc, jo, resid, record_id, tmp_path, source_hashes, time.monotonic() - started
         )
