@@ -43,6 +43,7 @@ from tests.service import Service
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install '.[cluster]')")
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from cloudrec.cluster.actor import LINGER_S  # noqa: E402
 from cloudrec.cluster.executor import NAMESPACE, RESOURCE, actor_name, parse_handle  # noqa: E402
 
 pytestmark = [
@@ -158,6 +159,14 @@ def where(handle: str) -> dict[str, Any]:
     return found
 
 
+def actor_exists(name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
 def node_of(cluster, node_id: str) -> Any:
     [node] = [n for n in cluster.worker_nodes if n.node_id == node_id]
     return node
@@ -236,6 +245,11 @@ def test_a_recording_placed_on_the_cluster_runs_on_a_worker_node_and_delivers_it
             svc, jo, resid, record_id, tmp_path, source_hashes, time.monotonic() - started
         )
         assert len(spans) == 1
+        # Its run over, the actor ends itself: its slot on the node is free again.
+        deadline = time.monotonic() + LINGER_S + 20
+        while actor_exists(actor_name(record_id, 1)):
+            assert time.monotonic() < deadline, "the finished attempt's actor is still there"
+            time.sleep(0.5)
     finally:
         pub.kill()
         pub.wait()
@@ -344,11 +358,8 @@ def test_a_frozen_node_s_attempt_is_replaced_and_writes_nothing_after_it_wakes(
         assert first["pid"] in pids
         _signal_all(pids, signal.SIGSTOP)
         frozen = time.monotonic()
-        print("frozen at", datetime.now(UTC))
-        print(*task_of_db(svc, record_id), sep="\n")
         second = recording_on(svc, record_id, 2, timeout_s=10)
         moved_in = time.monotonic() - frozen
-        print(*task_of_db(svc, record_id), sep="\n")
         assert second["node_id"] != first["node_id"]
         # The old attempt's rows as the reconciler kept them (delivery may upload them meanwhile),
         # and its files on the spool while they are there.
