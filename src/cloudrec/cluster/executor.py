@@ -117,7 +117,7 @@ class RayExecutor:
             # Not where the lost attempt ran: a node frozen or cut off is declared dead only
             # after Ray's health check, and until then it would be given the next attempt too.
             options["label_selector"] = {"ray.io/node-id": f"!{avoid}"}
-        actor = _Actor.options(  # type: ignore[attr-defined]
+        actor: Any = _Actor.options(
             name=actor_name(task_id, attempt),
             namespace=NAMESPACE,
             lifetime="detached",
@@ -141,7 +141,7 @@ class RayExecutor:
         """Whether a live node other than ``node_id`` can take recordings."""
         return any(
             n.get("Alive") and n.get("NodeID") != node_id and n.get("Resources", {}).get(RESOURCE)
-            for n in ray.nodes()
+            for n in ray.nodes()  # type: ignore[no-untyped-call]
         )
 
     @staticmethod
@@ -220,11 +220,11 @@ class RayExecutor:
             return None
         self._connect()
         try:
-            actor = ray.get_actor(actor_name(*ids), namespace=NAMESPACE)
-            where: dict[str, Any] = ray.get(actor.where.remote(), timeout=timeout_s)
+            actor: Any = ray.get_actor(actor_name(*ids), namespace=NAMESPACE)
+            where: Any = ray.get(actor.where.remote(), timeout=timeout_s)
         except (ValueError, RayActorError, GetTimeoutError):
             return None
-        return where
+        return dict(where)
 
     def kill(self, handle: str) -> None:
         """End an attempt that has lost its task (frozen past its lease): ask it to stop,
