@@ -1,5 +1,6 @@
 """One attempt of one recording as a Ray actor: the same worker as ``cloudrec run-task``
-(:class:`cloudrec.media.recorder.worker.TaskWorker`), in a Ray worker process on some node.
+(:class:`cloudrec.media.recorder.worker.TaskWorker` with its :class:`TaskControl`), in a Ray
+worker process on some node.
 
 The actor is detached (it outlives the service that started it, as a ``run-task`` process
 does) and named by task and attempt.  Ray never restarts it (``max_restarts=0``): a lost
@@ -14,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import ray
@@ -43,16 +45,21 @@ class RecordingActor:
     def _run(self, env: dict[str, str], task_id: str, attempt: int) -> None:
         detail = "ended"
         try:
-            from cloudrec.bootstrap import bootstrap
+            # What the worker needs and no more (not the API, the uploader or the callback
+            # sender that ``bootstrap`` builds too): a failover waits for these imports.
             from cloudrec.config import load_settings
             from cloudrec.core.control import TaskControl
+            from cloudrec.db.engine import make_engine
+            from cloudrec.db.repositories import uow_factory
             from cloudrec.media.recorder.worker import TaskWorker
+            from cloudrec.secretbox import FernetSecretBox, load_key
 
             settings = load_settings(env=env)
             setup_logging(settings.log_level, settings.log_format)
-            container = bootstrap(settings, migrate=False)
+            box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
+            uow = uow_factory(make_engine(settings.database), box)
             self._worker = TaskWorker(
-                TaskControl(container.uow, container.clock, task_id, attempt), settings
+                TaskControl(uow, lambda: datetime.now(UTC), task_id, attempt), settings
             )
             state = self._worker.run()
             detail = f"worker ended: {state.value if state is not None else 'gave the task up'}"
