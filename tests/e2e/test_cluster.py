@@ -129,8 +129,7 @@ def svc(tmp_path, cluster, nodes, s3, database_url, monkeypatch):
     service.database_url = database_url
     service.start()
     yield service
-    with contextlib.suppress(Exception):
-        service.stop(30)
+    assert service.stop(30) == 0  # SIGTERM: the service leaves the cluster and exits cleanly
 
 
 def db_row(svc: Service, sql: str, **params: Any) -> list[Any]:

@@ -213,19 +213,6 @@ class RayExecutor:
             return "worker is gone"
         return run.detail
 
-    def where(self, handle: str, timeout_s: float = 10.0) -> dict[str, Any] | None:
-        """Where the actor behind ``handle`` runs (node id, host, pid), or None."""
-        ids = parse_handle(handle)
-        if ids is None:
-            return None
-        self._connect()
-        try:
-            actor: Any = ray.get_actor(actor_name(*ids), namespace=NAMESPACE)
-            where: Any = ray.get(actor.where.remote(), timeout=timeout_s)
-        except (ValueError, RayActorError, GetTimeoutError):
-            return None
-        return dict(where)
-
     def kill(self, handle: str) -> None:
         """End an attempt that has lost its task (frozen past its lease): ask it to stop,
         then have Ray end it (its writes are fenced either way)."""
