@@ -93,8 +93,3 @@ class RecordingActor:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-
-    def abandon(self) -> None:
-        """The attempt has lost its task (its lease ran out): stop recording now."""
-        if self._worker is not None:
-            self._worker.heartbeat.lost.set()

@@ -214,8 +214,8 @@ class RayExecutor:
         return run.detail
 
     def kill(self, handle: str) -> None:
-        """End an attempt that has lost its task (frozen past its lease): ask it to stop,
-        then have Ray end it (its writes are fenced either way)."""
+        """End an attempt that has lost its task (frozen past its lease): Ray ends its
+        process, at once or when its node wakes (its writes are fenced either way)."""
         ids = parse_handle(handle)
         if ids is None:
             return
