@@ -31,6 +31,7 @@ from tests.e2e.test_ownership import (
     hashes,
     make_source,
     publish,
+    running,
     span,
     storage,
     task_of,
@@ -45,6 +46,10 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from cloudrec.cluster.actor import LINGER_S  # noqa: E402
 from cloudrec.cluster.executor import NAMESPACE, RESOURCE, actor_name, parse_handle  # noqa: E402
+from cloudrec.core.control import LeaseLostError, TaskControl  # noqa: E402
+from cloudrec.db.engine import make_engine  # noqa: E402
+from cloudrec.db.repositories import uow_factory  # noqa: E402
+from cloudrec.secretbox import FernetSecretBox, load_key  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -298,6 +303,13 @@ def test_a_killed_node_s_recording_goes_on_on_another_node_within_10_s(
         pub.wait()
 
 
+def attempt_control(svc: Service, task_id: str, attempt: int) -> TaskControl:
+    """The task as the worker of ``attempt`` sees it, on the service's database."""
+    engine = make_engine(svc.database_url)
+    box = FernetSecretBox(load_key("", svc.data_dir))
+    return TaskControl(uow_factory(engine, box), lambda: datetime.now(UTC), task_id, attempt)
+
+
 def kept_files(
     svc: Service, task_id: str, attempt: int, recording: bool = False
 ) -> list[dict[str, Any]]:
@@ -372,6 +384,16 @@ def test_a_frozen_node_s_attempt_is_replaced_and_writes_nothing_after_it_wakes(
         woken = datetime.now(UTC)
         _signal_all(pids, signal.SIGCONT)
         time.sleep(12)  # the old worker wakes, finds its lease gone and stops (Ray ends it)
+        # The woken attempt, its lease gone, ends its process (Ray, which has declared its node
+        # dead, would not: issue 14 measured such an actor running for a minute).
+        deadline = time.monotonic() + 20
+        while running(first["pid"]):
+            assert time.monotonic() < deadline, "the woken attempt's process still runs"
+            time.sleep(0.5)
+        # Whatever attempt 1 would still write is refused: its fence (the lease renewal every
+        # write of a worker begins with) fails.
+        with pytest.raises(LeaseLostError):
+            attempt_control(svc, record_id, 1).renew()
         worker, attempt, beat = owner(svc, record_id)
         assert attempt == 2 and worker == f"ray:{record_id}:2"
         assert beat is not None and beat > woken  # the new attempt still renews its lease

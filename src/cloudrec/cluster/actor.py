@@ -11,6 +11,7 @@ lease there; Ray only places and runs it.  When the worker's run is over the act
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -25,6 +26,10 @@ from cloudrec.logs import setup_logging
 # A finished actor stays this long so that the service's ``wait`` call gets the outcome, then
 # ends itself (the service also kills it once it has read the outcome).
 LINGER_S = 10.0
+# An attempt that lost its task (superseded, its lease gone) or gave it up ends sooner.
+LOST_LINGER_S = 1.0
+# After asking Ray to end it, how long the actor waits before it ends its process itself.
+EXIT_WAIT_S = 3.0
 # How long a finished worker's recorder threads may take to stop (as a recorder host's).
 LEFTOVER_WAIT_S = 15.0
 
@@ -44,6 +49,7 @@ class RecordingActor:
 
     def _run(self, env: dict[str, str], task_id: str, attempt: int) -> None:
         detail = "ended"
+        linger_s = LOST_LINGER_S  # nobody waits for the outcome of an attempt that lost its task
         try:
             # What the worker needs and no more (not the API, the uploader or the callback
             # sender that ``bootstrap`` builds too): a failover waits for these imports.
@@ -62,6 +68,8 @@ class RecordingActor:
                 TaskControl(uow, lambda: datetime.now(UTC), task_id, attempt), settings
             )
             state = self._worker.run()
+            if state is not None:
+                linger_s = LINGER_S
             detail = f"worker ended: {state.value if state is not None else 'gave the task up'}"
         except BaseException as exc:  # the outcome is this attempt's only
             detail = f"worker crashed: {type(exc).__name__}: {exc}"
@@ -72,14 +80,16 @@ class RecordingActor:
                     detail += f"; {left} recorder thread(s) still running"
             self._detail = " ".join(detail.split())
             self._done.set()
-            threading.Thread(target=self._end, daemon=True).start()
+            threading.Thread(target=self._end, args=(linger_s,), daemon=True).start()
 
-    def _end(self) -> None:
-        time.sleep(LINGER_S)
-        try:
+    def _end(self, linger_s: float) -> None:
+        time.sleep(linger_s)
+        with contextlib.suppress(Exception):
             ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-        except Exception:
-            os._exit(0)
+        # Still here: the cluster has already declared this actor dead (its node was frozen or
+        # cut off and has woken), so nobody will end this process but itself.
+        time.sleep(EXIT_WAIT_S)
+        os._exit(0)
 
     def wait(self) -> str:
         """Block until the worker's run is over; how it ended."""
