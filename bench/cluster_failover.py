@@ -97,6 +97,7 @@ def main() -> None:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
     os.environ["CLOUDREC_DATABASE_URL"] = url  # the ``cloudrec app`` commands read it too
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": HEALTH},

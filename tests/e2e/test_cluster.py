@@ -75,6 +75,7 @@ NODES = 2  # worker nodes, each with room for a few recordings
 
 @pytest.fixture(scope="module")
 def cluster():
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
     c = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": HEALTH},
