@@ -3,10 +3,10 @@
 real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head that records
 nothing and worker nodes, the health checks tuned as docs/cluster.md says), real PostgreSQL,
 a real S3 server.  Each attempt of a recording is an actor on some node, pulling the stream
-over RTMP.  A node killed (SIGKILL of its processes) or frozen (SIGSTOP) under a running
-recording: the next attempt records on another node within 10 s, the delivered parts hold
-the published packets less at most 10 s, and a frozen attempt woken up writes nothing more
-into the task.  Files are checked in the bucket, packet by packet against what was
+over RTMP.  A node killed (SIGKILL of its processes) under a running recording: the next
+attempt records on another node within 10 s.  Killed or frozen (SIGSTOP): the delivered parts
+hold the published packets less at most 10 s, and a frozen attempt woken up writes nothing
+more into the task and ends.  Files are checked in the bucket, packet by packet against what was
 published."""
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ NODES = 2  # worker nodes, each with room for a few recordings
 @pytest.fixture(scope="module")
 def cluster():
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
+    request_cleanup = os.environ.pop
     c = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": HEALTH},
@@ -86,6 +87,7 @@ def cluster():
     finally:
         ray.shutdown()
         c.shutdown()
+        request_cleanup("RAY_USAGE_STATS_ENABLED", None)
 
 
 @pytest.fixture
