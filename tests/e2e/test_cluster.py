@@ -76,7 +76,6 @@ NODES = 2  # worker nodes, each with room for a few recordings
 @pytest.fixture(scope="module")
 def cluster():
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
-    request_cleanup = os.environ.pop
     c = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": HEALTH},
@@ -87,7 +86,7 @@ def cluster():
     finally:
         ray.shutdown()
         c.shutdown()
-        request_cleanup("RAY_USAGE_STATS_ENABLED", None)
+        os.environ.pop("RAY_USAGE_STATS_ENABLED", None)
 
 
 @pytest.fixture
