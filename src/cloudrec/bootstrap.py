@@ -10,9 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
-from cloudrec.api.jocloud.callbacks import JoCloudCallbacks
 from cloudrec.api.zego.auth import NONCE_WINDOW_S, LimitsNonceStore, NonceStore
-from cloudrec.api.zego.callbacks import ZegoCallbacks
+from cloudrec.callbacks.formats import callback_formats
 from cloudrec.callbacks.sender import HttpCallbackSender
 from cloudrec.config import Settings
 from cloudrec.core.callbacks import Callbacks
@@ -88,6 +87,10 @@ def bootstrap(
     box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
     uow = uow_factory(engine, box)
     callbacks = callback_formats()
+    if executor is None and settings.executor == "ray":
+        from cloudrec.cluster.executor import RayExecutor  # Ray only where it is asked for
+
+        executor = RayExecutor(settings)
     if executor is None:
         executor = (
             HostExecutor(settings, settings.tasks_per_host)
@@ -144,13 +147,6 @@ def bootstrap(
         nonces=nonce_store(settings, engine, clock),
         callbacks=callbacks,
     )
-
-
-def callback_formats() -> Callbacks:
-    """Each dialect's callbacks; cloudrec's own tasks speak JoCloud's (the native API's
-    callbacks until it has its own)."""
-    jocloud = JoCloudCallbacks()
-    return Callbacks({"jocloud": jocloud, "cloudrec": jocloud, "zego": ZegoCallbacks()})
 
 
 def nonce_store(settings: Settings, engine: Engine, clock: Clock) -> NonceStore:

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from cloudrec import __version__
 from cloudrec.cli_tasks import add_parsers as add_task_parsers
-from cloudrec.config import Settings, SettingsError, load_settings
+from cloudrec.config import EXECUTORS, Settings, SettingsError, load_settings
 from cloudrec.core.errors import CloudrecError
 from cloudrec.logs import setup_logging
 
@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert-file", help="PEM certificate for HTTPS (env CLOUDREC_TLS_CERT_FILE)"
     )
     serve.add_argument("--tls-key-file", help="its PEM key (env CLOUDREC_TLS_KEY_FILE)")
+    serve.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help="how recordings run (env CLOUDREC_EXECUTOR; default process; ray: docs/cluster.md)",
+    )
+    serve.add_argument(
+        "--ray-address",
+        help="the Ray cluster's HOST:PORT, executor ray (env CLOUDREC_RAY_ADDRESS; default auto)",
+    )
     _common(serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
@@ -126,6 +135,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             "log_level",
             "tls_cert_file",
             "tls_key_file",
+            "executor",
+            "ray_address",
         )
     }
     return load_settings(flags, config_file=args.config)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CLOUDREC_"
+EXECUTORS = ("process", "host", "ray")
 
 
 class SettingsError(ValueError):
@@ -105,9 +106,13 @@ class Settings:
     api_processes: int = 1
     # How recordings run: "process", one process per recording; or "host", warm recorder-host
     # processes each running up to tasks_per_host recordings in threads (docs/benchmarks.md:
-    # a sixth of the memory; docs/reliability.md: its limits).
+    # a sixth of the memory; docs/reliability.md: its limits); or "ray", each recording an
+    # actor on a Ray cluster (docs/cluster.md; ``pip install 'cloudrec[cluster]'``).
     executor: str = "process"
     tasks_per_host: int = 16
+    # The Ray cluster of executor "ray": the head's GCS address HOST:PORT ("auto": the cluster
+    # this machine's ``ray start`` joined).
+    ray_address: str = "auto"
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
     max_worker_restarts: int = 5
     # New recordings are refused while the spool's disk has less than this free (MiB).
@@ -222,8 +227,10 @@ def load_settings(
     for name in _RTMP_POSITIVE:
         if getattr(settings, name) <= 0:
             raise SettingsError(f"setting {name}: {getattr(settings, name)} is not positive")
-    if settings.executor not in ("host", "process"):
-        raise SettingsError(f"setting executor: {settings.executor!r} is not 'host' or 'process'")
+    if settings.executor not in EXECUTORS:
+        raise SettingsError(
+            f"setting executor: {settings.executor!r} is not one of {', '.join(EXECUTORS)}"
+        )
     if settings.tasks_per_host < 1:
         raise SettingsError(f"setting tasks_per_host: {settings.tasks_per_host} is not positive")
     if settings.max_body_bytes < 1:

@@ -42,6 +42,7 @@ def test_booleans_parse_from_the_environment():
         ({"CLOUDREC_RTMP_PORT": "70000"}, "not a TCP port"),
         ({"CLOUDREC_ALLOW_PRIVATE_TARGETS": "maybe"}, "not a boolean"),
         ({"CLOUDREC_LOG_FORMAT": "xml"}, "log_format"),
+        ({"CLOUDREC_EXECUTOR": "k8s"}, "executor: 'k8s' is not one of process, host, ray"),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(env, message):

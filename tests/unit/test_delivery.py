@@ -15,7 +15,7 @@ import pytest
 from cloudrec.api.jocloud.callbacks import body as jocloud_body
 from cloudrec.api.zego.callbacks import body as zego_body
 from cloudrec.api.zego.callbacks import signature as zego_callback_signature
-from cloudrec.bootstrap import callback_formats
+from cloudrec.callbacks.formats import callback_formats
 from cloudrec.core.apps import App
 from cloudrec.core.delivery import DeliveryPolicy, DeliveryService, hmac_sha256
 from cloudrec.core.errors import CloudrecError

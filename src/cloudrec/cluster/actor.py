@@ -1,0 +1,107 @@
+"""One attempt of one recording as a Ray actor: the same worker as ``cloudrec run-task``
+(:class:`cloudrec.media.recorder.worker.TaskWorker` with its :class:`TaskControl`), in a Ray
+worker process on some node.
+
+The actor is detached (it outlives the service that started it, as a ``run-task`` process
+does) and named by task and attempt.  Ray never restarts it (``max_restarts=0``): a lost
+attempt is replaced by the reconciler's next attempt, a new actor, so the attempt number stays
+the worker's fencing token.  The worker reads its task from the shared database and renews its
+lease there; Ray only places and runs it.  When the worker's run is over the actor ends itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import ray
+
+from cloudrec.logs import setup_logging
+
+# A finished actor stays this long so that the service's ``wait`` call gets the outcome, then
+# ends itself (the service also kills it once it has read the outcome).
+LINGER_S = 10.0
+# An attempt that lost its task (superseded, its lease gone) or gave it up ends sooner.
+LOST_LINGER_S = 1.0
+# After asking Ray to end it, how long the actor waits before it ends its process itself.
+EXIT_WAIT_S = 3.0
+# How long a finished worker's recorder threads may take to stop (as a recorder host's).
+LEFTOVER_WAIT_S = 15.0
+
+
+class RecordingActor:
+    """Runs the worker of ``attempt`` on a thread of its own from the moment it is created;
+    its methods answer while it records (a threaded actor)."""
+
+    def __init__(self, env: dict[str, str], task_id: str, attempt: int) -> None:
+        self._done = threading.Event()
+        self._detail = "running"
+        self._worker: Any = None
+        self._thread = threading.Thread(
+            target=self._run, args=(env, task_id, attempt), name=f"task-{task_id[:12]}"
+        )
+        self._thread.start()
+
+    def _run(self, env: dict[str, str], task_id: str, attempt: int) -> None:
+        detail = "ended"
+        linger_s = LOST_LINGER_S  # nobody waits for the outcome of an attempt that lost its task
+        try:
+            # What the worker needs and no more (not the API, the uploader or the callback
+            # sender that ``bootstrap`` builds too): a failover waits for these imports.
+            from cloudrec.callbacks.formats import callback_formats
+            from cloudrec.config import load_settings
+            from cloudrec.core.control import TaskControl
+            from cloudrec.db.engine import make_engine
+            from cloudrec.db.repositories import uow_factory
+            from cloudrec.media.recorder.worker import TaskWorker
+            from cloudrec.secretbox import FernetSecretBox, load_key
+
+            settings = load_settings(env=env)
+            setup_logging(settings.log_level, settings.log_format)
+            box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
+            uow = uow_factory(make_engine(settings.database), box)
+            control = TaskControl(
+                uow, lambda: datetime.now(UTC), task_id, attempt, callbacks=callback_formats()
+            )
+            self._worker = TaskWorker(control, settings)
+            state = self._worker.run()
+            if state is not None:
+                linger_s = LINGER_S
+            detail = f"worker ended: {state.value if state is not None else 'gave the task up'}"
+        except BaseException as exc:  # the outcome is this attempt's only
+            detail = f"worker crashed: {type(exc).__name__}: {exc}"
+        finally:
+            if self._worker is not None:
+                left = self._worker.stop_threads(LEFTOVER_WAIT_S)
+                if left:
+                    detail += f"; {left} recorder thread(s) still running"
+            self._detail = " ".join(detail.split())
+            self._done.set()
+            threading.Thread(target=self._end, args=(linger_s,), daemon=True).start()
+
+    def _end(self, linger_s: float) -> None:
+        time.sleep(linger_s)
+        with contextlib.suppress(Exception):
+            ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        # Still here: the cluster has already declared this actor dead (its node was frozen or
+        # cut off and has woken), so nobody will end this process but itself.
+        time.sleep(EXIT_WAIT_S)
+        os._exit(0)
+
+    def wait(self) -> str:
+        """Block until the worker's run is over; how it ended."""
+        self._done.wait()
+        return self._detail
+
+    def where(self) -> dict[str, Any]:
+        """Where this attempt runs: the Ray node id, the host name and the process id."""
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
