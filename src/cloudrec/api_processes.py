@@ -8,6 +8,12 @@ among them); the ingest, the reconciler and delivery stay in ``serve``.  A child
 started again; children die with ``serve`` (``PR_SET_PDEATHSIG``), so a ``serve`` killed with
 SIGKILL leaves no process holding the port.  The ingest's figures reach the children's
 ``/metrics`` through a small file in the data directory, rewritten every second.
+
+Workers are started by ``serve`` alone, with its executor (its warm recorder hosts, its Ray
+connection), never by an API process: each child has a private socket pair to ``serve``, and
+its executor (:class:`ServeExecutor`) asks ``serve`` to start an attempt and gets the handle
+back.  When ``serve`` cannot be asked, the start fails and the task waits for the reconciler's
+next pass (``TaskService.start``), which starts it within a second.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +68,9 @@ class ApiProcesses:
         self._env.update(settings_env(settings))
         self._procs: list[subprocess.Popen[bytes]] = []
         self._started: dict[int, float] = {}
+        self._channels: dict[int, socket.socket] = {}  # pid -> serve's end of its socket pair
         self._stopping = False
+        self.on_channel: Callable[[socket.socket], None] = lambda _sock: None
 
     def start(self) -> None:
         self._sock.set_inheritable(True)
@@ -69,16 +79,21 @@ class ApiProcesses:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         fd = self._sock.fileno()
+        ours, theirs = socket.socketpair()
         proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "cloudrec.cli", "api-worker"),
                 *("--fd", str(fd), "--parent", str(os.getpid())),
+                *("--starts", str(theirs.fileno())),
             ],
             env=self._env,
             stdin=subprocess.DEVNULL,
-            pass_fds=(fd,),
+            pass_fds=(fd, theirs.fileno()),
         )
+        theirs.close()
         self._started[proc.pid] = time.monotonic()
+        self._channels[proc.pid] = ours
+        self.on_channel(ours)
         return proc
 
     @property
@@ -95,6 +110,9 @@ class ApiProcesses:
                 continue
             log.error("api.process_died", extra={"fields": {"pid": proc.pid, "code": code}})
             del self._started[proc.pid]
+            channel = self._channels.pop(proc.pid, None)
+            if channel is not None:
+                channel.close()
             self._procs[i] = self._spawn()
 
     def stop(self, timeout_s: float = 15.0) -> None:
@@ -138,14 +156,76 @@ class IngestStatsFile:
         return int(data["bytes"]), int(data["connections"])
 
 
-def run_api_worker(settings: Settings, fd: int, parent: int) -> int:
+START_TIMEOUT_S = 30.0
+
+
+class ServeExecutor:
+    """The Executor port in an API process: ``serve`` starts the worker (one request at a
+    time over the socket pair: a start is a line to a warm host, or a spawn)."""
+
+    def __init__(self, channel: socket.socket) -> None:
+        self._channel = channel
+        self._file = channel.makefile("rwb", buffering=0)
+        self._lock = threading.Lock()
+
+    def start(self, task_id: str, attempt: int = 1) -> str:
+        with self._lock:
+            self._channel.settimeout(START_TIMEOUT_S)
+            self._file.write(f"start {attempt} {task_id}\n".encode())
+            answer = self._file.readline().decode().strip()
+        verb, _, rest = answer.partition(" ")
+        if verb != "ok" or not rest:
+            raise RuntimeError(f"serve did not start the worker: {answer or 'no answer'}")
+        return rest
+
+    def alive(self, handle: str) -> bool | None:
+        return None  # serve's reconciler judges workers, not the API
+
+    def exit_detail(self, handle: str) -> str:
+        return ""
+
+    def kill(self, handle: str) -> None:
+        pass
+
+    def reap(self) -> None:
+        pass
+
+
+async def answer_starts(channel: socket.socket, start: Callable[[str, int], str]) -> None:
+    """``serve``'s end of one API process's socket pair: each ``start ATTEMPT TASK`` line is
+    answered ``ok HANDLE`` or ``error WHY``, until the process goes."""
+    channel.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=channel)
+    try:
+        while line := await reader.readline():
+            verb, _, rest = line.decode(errors="replace").strip().partition(" ")
+            attempt, _, task_id = rest.partition(" ")
+            if verb != "start" or not attempt.isdigit() or not task_id:
+                writer.write(b"error a bad request\n")
+            else:
+                try:
+                    handle = await asyncio.to_thread(start, task_id, int(attempt))
+                    writer.write(f"ok {handle}\n".encode())
+                except Exception as exc:
+                    log.exception("api.start_failed", extra={"fields": {"task_id": task_id}})
+                    writer.write(f"error {type(exc).__name__}\n".encode())
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+def run_api_worker(settings: Settings, fd: int, parent: int, starts: int) -> int:
     """``cloudrec api-worker``: the HTTP app on the inherited socket until SIGTERM/SIGINT."""
     die_with_parent(parent)
     from cloudrec.api.app import create_app
     from cloudrec.bootstrap import bootstrap
 
     sock = socket.socket(fileno=fd)
-    container = bootstrap(settings, migrate=False)  # serve migrated before it started us
+    executor = ServeExecutor(socket.socket(fileno=starts))
+    # serve migrated before it started us; workers are started by serve (ServeExecutor).
+    container = bootstrap(settings, migrate=False, executor=executor)
     app = create_app(container)
     app.state.metrics.watch_ingest(IngestStatsFile(settings.data_dir))
     config = uvicorn.Config(

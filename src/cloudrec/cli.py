@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api-worker")  # an HTTP API process of serve's, on its socket
     api.add_argument("--fd", type=int, required=True)
     api.add_argument("--parent", type=int, required=True)
+    api.add_argument("--starts", type=int, required=True)
     _common(api)
     # Hide the worker entry points from --help: users never run them themselves.
     hidden = ("run-task", "recorder-host", "api-worker")
@@ -161,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "api-worker":
         from cloudrec.api_processes import run_api_worker
 
-        return run_api_worker(settings, args.fd, args.parent)
+        return run_api_worker(settings, args.fd, args.parent, args.starts)
     # The service migrated the database before it started any worker.
     container = bootstrap(settings, migrate=args.command not in ("run-task", "recorder-host"))
     if args.command == "serve":

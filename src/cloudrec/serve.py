@@ -26,7 +26,7 @@ from pathlib import Path
 import uvicorn
 
 from cloudrec.api.app import create_app
-from cloudrec.api_processes import ApiProcesses, write_ingest_stats
+from cloudrec.api_processes import ApiProcesses, answer_starts, write_ingest_stats
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
 from cloudrec.core.reconcile import Reconciler, RestartPolicy
 from cloudrec.core.tasks import RecordedFile
@@ -197,6 +197,14 @@ async def serve(container: Container) -> None:
         server = _Server(config)
     else:
         api = ApiProcesses(s, http_socket, s.api_processes)
+        answering: set[asyncio.Task[None]] = set()
+
+        def _answer(channel: socket.socket) -> None:
+            job = asyncio.create_task(answer_starts(channel, container.executor.start))
+            answering.add(job)
+            job.add_done_callback(answering.discard)
+
+        api.on_channel = _answer
         api.start()
     loop = asyncio.get_running_loop()
     stop_reason: list[str] = []

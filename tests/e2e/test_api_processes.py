@@ -1,6 +1,7 @@
 """The HTTP API in processes of its own beside ``serve``'s ingest (issue 13): a killed API
 process is replaced and the API answers again; ``serve`` killed with SIGKILL takes its API
-processes with it, so the port is free for the next ``serve``."""
+processes with it, so the port is free for the next ``serve``; a recording started through an
+API process is started by ``serve`` (its worker is serve's child, not the API's)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.service import Service
+from tests.e2e.test_ownership import worker_pid
+from tests.service import Service, ffmpeg_publish
 
 
 def api_children(parent: int) -> list[int]:
@@ -83,3 +85,35 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_recording_started_through_the_api_runs_under_serve(tmp_path):
+    (tmp_path / "data").mkdir()
+    svc = Service(tmp_path / "data").start()
+    svc.app = svc.create_app(1234)
+    pub = ffmpeg_publish(svc.publish_url(1234, "r1", "s1", "--uid", "alice"), 60)
+    try:
+        assert svc.proc is not None
+        assert len(svc.wait_streams(svc.app, "r1", 1)) == 1
+        r = httpx.post(
+            f"{svc.http}/v1/apps/1234/tasks",
+            json={"room_id": "r1"},
+            auth=("1234", svc.app["server_secret"]),
+            timeout=30,
+        )
+        assert r.status_code == 201, r.text
+        task_id = r.json()["task_id"]
+        svc.wait_task(svc.app, task_id, lambda t: t["state"] == "recording")
+        worker = worker_pid(svc, task_id)  # the recorder host (or the worker) recording it
+        assert worker is not None and parent_of(worker) == svc.proc.pid
+        assert worker not in api_children(svc.proc.pid)
+        events = [e["kind"] for e in svc.task(svc.app, task_id)["events"]]
+        assert "worker_restarted" not in events  # started at once, not left to the reconciler
+    finally:
+        pub.kill()
+        pub.wait()
+        assert svc.stop() == 0
