@@ -284,6 +284,11 @@ class TaskWorker:
         finally:
             self.heartbeat.stop()
 
+    def lease_lost(self) -> None:
+        """The task is no longer this attempt's (told by a recorder host's service): the
+        loop stops at its next pass, as when the heartbeat finds the lease lost."""
+        self.heartbeat.lost.set()
+
     def stop_threads(self, wait_s: float) -> int:
         """Stop every recorder and the mixer now and wait up to ``wait_s`` for them; how many
         are still running (a recorder host calls this when a worker is over)."""
