@@ -195,6 +195,13 @@ class TaskControl:
             )
             uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
 
+    def files_incomplete(self, file_ids: list[int], why: str) -> None:
+        """Files of a stream whose recording broke off (``complete: false``)."""
+        with self._fenced() as uow:
+            for file_id in file_ids:
+                uow.tasks.update_file(file_id, complete=False)
+            uow.tasks.add_event(self.task_id, "files_incomplete", self._clock(), why)
+
     def files_merged(self, into: int, merged: list[int], **fields: object) -> None:
         """Files of a stream that left and came back, now one file (``into``): the others'
         rows go, the one left is finished."""

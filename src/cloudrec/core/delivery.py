@@ -28,6 +28,7 @@ from cloudrec.core.tasks import (
     END_DISK_FULL,
     END_IDLE,
     END_MAX_DURATION,
+    END_RECORDER_FAILED,
     END_WORKER_DIED,
     Callback,
     CallbackAttempt,
@@ -565,7 +566,14 @@ ZEGO_EVENTS = {
 # A screenshot's upload is done (in the bucket, in the backup store, or given up on).
 ZEGO_SCREENSHOT_EVENTS = ("file_uploaded", "file_backed_up", "file_upload_failed")
 # 1004: "the storage space available to the recording service is insufficient".
-ZEGO_QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6, END_DISK_FULL: 1004}
+# A recorder that kept failing: 1001, "unknown recording error".
+ZEGO_QUIT = {
+    END_IDLE: 3,
+    END_MAX_DURATION: 4,
+    END_WORKER_DIED: 6,
+    END_DISK_FULL: 1004,
+    END_RECORDER_FAILED: 1001,
+}
 
 
 def zego_body(

@@ -43,6 +43,7 @@ from cloudrec.core.tasks import (
     END_DISK_FULL,
     END_IDLE,
     END_MAX_DURATION,
+    END_RECORDER_FAILED,
     END_STOPPED,
     Desired,
     FileFormat,
@@ -116,6 +117,19 @@ class _Session:
             and not disk_full(r.error)
             and isinstance(r, StreamRecorder)
             and self.restarts < RECORDER_RESTARTS
+        )
+
+    def gave_up(self, live: bool) -> bool:
+        """The recorder failed again with its restarts spent, its stream still live: the
+        recording of that stream cannot go on (the task ends, saying so)."""
+        r = self.recorder
+        return (
+            live
+            and not r.is_alive()
+            and r.ended_by == "error"
+            and not disk_full(r.error)
+            and isinstance(r, StreamRecorder)
+            and self.restarts >= RECORDER_RESTARTS
         )
 
 
@@ -246,6 +260,8 @@ class TaskWorker:
         self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
         self.shot_error: str | None = None  # the last screenshot of the mix that failed
         self.live_sessions: set[tuple[str, str]] = set()  # (stream id, started), last poll
+        self.session_files: dict[tuple[str, str], list[int]] = {}  # each session's file ids
+        self.failed: _Session | None = None  # the session whose recorder gave up for good
 
     def spool(self, task: Task) -> Path:
         app, task_id = check_parts((str(task.app_id), task.task_id), "task")
@@ -346,6 +362,12 @@ class TaskWorker:
             if self._disk_full():
                 reason, stop_at = END_DISK_FULL, now
                 break
+            self.failed = next(
+                (s for k, s in self.sessions.items() if s.gave_up(k in self.live_sessions)), None
+            )
+            if self.failed is not None:
+                reason, stop_at = END_RECORDER_FAILED, now
+                break
             if task.desired is Desired.STOPPED:
                 stop_at = task.stop_requested_at.timestamp() if task.stop_requested_at else now
                 break
@@ -444,6 +466,7 @@ class TaskWorker:
             )
             paths[file_id] = path
             opened[file_id] = (fmt, track, begin_ms)
+            self.session_files.setdefault(key, []).append(file_id)
             self.written[file_id] = (path, fmt)
             return file_id
 
@@ -866,4 +889,13 @@ class TaskWorker:
         errors = self._close(stop_at)
         if reason == END_DISK_FULL:
             errors.insert(0, "the spool disk is full: no more could be written")
+        if self.failed is not None:
+            failed, stream = self.failed, self.failed.stream
+            why = (
+                f"the recorder of stream {stream.stream_id} failed "
+                f"{failed.restarts + 1} times while it was live: {failed.recorder.error}"
+            )
+            key = (stream.stream_id, stream.started_at.isoformat())
+            self.control.files_incomplete(self.session_files.get(key, []), why)
+            errors = [why, *(e for e in errors if e != failed.recorder.error)]
         return self.control.finish(reason, "; ".join(errors) or None)
