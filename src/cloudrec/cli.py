@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the HTTP API and the embedded RTMP ingest",
-        description="Run the HTTP API and the embedded RTMP ingest until SIGTERM or SIGINT.",
+        description="Run the HTTP API and the embedded RTMP ingest until SIGTERM or SIGINT. "
+        "Recordings run in warm recorder-host processes it starts, up to 16 each "
+        "(CLOUDREC_EXECUTOR=process: a process per recording).",
     )
     serve.add_argument("--host", help="address to listen on (env CLOUDREC_HOST; default 127.0.0.1)")
     serve.add_argument(

@@ -90,10 +90,11 @@ class Settings:
     rtmp_connection_cap_exempt: str = "127.0.0.1,::1"
     # Shared secret for /hooks/rtmp/* from non-loopback media servers (``?secret=``).
     hook_secret: str = ""
-    # How recordings run: "process", one process per recording; or "host", warm recorder-host
-    # processes each running up to tasks_per_host recordings in threads (docs/benchmarks.md:
-    # a sixth of the memory; docs/reliability.md: its limits).
-    executor: str = "process"
+    # How recordings run: "host" (the default), warm recorder-host processes each running up to
+    # tasks_per_host recordings in threads (docs/benchmarks.md: a sixth of the memory, a fifth
+    # less CPU, no interpreter start per recording); or "process", one process per recording
+    # (a native crash costs one recording; docs/reliability.md, "Recorder hosts").
+    executor: str = "host"
     tasks_per_host: int = 16
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
     max_worker_restarts: int = 5
