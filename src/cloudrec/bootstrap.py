@@ -15,13 +15,14 @@ from cloudrec.callbacks.sender import HttpCallbackSender
 from cloudrec.config import Settings
 from cloudrec.core.delivery import DeliveryPolicy, DeliveryService
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.ports import TaskWatch, UnitOfWork
 from cloudrec.core.recording import Executor, TaskService
 from cloudrec.core.rooms import PublishRequest, StreamMeta
 from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
 from cloudrec.db.engine import make_engine, upgrade
 from cloudrec.db.nonces import DatabaseNonceStore
 from cloudrec.db.repositories import uow_factory
+from cloudrec.db.tasks import SqlTaskWatch
 from cloudrec.executor import HostExecutor, LocalExecutor
 from cloudrec.outbound import OutboundPolicy, resolve_target
 from cloudrec.secretbox import FernetSecretBox, load_key
@@ -45,6 +46,7 @@ class Container:
     executor: Executor
     clock: Clock
     nonces: NonceStore
+    watch: TaskWatch  # what a worker reads every tick
 
     def check_target(self, what: str, url: str) -> None:
         """Refuse a URL a request gives (callback, image, storage endpoint) that resolves to a
@@ -135,6 +137,7 @@ def bootstrap(
         executor=executor,
         clock=clock,
         nonces=nonce_store(settings, engine, clock),
+        watch=SqlTaskWatch(engine),
     )
 
 

@@ -146,12 +146,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "recorder-host":
         from cloudrec.media.recorder.host import main as host_main
 
-        return host_main(container.uow, container.clock, settings)
+        return host_main(container.uow, container.clock, settings, container.watch)
     if args.command == "run-task":
         from cloudrec.core.control import TaskControl
         from cloudrec.media.recorder.worker import TaskWorker
 
-        control = TaskControl(container.uow, container.clock, args.task_id, args.attempt)
+        control = TaskControl(
+            container.uow, container.clock, args.task_id, args.attempt, watch=container.watch
+        )
         TaskWorker(control, settings).run()
         return 0
     if args.app_command == "create":

@@ -115,6 +115,14 @@ class SecretBox(Protocol):
     def open(self, token: str) -> str: ...
 
 
+class TaskWatch(Protocol):
+    """A cheap read, every tick of a worker, of what tells it that it must read its task
+    again: a value that moves whenever the task's desired state, spec or screenshot requests
+    change, or its room's live streams do (None: no such task)."""
+
+    def __call__(self, task_id: str, room_id: str) -> tuple[int, ...] | None: ...
+
+
 class TaskRepository(Protocol):
     """Tasks, their files and events, and JoCloud-style resources.  Owned by a unit of work."""
 

@@ -349,7 +349,7 @@ class TaskService:
 
     def update_mix(self, app_id: int, task_id: str, mix: dict[str, object]) -> Task:
         """A new layout for a running mixed recording: its worker uses it from the next
-        frame on (it reads the task every reconcile tick)."""
+        frame on (the task's version moves: its worker reads the task at its next tick)."""
         task = self.get(app_id, task_id)
         spec = MixSpec.from_json(mix)
         users = tuple(sorted({i.user_id for i in spec.inputs})) if spec.template_id is None else ()

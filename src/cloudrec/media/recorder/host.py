@@ -29,7 +29,7 @@ from typing import IO, Protocol
 
 from cloudrec.config import Settings
 from cloudrec.core.control import TaskControl
-from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.ports import TaskWatch, UnitOfWork
 from cloudrec.core.service import Clock
 from cloudrec.media.recorder.worker import TaskWorker
 
@@ -63,8 +63,10 @@ class RecorderHost:
         settings: Settings,
         out: IO[str],
         make_worker: Callable[[TaskControl, Settings], HostedWorker] = task_worker,
+        watch: TaskWatch | None = None,
     ) -> None:
         self._make_worker = make_worker
+        self._watch = watch
         self._uow = uow
         self._clock = clock
         self._settings = settings
@@ -83,7 +85,7 @@ class RecorderHost:
                 pass  # the service is gone: the database tells the next one
 
     def run_task(self, task_id: str, attempt: int) -> None:
-        control = TaskControl(self._uow, self._clock, task_id, attempt)
+        control = TaskControl(self._uow, self._clock, task_id, attempt, watch=self._watch)
         worker = self._make_worker(control, self._settings)
         key = (task_id, attempt)
         with self._lock:
@@ -175,8 +177,8 @@ class RecorderHost:
             running[0].join()
 
 
-def main(uow: Callable[[], UnitOfWork], clock: Clock, settings: Settings) -> int:
-    host = RecorderHost(uow, clock, settings, sys.stdout)
+def main(uow: Callable[[], UnitOfWork], clock: Clock, settings: Settings, watch: TaskWatch) -> int:
+    host = RecorderHost(uow, clock, settings, sys.stdout, watch=watch)
     signal.signal(signal.SIGTERM, lambda *_: host.terminate())
     log.info("host.started")
     return host.serve(sys.stdin)

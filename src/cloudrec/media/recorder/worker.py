@@ -80,8 +80,10 @@ RECONCILE_S = 0.25
 # left to the reconciler, which finalises it once this worker has exited.
 STOP_WAIT_S = 30.0
 MIX_STOP_WAIT_S = 120.0
-# Less free than this (256 KiB) on the spool's disk is a full disk.
+# Less free than this (256 KiB) on the spool's disk is a full disk; its free space is looked
+# at every DISK_CHECK_S (a recorder's ENOSPC is seen at once).
 DISK_FULL_BYTES = 256 << 10
+DISK_CHECK_S = 2.0
 # Recorders started again for one stream session that ended with an error while still live.
 RECORDER_RESTARTS = 3
 # Reads of the task in a row that may fail (the database locked or restarting) before the
@@ -338,15 +340,18 @@ class TaskWorker:
         if self.control.attempt > 1:
             self._take_over(task)
         poll_failures = 0
+        room: list[LiveStream] | None = None  # as last read; read again when it may have moved
+        disk_checked = 0.0
         while True:
             now = time.time()
             self.heartbeat.ticked = time.monotonic()
             if self.heartbeat.lost.is_set():
                 raise LeaseLostError(f"task {task.task_id}: lease lost")
             try:
-                task, room = self.control.poll(spec.room_id)
+                if room is None or self.control.changed(spec.room_id):
+                    task, room = self.control.poll(spec.room_id)
+                    self.live_sessions = {(s.stream_id, s.started_at.isoformat()) for s in room}
                 poll_failures = 0
-                self.live_sessions = {(s.stream_id, s.started_at.isoformat()) for s in room}
             except CloudrecError:
                 raise
             except Exception:  # a locked or restarting database: the recorders go on
@@ -359,7 +364,9 @@ class TaskWorker:
             if self.terminated.is_set() and task.desired is not Desired.STOPPED:
                 self._give_up(now)
                 return None
-            if self._disk_full():
+            statvfs = now - disk_checked >= DISK_CHECK_S
+            disk_checked = now if statvfs else disk_checked
+            if self._disk_full(statvfs):
                 reason, stop_at = END_DISK_FULL, now
                 break
             self.failed = next(
@@ -841,9 +848,9 @@ class TaskWorker:
         self.held = []
         return errors
 
-    def _disk_full(self) -> bool:
+    def _disk_full(self, statvfs: bool = True) -> bool:
         # Some muxers (HLS) fail quietly on a full disk: the free space says it too.
-        if spool_free(self.settings) < DISK_FULL_BYTES:
+        if statvfs and spool_free(self.settings) < DISK_FULL_BYTES:
             return True
         errors = [s.recorder.error for s in self.sessions.values()]
         errors.append(self.shot_error)
