@@ -8,11 +8,12 @@ import json
 import threading
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import event
 
-from cloudrec.core.control import TaskControl
+from cloudrec.core.control import LEASE_S, LeaseLostError, TaskControl
 from cloudrec.core.rooms import StreamMeta
 from cloudrec.core.service import PublishTarget, RoomAddress
 from cloudrec.core.tasks import RecordingSpec, TaskState
@@ -27,10 +28,10 @@ def test_every_change_a_worker_must_see_moves_its_watch_and_its_own_writes_do_no
     try:
         task_id = world.start()
         watch = world.c.watch
-        seen = [watch(task_id, "r1")]
+        seen = [watch.read(task_id, "r1")]
 
         def moved() -> bool:
-            now = watch(task_id, "r1")
+            now = watch.read(task_id, "r1")
             changed = now != seen[-1]
             seen.append(now)
             return changed
@@ -74,7 +75,7 @@ def test_every_change_a_worker_must_see_moves_its_watch_and_its_own_writes_do_no
         assert moved()
         world.c.tasks.stop(APP, task_id)
         assert moved()
-        assert watch("no-such-task", "r1") is None
+        assert watch.read("no-such-task", "r1") is None
     finally:
         world.c.engine.dispose()
 
@@ -127,5 +128,31 @@ def test_a_worker_that_sees_nothing_move_reads_no_task_row_and_still_sees_each_c
         thread.join(30)
         assert not thread.is_alive()
         assert world.task(task_id).state in (TaskState.COMPLETED, TaskState.UPLOADING)
+    finally:
+        world.c.engine.dispose()
+
+
+def test_the_heartbeats_bare_renewal_is_fenced_like_every_write(database_url, data_dir):
+    """The heartbeat renews through the watch (one statement, no unit of work): it holds only
+    while the attempt owns a task still recording, as the fenced renewal does."""
+    world = World(database_url, data_dir)
+    try:
+        task_id = world.start()
+        control = TaskControl(world.c.uow, world.clock, task_id, 1, watch=world.c.watch)
+        assert control.claim() is not None
+        world.clock.advance(3)
+        control.renew()
+        lease = world.task(task_id).lease_until
+        assert lease is not None and lease == world.clock() + timedelta(seconds=LEASE_S)
+        with world.c.uow() as uow:  # the reconciler gives the task to attempt 2
+            assert uow.tasks.update_if(task_id, attempt=1, new_attempt=2)
+            uow.commit()
+        with pytest.raises(LeaseLostError):
+            control.renew()
+        second = TaskControl(world.c.uow, world.clock, task_id, 2, watch=world.c.watch)
+        second.renew()
+        second.finish("stopped by request", None)
+        with pytest.raises(LeaseLostError):
+            second.renew()  # an ended task has no lease to renew
     finally:
         world.c.engine.dispose()

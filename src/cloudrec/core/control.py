@@ -112,8 +112,13 @@ class TaskControl:
 
     def renew(self) -> None:
         """Keep the lease (the worker's heartbeat); raises :class:`LeaseLostError`."""
-        with self._fenced():
-            pass
+        if self._watch is None:
+            with self._fenced():
+                pass
+            return
+        now = self._clock()
+        if not self._watch.renew(self.task_id, self.attempt, now, now + self._lease):
+            raise LeaseLostError(f"task {self.task_id}: attempt {self.attempt} lost its lease")
 
     def release(self, why: str) -> None:
         """Give the task up now, files closed, so that the next attempt starts at once (a
@@ -137,7 +142,7 @@ class TaskControl:
         """The task as the API last left it and the room's live streams, read whole (when
         :meth:`changed` says so; the lease is renewed by the heartbeat, not here)."""
         # Watched first: a change that lands between the two reads moves the watch again.
-        seen = self._watch(self.task_id, room_id) if self._watch is not None else None
+        seen = self._watch.read(self.task_id, room_id) if self._watch is not None else None
         with self._uow() as uow:
             task = uow.tasks.get(self.task_id)
             if task is None:
@@ -152,7 +157,7 @@ class TaskControl:
         if self._watch is None or time.monotonic() - self._read_at >= REFRESH_S:
             return True
         try:
-            return self._watch(self.task_id, room_id) != self._seen
+            return self._watch.read(self.task_id, room_id) != self._seen
         except Exception:  # a locked or restarting database: the full read says
             log.debug("task.watch_failed", exc_info=True)
             return True

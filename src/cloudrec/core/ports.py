@@ -116,11 +116,18 @@ class SecretBox(Protocol):
 
 
 class TaskWatch(Protocol):
-    """A cheap read, every tick of a worker, of what tells it that it must read its task
-    again: a value that moves whenever the task's desired state, spec or screenshot requests
-    change, or its room's live streams do (None: no such task)."""
+    """The two things a worker does most often, each one small statement with no unit of
+    work around it."""
 
-    def __call__(self, task_id: str, room_id: str) -> tuple[int, ...] | None: ...
+    def read(self, task_id: str, room_id: str) -> tuple[int, ...] | None:
+        """Every tick: a value that moves whenever the task's desired state, spec or
+        screenshot requests change, or its room's live streams do (None: no such task)."""
+        ...
+
+    def renew(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
+        """Every second: the heartbeat's lease renewal, as :meth:`TaskRepository.renew_lease`
+        in a transaction of its own."""
+        ...
 
 
 class TaskRepository(Protocol):

@@ -297,8 +297,8 @@ class TaskService:
 
     def take_snapshot(self, app_id: int, task_id: str) -> Task:
         """Ask a mixed recording in progress for a screenshot of its next composed picture;
-        its worker takes one per request (it reads the task every reconcile tick) and files
-        it as a JPG of the task."""
+        its worker takes one per request (the task's version moves: read at its next tick)
+        and files it as a JPG of the task."""
         task = self.get(app_id, task_id)
         over = (TaskState.STOPPING, TaskState.UPLOADING, TaskState.COMPLETED, TaskState.FAILED)
         if task.state in over or task.desired is Desired.STOPPED:

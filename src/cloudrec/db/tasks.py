@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import Engine, Table, Update, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from cloudrec.core.ports import SecretBox
@@ -98,6 +99,17 @@ def _values(fields: dict[str, object]) -> dict[str, object]:
     return values
 
 
+def _renewal(task_id: str, attempt: int, now: datetime, until: datetime) -> Update:
+    """The lease renewal (on the table, not the ORM class: the heartbeat runs it bare)."""
+    table = cast(Table, TaskRow.__table__)
+    t = table.c
+    return (
+        update(table)
+        .where(t.task_id == task_id, t.attempt == attempt, t.state.not_in(_ENDED))
+        .values(heartbeat_at=now, lease_until=until)
+    )
+
+
 class SqlTaskRepository:
     def __init__(self, session: Session, box: SecretBox) -> None:
         self._s = session
@@ -167,15 +179,7 @@ class SqlTaskRepository:
         """The fence of every write of a worker: extend attempt ``attempt``'s lease, which
         holds only while that attempt owns a task still being recorded.  On PostgreSQL the
         update also locks the row until the transaction ends."""
-        result = self._s.execute(
-            update(TaskRow)
-            .where(
-                TaskRow.task_id == task_id,
-                TaskRow.attempt == attempt,
-                TaskRow.state.not_in(_ENDED),
-            )
-            .values(heartbeat_at=now, lease_until=until)
-        )
+        result = self._s.execute(_renewal(task_id, attempt, now, until))
         return bool(getattr(result, "rowcount", 0))
 
     def lock_app(self, app_id: int) -> None:
@@ -400,7 +404,12 @@ class SqlTaskWatch:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def __call__(self, task_id: str, room_id: str) -> tuple[int, int, int] | None:
+    def read(self, task_id: str, room_id: str) -> tuple[int, int, int] | None:
         with self._engine.connect() as conn:
             row = conn.execute(_WATCH, {"task": task_id, "room": room_id}).first()
         return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    def renew(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(_renewal(task_id, attempt, now, until))
+        return bool(result.rowcount)

@@ -1,10 +1,11 @@
 """The per-task worker (``cloudrec run-task TASK_ID``): reconcile one task with its row.
 
-Every ``RECONCILE_S`` the worker writes a heartbeat, reads the task's desired state and the
-room directory, starts a :class:`StreamRecorder` for each wanted stream session that is live
-and not yet recorded, and stops when asked, when the room has been empty for the idle timeout,
-or when the maximum recording time is reached.  A stream that leaves and comes back is a new
-session and so a new file.
+Every ``RECONCILE_S`` the worker looks at its task's watch (one small read: the task's version,
+bumped by every change it must see, and its room's live set), reads the task and the room
+directory again when that moved, starts a :class:`StreamRecorder` for each wanted stream
+session that is live and not yet recorded, and stops when asked, when the room has been empty
+for the idle timeout, or when the maximum recording time is reached.  A stream that leaves and
+comes back is a new session and so a new file.
 
 Screenshots (``FileFormat.JPG``, no video or audio file): a :class:`StreamSnapshotter` per
 stream session instead of a recorder, or, for a mix, the mixer's composed pictures every
