@@ -81,10 +81,12 @@ RECONCILE_S = 0.25
 # left to the reconciler, which finalises it once this worker has exited.
 STOP_WAIT_S = 30.0
 MIX_STOP_WAIT_S = 120.0
-# Less free than this (256 KiB) on the spool's disk is a full disk; its free space is looked
-# at every DISK_CHECK_S (a recorder's ENOSPC is seen at once).
+# Less free than this (256 KiB) on the spool's disk is a full disk.  Its free space is looked
+# at every DISK_CHECK_S while more than DISK_NEAR_BYTES (64 MiB) is free, every tick below
+# that (a recorder's ENOSPC is seen at once either way).
 DISK_FULL_BYTES = 256 << 10
 DISK_CHECK_S = 2.0
+DISK_NEAR_BYTES = 64 << 20
 # Recorders started again for one stream session that ended with an error while still live.
 RECORDER_RESTARTS = 3
 # Reads of the task in a row that may fail (the database locked or restarting) before the
@@ -342,7 +344,7 @@ class TaskWorker:
             self._take_over(task)
         poll_failures = 0
         room: list[LiveStream] | None = None  # as last read; read again when it may have moved
-        disk_checked = 0.0
+        disk_check_at = 0.0  # time.time() of the next look at the spool's free space
         while True:
             now = time.time()
             self.heartbeat.ticked = time.monotonic()
@@ -365,9 +367,13 @@ class TaskWorker:
             if self.terminated.is_set() and task.desired is not Desired.STOPPED:
                 self._give_up(now)
                 return None
-            statvfs = now - disk_checked >= DISK_CHECK_S
-            disk_checked = now if statvfs else disk_checked
-            if self._disk_full(statvfs):
+            if now >= disk_check_at:
+                free = spool_free(self.settings)
+                disk_check_at = now + (DISK_CHECK_S if free > DISK_NEAR_BYTES else 0.0)
+                if free < DISK_FULL_BYTES:
+                    reason, stop_at = END_DISK_FULL, now
+                    break
+            if self._disk_full():
                 reason, stop_at = END_DISK_FULL, now
                 break
             self.failed = next(
@@ -849,10 +855,9 @@ class TaskWorker:
         self.held = []
         return errors
 
-    def _disk_full(self, statvfs: bool = True) -> bool:
-        # Some muxers (HLS) fail quietly on a full disk: the free space says it too.
-        if statvfs and spool_free(self.settings) < DISK_FULL_BYTES:
-            return True
+    def _disk_full(self) -> bool:
+        """A recorder, the mixer or a screenshot failed for want of space (the free space
+        itself is looked at in the loop: some muxers, HLS, fail quietly on a full disk)."""
         errors = [s.recorder.error for s in self.sessions.values()]
         errors.append(self.shot_error)
         if self.mixer is not None:
