@@ -111,31 +111,26 @@ class _Session:
     reported: bool = field(default=False)
     restarts: int = 0  # recorders started again after one ended with an error, live
 
-    def restartable(self, live: bool) -> bool:
-        """A recorder that gave up with an error while its stream session is still live
-        (not for a full disk: that ends the task) gets a new one, a few times."""
+    def failed_live(self, live: bool) -> bool:
+        """The recorder gave up with an error while its stream session is still live (not
+        for a full disk: that ends the task)."""
         r = self.recorder
         return (
             live
+            and isinstance(r, StreamRecorder)
             and not r.is_alive()
             and r.ended_by == "error"
             and not disk_full(r.error)
-            and isinstance(r, StreamRecorder)
-            and self.restarts < RECORDER_RESTARTS
         )
 
+    def restartable(self, live: bool) -> bool:
+        """Such a recorder gets a new one, a few times."""
+        return self.failed_live(live) and self.restarts < RECORDER_RESTARTS
+
     def gave_up(self, live: bool) -> bool:
-        """The recorder failed again with its restarts spent, its stream still live: the
-        recording of that stream cannot go on (the task ends, saying so)."""
-        r = self.recorder
-        return (
-            live
-            and not r.is_alive()
-            and r.ended_by == "error"
-            and not disk_full(r.error)
-            and isinstance(r, StreamRecorder)
-            and self.restarts >= RECORDER_RESTARTS
-        )
+        """Failed again with its restarts spent: the recording of that stream cannot go on
+        (the task ends, saying so)."""
+        return self.failed_live(live) and self.restarts >= RECORDER_RESTARTS
 
 
 def _stamp(unix_ms: int) -> str:
