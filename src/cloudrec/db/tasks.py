@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Engine, Table, Update, delete, func, select, text, update
+from sqlalchemy import Engine, Table, Update, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from cloudrec.core.ports import SecretBox
@@ -99,15 +99,27 @@ def _values(fields: dict[str, object]) -> dict[str, object]:
     return values
 
 
-def _renewal(task_id: str, attempt: int, now: datetime, until: datetime) -> Update:
-    """The lease renewal (on the table, not the ORM class: the heartbeat runs it bare)."""
+def _renewal_statement() -> Update:
+    """The lease renewal, built once (on the table, not the ORM class: the heartbeat runs it
+    bare, many times a second in a recorder host)."""
     table = cast(Table, TaskRow.__table__)
     t = table.c
     return (
         update(table)
-        .where(t.task_id == task_id, t.attempt == attempt, t.state.not_in(_ENDED))
-        .values(heartbeat_at=now, lease_until=until)
+        .where(
+            t.task_id == bindparam("b_task_id"),
+            t.attempt == bindparam("b_attempt"),
+            t.state.not_in(_ENDED),
+        )
+        .values(heartbeat_at=bindparam("b_now"), lease_until=bindparam("b_until"))
     )
+
+
+_RENEWAL = _renewal_statement()
+
+
+def _renewal_params(task_id: str, attempt: int, now: datetime, until: datetime) -> dict[str, Any]:
+    return {"b_task_id": task_id, "b_attempt": attempt, "b_now": now, "b_until": until}
 
 
 class SqlTaskRepository:
@@ -179,7 +191,7 @@ class SqlTaskRepository:
         """The fence of every write of a worker: extend attempt ``attempt``'s lease, which
         holds only while that attempt owns a task still being recorded.  On PostgreSQL the
         update also locks the row until the transaction ends."""
-        result = self._s.execute(_renewal(task_id, attempt, now, until))
+        result = self._s.execute(_RENEWAL, _renewal_params(task_id, attempt, now, until))
         return bool(getattr(result, "rowcount", 0))
 
     def lock_app(self, app_id: int) -> None:
@@ -411,5 +423,5 @@ class SqlTaskWatch:
 
     def renew(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
         with self._engine.begin() as conn:
-            result = conn.execute(_renewal(task_id, attempt, now, until))
+            result = conn.execute(_RENEWAL, _renewal_params(task_id, attempt, now, until))
         return bool(result.rowcount)
