@@ -17,13 +17,14 @@ from cloudrec.config import Settings
 from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.delivery import DeliveryPolicy, DeliveryService
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.ports import TaskWatch, UnitOfWork
 from cloudrec.core.recording import Executor, TaskService
 from cloudrec.core.rooms import PublishRequest, StreamMeta
 from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
 from cloudrec.db.engine import make_engine, upgrade
 from cloudrec.db.nonces import DatabaseNonceStore
 from cloudrec.db.repositories import uow_factory
+from cloudrec.db.tasks import SqlTaskWatch
 from cloudrec.executor import HostExecutor, LocalExecutor
 from cloudrec.outbound import OutboundPolicy, resolve_target
 from cloudrec.secretbox import FernetSecretBox, load_key
@@ -48,6 +49,7 @@ class Container:
     clock: Clock
     nonces: NonceStore
     callbacks: Callbacks
+    watch: TaskWatch  # what a worker reads every tick
 
     def check_target(self, what: str, url: str) -> None:
         """Refuse a URL a request gives (callback, image, storage endpoint) that resolves to a
@@ -146,6 +148,7 @@ def bootstrap(
         clock=clock,
         nonces=nonce_store(settings, engine, clock),
         callbacks=callbacks,
+        watch=SqlTaskWatch(engine),
     )
 
 

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the HTTP API and the embedded RTMP ingest",
-        description="Run the HTTP API and the embedded RTMP ingest until SIGTERM or SIGINT.",
+        description="Run the HTTP API and the embedded RTMP ingest until SIGTERM or SIGINT. "
+        "Recordings run in warm recorder-host processes it starts, up to 16 each "
+        "(CLOUDREC_EXECUTOR=process: a process per recording).",
     )
     serve.add_argument("--host", help="address to listen on (env CLOUDREC_HOST; default 127.0.0.1)")
     serve.add_argument(
@@ -180,7 +182,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "recorder-host":
         from cloudrec.media.recorder.host import main as host_main
 
-        return host_main(container.uow, container.clock, settings, container.callbacks)
+        return host_main(
+            container.uow, container.clock, settings, container.watch, container.callbacks
+        )
     if args.command == "run-task":
         from cloudrec.core.control import TaskControl
         from cloudrec.media.recorder.worker import TaskWorker
@@ -190,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
             container.clock,
             args.task_id,
             args.attempt,
+            watch=container.watch,
             callbacks=container.callbacks,
         )
         TaskWorker(control, settings).run()

@@ -104,11 +104,13 @@ class Settings:
     # on the ingest's event loop).  More than 1 spreads requests over cores; the in-memory
     # rate limits are then per process (use Redis storage for exact ones).
     api_processes: int = 1
-    # How recordings run: "process", one process per recording; or "host", warm recorder-host
-    # processes each running up to tasks_per_host recordings in threads (docs/benchmarks.md:
-    # a sixth of the memory; docs/reliability.md: its limits); or "ray", each recording an
-    # actor on a Ray cluster (docs/cluster.md; ``pip install 'cloudrec[cluster]'``).
-    executor: str = "process"
+    # How recordings run: "host" (the default), warm recorder-host processes each running up to
+    # tasks_per_host recordings in threads (docs/benchmarks.md: a sixth of the memory, a fifth
+    # less CPU, no interpreter start per recording); or "process", one process per recording
+    # (a native crash costs one recording; docs/reliability.md, "Recorder hosts"); or "ray",
+    # each recording an actor on a Ray cluster (docs/cluster.md; ``pip install
+    # 'cloudrec[cluster]'``).
+    executor: str = "host"
     tasks_per_host: int = 16
     # The Ray cluster of executor "ray": the head's GCS address HOST:PORT ("auto": the cluster
     # this machine's ``ray start`` joined).

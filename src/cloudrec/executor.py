@@ -134,8 +134,9 @@ def host_argv() -> list[str]:
 @dataclass
 class _Host:
     proc: subprocess.Popen[str]
-    tasks: set[tuple[str, int]] = field(default_factory=set)
-    done: dict[tuple[str, int], str] = field(default_factory=dict)  # attempt -> how it ended
+    tasks: set[tuple[str, int]] = field(default_factory=set)  # the attempts it runs
+    # Attempts that ended: how, and when (monotonic); kept KEEP_ENDED_S for exit_detail.
+    done: dict[tuple[str, int], tuple[str, float]] = field(default_factory=dict)
     accepting: bool = True
     ended_at: float | None = None  # monotonic, when reap first saw the host gone
 
@@ -146,8 +147,15 @@ class HostExecutor:
     interpreter).  Handles are ``host:PID:TASK_ID:ATTEMPT``.  A host that dies ends every
     task it held; the reconciler replaces each (``alive`` says False at once)."""
 
-    def __init__(self, settings: Settings, per_host: int = 16, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        per_host: int = 16,
+        log_dir: Path | None = None,
+        argv: list[str] | None = None,
+    ) -> None:
         self._settings = settings
+        self._argv = argv or host_argv()
         self._per_host = max(1, per_host)
         self._hosts: dict[int, _Host] = {}
         self._lock = threading.Lock()
@@ -159,7 +167,7 @@ class HostExecutor:
         env.update(settings_env(self._settings))
         log = (self._log_dir / "hosts.log").open("ab")
         proc = subprocess.Popen(
-            host_argv(),
+            self._argv,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -180,9 +188,10 @@ class HostExecutor:
             parts = line.split(" ", 3)
             if len(parts) >= 3 and parts[0] == "done" and parts[2].isdigit():
                 key = (parts[1], int(parts[2]))
+                detail = parts[3].strip() if len(parts) > 3 else ""
                 with self._lock:
                     host.tasks.discard(key)
-                    host.done[key] = parts[3].strip() if len(parts) > 3 else ""
+                    host.done[key] = (detail, time.monotonic())
 
     def warm(self) -> None:
         """Have a host with room ready before the first start."""
@@ -231,8 +240,8 @@ class HostExecutor:
         host, key = found
         if host.proc.poll() is not None:
             return False
-        with self._lock:
-            return key not in host.done
+        with self._lock:  # started and not yet said done (nor abandoned)
+            return key in host.tasks
 
     def exit_detail(self, handle: str) -> str:
         found = self._find(handle)
@@ -245,7 +254,8 @@ class HostExecutor:
         if code is not None:
             return f"recorder host exited with status {code}"
         with self._lock:
-            return f"worker ended: {host.done.get(key, '?')}"
+            detail, _ = host.done.get(key, ("?", 0.0))
+        return f"worker ended: {detail}"
 
     def kill(self, handle: str) -> None:
         """A task whose worker froze: tell its host to stop it (the host and its other
@@ -256,7 +266,7 @@ class HostExecutor:
         host, (task_id, attempt) = found
         with self._lock:
             host.tasks.discard((task_id, attempt))
-            host.done[(task_id, attempt)] = "abandoned: lease lost"
+            host.done[(task_id, attempt)] = ("abandoned: lease lost", time.monotonic())
             try:
                 assert host.proc.stdin is not None
                 host.proc.stdin.write(f"abandon {task_id} {attempt}\n")
@@ -265,14 +275,22 @@ class HostExecutor:
                 pass
 
     def reap(self) -> None:
-        """Collect hosts that have ended; ask hosts left idle beyond one spare to exit."""
+        """Collect hosts that have ended; forget attempts that ended a minute ago; ask hosts
+        left idle beyond one spare to exit."""
+        now = time.monotonic()
         with self._lock:
             idle = 0
             for pid, host in list(self._hosts.items()):
+                for key, (_, ended) in list(host.done.items()):
+                    if now - ended > KEEP_ENDED_S:
+                        del host.done[key]
                 if host.proc.poll() is not None:
-                    host.ended_at = host.ended_at or time.monotonic()
-                    if time.monotonic() - host.ended_at > KEEP_ENDED_S:
+                    host.ended_at = host.ended_at or now
+                    if now - host.ended_at > KEEP_ENDED_S:
                         del self._hosts[pid]
+                        for pipe in (host.proc.stdin, host.proc.stdout):
+                            with contextlib.suppress(OSError):
+                                pipe and pipe.close()
                     continue
                 if host.tasks or not host.accepting:
                     continue

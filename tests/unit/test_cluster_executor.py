@@ -29,7 +29,7 @@ def test_the_default_executor_needs_no_ray(tmp_path):
         check=True,
         timeout=60,
     )
-    assert out.stdout.split() == ["LocalExecutor", "False"]
+    assert out.stdout.split() == ["HostExecutor", "False"]  # recorder hosts, the default
 
 
 def test_executor_ray_is_built_lazily_and_handles_name_each_attempt(tmp_path):

@@ -67,7 +67,7 @@ def test_every_setting_has_an_environment_variable():
         "http_port": "8081",
         "rtmp_port": "1936",
         "log_format": "text",
-        "executor": "host",
+        "executor": "process",
         "hook_rtmp_base": "rtmp://10.0.0.5:1935",
         "rtmp_connection_cap_exempt": "10.0.0.9",
         "tls_cert_file": "/etc/passwd",  # any file: only that it exists is checked here

@@ -290,6 +290,20 @@ def test_a_zego_task_ended_by_a_full_disk_says_quit_reason_1004():
     assert body["detail"] == {"quit_reason": 1004}
 
 
+def test_a_zego_task_whose_recorder_kept_failing_ends_abnormally_with_quit_reason_1001():
+    """A live stream's recorder that failed with its restarts spent ends the task: event 2
+    (abnormal end), 1001 "unknown recording error", not event 5 (stopped as asked)."""
+    from dataclasses import replace
+
+    from cloudrec.core.tasks import END_RECORDER_FAILED
+
+    task = replace(_zego_task(FileFormat.MP4), end_reason=END_RECORDER_FAILED)
+    body = zego_body(task, "task_stopped", [], FakeClock()(), "secret", 1)
+    assert body is not None and body["event_type"] == 2
+    assert body["detail"] == {"quit_reason": 1001}
+    assert body["message"] == END_RECORDER_FAILED
+
+
 class DiskBackup:
     """A backup store on disk: keeping a file moves it, as the real one does."""
 

@@ -12,6 +12,7 @@ was given up for dead (frozen, cut off) can never overwrite what its successor w
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 
 from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.ports import TaskWatch, UnitOfWork
 from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import (
     FileStatus,
@@ -40,6 +41,8 @@ Clock = Callable[[], datetime]
 # A worker renews its lease every HEARTBEAT_S; a lease not renewed for LEASE_S is lost.
 HEARTBEAT_S = 1.0
 LEASE_S = 5.0
+# A worker reads its whole task row when its watch moved, and at least this often.
+REFRESH_S = 30.0
 
 
 class LeaseLostError(Exception):
@@ -81,6 +84,7 @@ class TaskControl:
         task_id: str,
         attempt: int = 1,
         lease: timedelta = timedelta(seconds=LEASE_S),
+        watch: TaskWatch | None = None,
         *,
         callbacks: Callbacks,
     ) -> None:
@@ -90,6 +94,9 @@ class TaskControl:
         self.task_id = task_id
         self.attempt = attempt
         self._lease = lease
+        self._watch = watch
+        self._seen: tuple[int, ...] | None = None  # the watch's value at the last full read
+        self._read_at = 0.0  # monotonic, the last full read
 
     @contextmanager
     def _fenced(self) -> Iterator[UnitOfWork]:
@@ -113,8 +120,13 @@ class TaskControl:
 
     def renew(self) -> None:
         """Keep the lease (the worker's heartbeat); raises :class:`LeaseLostError`."""
-        with self._fenced():
-            pass
+        if self._watch is None:
+            with self._fenced():
+                pass
+            return
+        now = self._clock()
+        if not self._watch.renew(self.task_id, self.attempt, now, now + self._lease):
+            raise LeaseLostError(f"task {self.task_id}: attempt {self.attempt} lost its lease")
 
     def release(self, why: str) -> None:
         """Give the task up now, files closed, so that the next attempt starts at once (a
@@ -135,13 +147,28 @@ class TaskControl:
             return uow.tasks.storage(self.task_id)
 
     def poll(self, room_id: str) -> tuple[Task, list[LiveStream]]:
-        """One read per reconcile tick: the task as the API last left it and the room's live
-        streams (the lease is renewed by the heartbeat, not here)."""
+        """The task as the API last left it and the room's live streams, read whole (when
+        :meth:`changed` says so; the lease is renewed by the heartbeat, not here)."""
+        # Watched first: a change that lands between the two reads moves the watch again.
+        seen = self._watch.read(self.task_id, room_id) if self._watch is not None else None
         with self._uow() as uow:
             task = uow.tasks.get(self.task_id)
             if task is None:
                 raise CloudrecError.not_found(f"task {self.task_id} does not exist")
-            return task, uow.rooms.live(task.app_id, room_id)
+            room = uow.rooms.live(task.app_id, room_id)
+        self._seen, self._read_at = seen, time.monotonic()
+        return task, room
+
+    def changed(self, room_id: str) -> bool:
+        """Whether the task or its room may have changed since the last :meth:`poll` (one
+        small read; True without a watch, when the watch fails, and every ``REFRESH_S``)."""
+        if self._watch is None or time.monotonic() - self._read_at >= REFRESH_S:
+            return True
+        try:
+            return self._watch.read(self.task_id, room_id) != self._seen
+        except Exception:  # a locked or restarting database: the full read says
+            log.debug("task.watch_failed", exc_info=True)
+            return True
 
     def room(self, app_id: int, room_id: str) -> list[LiveStream]:
         """Live streams of another room (cross-room mixing)."""
@@ -203,6 +230,13 @@ class TaskControl:
                 file_id, (FileStatus.RECORDING,), status=FileStatus.RECORDED, **fields
             )
             uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
+
+    def files_incomplete(self, file_ids: list[int], why: str) -> None:
+        """Files of a stream whose recording broke off (``complete: false``)."""
+        with self._fenced() as uow:
+            for file_id in file_ids:
+                uow.tasks.update_file(file_id, complete=False)
+            uow.tasks.add_event(self.task_id, "files_incomplete", self._clock(), why)
 
     def files_merged(self, into: int, merged: list[int], **fields: object) -> None:
         """Files of a stream that left and came back, now one file (``into``): the others'

@@ -115,6 +115,21 @@ class SecretBox(Protocol):
     def open(self, token: str) -> str: ...
 
 
+class TaskWatch(Protocol):
+    """The two things a worker does most often, each one small statement with no unit of
+    work around it."""
+
+    def read(self, task_id: str, room_id: str) -> tuple[int, ...] | None:
+        """Every tick: a value that moves whenever the task's desired state, spec or
+        screenshot requests change, or its room's live streams do (None: no such task)."""
+        ...
+
+    def renew(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
+        """Every second: the heartbeat's lease renewal, as :meth:`TaskRepository.renew_lease`
+        in a transaction of its own."""
+        ...
+
+
 class TaskRepository(Protocol):
     """Tasks, their files and events, and JoCloud-style resources.  Owned by a unit of work."""
 

@@ -301,8 +301,8 @@ class TaskService:
 
     def take_snapshot(self, app_id: int, task_id: str) -> Task:
         """Ask a mixed recording in progress for a screenshot of its next composed picture;
-        its worker takes one per request (it reads the task every reconcile tick) and files
-        it as a JPG of the task."""
+        its worker takes one per request (the task's version moves: read at its next tick)
+        and files it as a JPG of the task."""
         task = self.get(app_id, task_id)
         over = (TaskState.STOPPING, TaskState.UPLOADING, TaskState.COMPLETED, TaskState.FAILED)
         if task.state in over or task.desired is Desired.STOPPED:
@@ -348,7 +348,7 @@ class TaskService:
 
     def update_mix(self, app_id: int, task_id: str, mix: dict[str, object]) -> Task:
         """A new layout for a running mixed recording: its worker uses it from the next
-        frame on (it reads the task every reconcile tick)."""
+        frame on (the task's version moves: its worker reads the task at its next tick)."""
         task = self.get(app_id, task_id)
         spec = MixSpec.from_json(mix)
         users = tuple(sorted({i.user_id for i in spec.inputs})) if spec.template_id is None else ()

@@ -138,6 +138,7 @@ END_IDLE = "no stream in the room"
 END_MAX_DURATION = "maximum recording time reached"
 END_WORKER_DIED = "worker ended abnormally"  # and kept dying: the restart limit was reached
 END_DISK_FULL = "spool disk full"
+END_RECORDER_FAILED = "recorder failed"  # a live stream's recorder kept failing: restarts spent
 END_UPLOADS_DONE = "files delivered"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, String, Text, true
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -33,6 +33,8 @@ class StreamSessionRow(Base):
     """One publish of one stream, from publish to unpublish; live while ``ended_at`` is null."""
 
     __tablename__ = "stream_sessions"
+    # A worker reads its room's live streams every tick: by room, not by the app's history.
+    __table_args__ = (Index("ix_stream_sessions_room", "app_id", "room_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     app_id: Mapped[int] = mapped_column(BigInteger, index=True)
@@ -107,6 +109,9 @@ class TaskRow(Base):
     resource_id: Mapped[str | None] = mapped_column(String(100))
     # Screenshots of the mix asked for (ZEGO TakeSnapshot): the worker takes one per increment.
     snapshot_requests: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Bumped by every change the task's worker must see (db/tasks.py, WATCHED): the worker
+    # reads this (and its room's live set) every tick, the whole row only when it moved.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Ownership (docs/reliability.md): the attempt is the fencing token of the worker that
     # owns the task; that worker renews ``lease_until`` about every second.  A new attempt
     # starts its files at ``resume_at`` (the last moment the previous one was known alive).

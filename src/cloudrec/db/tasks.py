@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Engine, Table, Update, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from cloudrec.core.ports import SecretBox
@@ -86,6 +87,41 @@ def _plain(fields: dict[str, object]) -> dict[str, object]:
     return {k: (v.value if hasattr(v, "value") else v) for k, v in fields.items()}
 
 
+# The columns whose change the task's worker must see: a write to any of them bumps
+# ``version``, which the worker reads every tick (:class:`SqlTaskWatch`).
+WATCHED = frozenset({"desired", "stop_requested_at", "spec_json", "snapshot_requests"})
+
+
+def _values(fields: dict[str, object]) -> dict[str, object]:
+    values = _plain(fields)
+    if WATCHED & values.keys():
+        values["version"] = TaskRow.version + 1
+    return values
+
+
+def _renewal_statement() -> Update:
+    """The lease renewal, built once (on the table, not the ORM class: the heartbeat runs it
+    bare, many times a second in a recorder host)."""
+    table = cast(Table, TaskRow.__table__)
+    t = table.c
+    return (
+        update(table)
+        .where(
+            t.task_id == bindparam("b_task_id"),
+            t.attempt == bindparam("b_attempt"),
+            t.state.not_in(_ENDED),
+        )
+        .values(heartbeat_at=bindparam("b_now"), lease_until=bindparam("b_until"))
+    )
+
+
+_RENEWAL = _renewal_statement()
+
+
+def _renewal_params(task_id: str, attempt: int, now: datetime, until: datetime) -> dict[str, Any]:
+    return {"b_task_id": task_id, "b_attempt": attempt, "b_now": now, "b_until": until}
+
+
 class SqlTaskRepository:
     def __init__(self, session: Session, box: SecretBox) -> None:
         self._s = session
@@ -122,7 +158,7 @@ class SqlTaskRepository:
         return StorageTarget(**json.loads(self._box.open(row.storage_enc)))
 
     def update(self, task_id: str, **fields: object) -> None:
-        self._s.execute(update(TaskRow).where(TaskRow.task_id == task_id).values(**_plain(fields)))
+        self._s.execute(update(TaskRow).where(TaskRow.task_id == task_id).values(**_values(fields)))
 
     def update_if(
         self,
@@ -148,22 +184,14 @@ class SqlTaskRepository:
             q = q.where(TaskRow.worker.is_(None))
         if "new_attempt" in fields:  # the column compared (``attempt``) is also set
             fields["attempt"] = fields.pop("new_attempt")
-        result = self._s.execute(q.values(**_plain(fields)))
+        result = self._s.execute(q.values(**_values(fields)))
         return bool(getattr(result, "rowcount", 0))
 
     def renew_lease(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
         """The fence of every write of a worker: extend attempt ``attempt``'s lease, which
         holds only while that attempt owns a task still being recorded.  On PostgreSQL the
         update also locks the row until the transaction ends."""
-        result = self._s.execute(
-            update(TaskRow)
-            .where(
-                TaskRow.task_id == task_id,
-                TaskRow.attempt == attempt,
-                TaskRow.state.not_in(_ENDED),
-            )
-            .values(heartbeat_at=now, lease_until=until)
-        )
+        result = self._s.execute(_RENEWAL, _renewal_params(task_id, attempt, now, until))
         return bool(getattr(result, "rowcount", 0))
 
     def lock_app(self, app_id: int) -> None:
@@ -189,7 +217,7 @@ class SqlTaskRepository:
         self._s.execute(
             update(TaskRow)
             .where(TaskRow.task_id == task_id)
-            .values(snapshot_requests=TaskRow.snapshot_requests + 1)
+            .values(snapshot_requests=TaskRow.snapshot_requests + 1, version=TaskRow.version + 1)
         )
 
     def active(self) -> list[Task]:
@@ -383,3 +411,33 @@ class SqlTaskRepository:
             .values(task_id=task_id)
         )
         return bool(getattr(result, "rowcount", 0))
+
+
+# One statement: the task's version and its room's live set (how many, and the sum of their
+# ids: a session that opens adds a new, larger id; one that closes takes its id away).
+_WATCH = text(
+    "SELECT t.version,"
+    " (SELECT COUNT(*) FROM stream_sessions s WHERE s.app_id = t.app_id"
+    " AND s.room_id = :room AND s.live_key IS NOT NULL),"
+    " (SELECT COALESCE(SUM(s.id), 0) FROM stream_sessions s WHERE s.app_id = t.app_id"
+    " AND s.room_id = :room AND s.live_key IS NOT NULL)"
+    " FROM tasks t WHERE t.task_id = :task"
+)
+
+
+class SqlTaskWatch:
+    """What a worker reads every tick (:class:`cloudrec.core.ports.TaskWatch`): one small
+    statement on a pooled connection, no ORM session, no row built."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def read(self, task_id: str, room_id: str) -> tuple[int, int, int] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(_WATCH, {"task": task_id, "room": room_id}).first()
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    def renew(self, task_id: str, attempt: int, now: datetime, until: datetime) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(_RENEWAL, _renewal_params(task_id, attempt, now, until))
+        return bool(result.rowcount)

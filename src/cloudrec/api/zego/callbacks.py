@@ -13,6 +13,7 @@ from cloudrec.core.tasks import (
     END_DISK_FULL,
     END_IDLE,
     END_MAX_DURATION,
+    END_RECORDER_FAILED,
     END_WORKER_DIED,
     FileFormat,
     FileStatus,
@@ -36,8 +37,15 @@ EVENTS = {
 # A screenshot's upload is done (in the bucket, in the backup store, or given up on).
 SCREENSHOT_EVENTS = ("file_uploaded", "file_backed_up", "file_upload_failed")
 # quit_reason: 3 idle, 4 maximum time, 6 the recording service went away, 1004 "the storage
-# space available to the recording service is insufficient".
-QUIT = {END_IDLE: 3, END_MAX_DURATION: 4, END_WORKER_DIED: 6, END_DISK_FULL: 1004}
+# space available to the recording service is insufficient", 1001 "unknown recording error"
+# (a recorder that kept failing).
+QUIT = {
+    END_IDLE: 3,
+    END_MAX_DURATION: 4,
+    END_WORKER_DIED: 6,
+    END_DISK_FULL: 1004,
+    END_RECORDER_FAILED: 1001,
+}
 # A file's status as ZEGO numbers them (1 recording … 5 failed), in answers and callbacks.
 FILE_STATUS = {
     FileStatus.RECORDING: 1,

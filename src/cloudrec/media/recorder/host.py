@@ -25,12 +25,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Protocol
 
 from cloudrec.config import Settings
 from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.control import TaskControl
-from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.ports import TaskWatch, UnitOfWork
 from cloudrec.core.service import Clock
 from cloudrec.media.recorder.worker import TaskWorker
 
@@ -40,6 +40,22 @@ log = logging.getLogger("cloudrec.host")
 LEFTOVER_WAIT_S = 15.0
 
 
+class HostedWorker(Protocol):
+    """What a host needs of a worker (:class:`TaskWorker`)."""
+
+    terminated: threading.Event
+
+    def run(self) -> object: ...
+
+    def lease_lost(self) -> None: ...
+
+    def stop_threads(self, wait_s: float) -> int: ...
+
+
+def task_worker(control: TaskControl, settings: Settings) -> HostedWorker:
+    return TaskWorker(control, settings)
+
+
 class RecorderHost:
     def __init__(
         self,
@@ -47,15 +63,20 @@ class RecorderHost:
         clock: Clock,
         settings: Settings,
         out: IO[str],
+        make_worker: Callable[[TaskControl, Settings], HostedWorker] = task_worker,
+        watch: TaskWatch | None = None,
+        *,
         callbacks: Callbacks,
     ) -> None:
+        self._make_worker = make_worker
+        self._watch = watch
         self._uow = uow
         self._callbacks = callbacks
         self._clock = clock
         self._settings = settings
         self._out = out
         self._lock = threading.Lock()
-        self.workers: dict[tuple[str, int], TaskWorker] = {}
+        self.workers: dict[tuple[str, int], HostedWorker] = {}
         self._threads: list[threading.Thread] = []
         self.closing = threading.Event()  # no more tasks
 
@@ -68,17 +89,26 @@ class RecorderHost:
                 pass  # the service is gone: the database tells the next one
 
     def run_task(self, task_id: str, attempt: int) -> None:
-        control = TaskControl(self._uow, self._clock, task_id, attempt, callbacks=self._callbacks)
-        worker = TaskWorker(control, self._settings)
+        control = TaskControl(
+            self._uow,
+            self._clock,
+            task_id,
+            attempt,
+            watch=self._watch,
+            callbacks=self._callbacks,
+        )
+        worker = self._make_worker(control, self._settings)
         key = (task_id, attempt)
         with self._lock:
+            if key in self.workers:
+                raise RuntimeError(f"attempt {attempt} of task {task_id} already runs here")
             self.workers[key] = worker
 
         def run() -> None:
             detail = "ended"
             try:
                 state = worker.run()
-                detail = state.value if state is not None else "gave the task up"
+                detail = getattr(state, "value", "gave the task up")
             except BaseException as exc:  # one task's crash is that task's only
                 log.exception("host.worker_crashed", extra={"fields": {"task_id": task_id}})
                 detail = f"worker crashed: {type(exc).__name__}: {exc}"
@@ -94,14 +124,16 @@ class RecorderHost:
                 self._say(f"done {task_id} {attempt} {' '.join(detail.split())}")
 
         thread = threading.Thread(target=run, name=f"task-{task_id[:12]}")
-        self._threads.append(thread)
+        with self._lock:  # a long-lived host: ended threads are not kept
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
         thread.start()
 
     def abandon(self, task_id: str, attempt: int) -> None:
         with self._lock:
             worker = self.workers.get((task_id, attempt))
         if worker is not None:
-            worker.heartbeat.lost.set()
+            worker.lease_lost()
 
     def terminate(self) -> None:
         """SIGTERM: every worker closes its files and gives its task up; no more tasks."""
@@ -149,16 +181,21 @@ class RecorderHost:
         while not self.closing.wait(0.5):
             pass
         while True:
-            running = [t for t in self._threads if t.is_alive()]
+            with self._lock:
+                running = [t for t in self._threads if t.is_alive()]
             if not running:
                 return 0
             running[0].join()
 
 
 def main(
-    uow: Callable[[], UnitOfWork], clock: Clock, settings: Settings, callbacks: Callbacks
+    uow: Callable[[], UnitOfWork],
+    clock: Clock,
+    settings: Settings,
+    watch: TaskWatch,
+    callbacks: Callbacks,
 ) -> int:
-    host = RecorderHost(uow, clock, settings, sys.stdout, callbacks)
+    host = RecorderHost(uow, clock, settings, sys.stdout, watch=watch, callbacks=callbacks)
     signal.signal(signal.SIGTERM, lambda *_: host.terminate())
     log.info("host.started")
     return host.serve(sys.stdin)

@@ -288,8 +288,8 @@ class StreamRecorder(threading.Thread):
             held = self._held = collections.deque()
             try:
                 for packet in inp.demux(wanted):
-                    if packet.size == 0 or packet.dts is None:
-                        continue
+                    if packet.size == 0 or packet.dts is None or packet.is_corrupt:
+                        continue  # corrupt: cut short by a connection lost mid-tag
                     now = time.time()
                     self._rebase(rebaser, packet, now)
                     ts = packet.dts * self._tb[packet.stream.index]

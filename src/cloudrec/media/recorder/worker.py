@@ -1,10 +1,11 @@
 """The per-task worker (``cloudrec run-task TASK_ID``): reconcile one task with its row.
 
-Every ``RECONCILE_S`` the worker writes a heartbeat, reads the task's desired state and the
-room directory, starts a :class:`StreamRecorder` for each wanted stream session that is live
-and not yet recorded, and stops when asked, when the room has been empty for the idle timeout,
-or when the maximum recording time is reached.  A stream that leaves and comes back is a new
-session and so a new file.
+Every ``RECONCILE_S`` the worker looks at its task's watch (one small read: the task's version,
+bumped by every change it must see, and its room's live set), reads the task and the room
+directory again when that moved, starts a :class:`StreamRecorder` for each wanted stream
+session that is live and not yet recorded, and stops when asked, when the room has been empty
+for the idle timeout, or when the maximum recording time is reached.  A stream that leaves and
+comes back is a new session and so a new file.
 
 Screenshots (``FileFormat.JPG``, no video or audio file): a :class:`StreamSnapshotter` per
 stream session instead of a recorder, or, for a mix, the mixer's composed pictures every
@@ -43,6 +44,7 @@ from cloudrec.core.tasks import (
     END_DISK_FULL,
     END_IDLE,
     END_MAX_DURATION,
+    END_RECORDER_FAILED,
     END_STOPPED,
     Desired,
     FileFormat,
@@ -79,8 +81,12 @@ RECONCILE_S = 0.25
 # left to the reconciler, which finalises it once this worker has exited.
 STOP_WAIT_S = 30.0
 MIX_STOP_WAIT_S = 120.0
-# Less free than this (256 KiB) on the spool's disk is a full disk.
+# Less free than this (256 KiB) on the spool's disk is a full disk.  Its free space is looked
+# at every DISK_CHECK_S while more than DISK_NEAR_BYTES (64 MiB) is free, every tick below
+# that (a recorder's ENOSPC is seen at once either way).
 DISK_FULL_BYTES = 256 << 10
+DISK_CHECK_S = 2.0
+DISK_NEAR_BYTES = 64 << 20
 # Recorders started again for one stream session that ended with an error while still live.
 RECORDER_RESTARTS = 3
 # Reads of the task in a row that may fail (the database locked or restarting) before the
@@ -105,18 +111,26 @@ class _Session:
     reported: bool = field(default=False)
     restarts: int = 0  # recorders started again after one ended with an error, live
 
-    def restartable(self, live: bool) -> bool:
-        """A recorder that gave up with an error while its stream session is still live
-        (not for a full disk: that ends the task) gets a new one, a few times."""
+    def failed_live(self, live: bool) -> bool:
+        """The recorder gave up with an error while its stream session is still live (not
+        for a full disk: that ends the task)."""
         r = self.recorder
         return (
             live
+            and isinstance(r, StreamRecorder)
             and not r.is_alive()
             and r.ended_by == "error"
             and not disk_full(r.error)
-            and isinstance(r, StreamRecorder)
-            and self.restarts < RECORDER_RESTARTS
         )
+
+    def restartable(self, live: bool) -> bool:
+        """Such a recorder gets a new one, a few times."""
+        return self.failed_live(live) and self.restarts < RECORDER_RESTARTS
+
+    def gave_up(self, live: bool) -> bool:
+        """Failed again with its restarts spent: the recording of that stream cannot go on
+        (the task ends, saying so)."""
+        return self.failed_live(live) and self.restarts >= RECORDER_RESTARTS
 
 
 def _stamp(unix_ms: int) -> str:
@@ -246,6 +260,8 @@ class TaskWorker:
         self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
         self.shot_error: str | None = None  # the last screenshot of the mix that failed
         self.live_sessions: set[tuple[str, str]] = set()  # (stream id, started), last poll
+        self.session_files: dict[tuple[str, str], list[int]] = {}  # each session's file ids
+        self.failed: _Session | None = None  # the session whose recorder gave up for good
 
     def spool(self, task: Task) -> Path:
         app, task_id = check_parts((str(task.app_id), task.task_id), "task")
@@ -284,6 +300,11 @@ class TaskWorker:
         finally:
             self.heartbeat.stop()
 
+    def lease_lost(self) -> None:
+        """The task is no longer this attempt's (told by a recorder host's service): the
+        loop stops at its next pass, as when the heartbeat finds the lease lost."""
+        self.heartbeat.lost.set()
+
     def stop_threads(self, wait_s: float) -> int:
         """Stop every recorder and the mixer now and wait up to ``wait_s`` for them; how many
         are still running (a recorder host calls this when a worker is over)."""
@@ -317,15 +338,18 @@ class TaskWorker:
         if self.control.attempt > 1:
             self._take_over(task)
         poll_failures = 0
+        room: list[LiveStream] | None = None  # as last read; read again when it may have moved
+        disk_check_at = 0.0  # time.time() of the next look at the spool's free space
         while True:
             now = time.time()
             self.heartbeat.ticked = time.monotonic()
             if self.heartbeat.lost.is_set():
                 raise LeaseLostError(f"task {task.task_id}: lease lost")
             try:
-                task, room = self.control.poll(spec.room_id)
+                if room is None or self.control.changed(spec.room_id):
+                    task, room = self.control.poll(spec.room_id)
+                    self.live_sessions = {(s.stream_id, s.started_at.isoformat()) for s in room}
                 poll_failures = 0
-                self.live_sessions = {(s.stream_id, s.started_at.isoformat()) for s in room}
             except CloudrecError:
                 raise
             except Exception:  # a locked or restarting database: the recorders go on
@@ -338,8 +362,20 @@ class TaskWorker:
             if self.terminated.is_set() and task.desired is not Desired.STOPPED:
                 self._give_up(now)
                 return None
+            if now >= disk_check_at:
+                free = spool_free(self.settings)
+                disk_check_at = now + (DISK_CHECK_S if free > DISK_NEAR_BYTES else 0.0)
+                if free < DISK_FULL_BYTES:
+                    reason, stop_at = END_DISK_FULL, now
+                    break
             if self._disk_full():
                 reason, stop_at = END_DISK_FULL, now
+                break
+            self.failed = next(
+                (s for k, s in self.sessions.items() if s.gave_up(k in self.live_sessions)), None
+            )
+            if self.failed is not None:
+                reason, stop_at = END_RECORDER_FAILED, now
                 break
             if task.desired is Desired.STOPPED:
                 stop_at = task.stop_requested_at.timestamp() if task.stop_requested_at else now
@@ -439,6 +475,7 @@ class TaskWorker:
             )
             paths[file_id] = path
             opened[file_id] = (fmt, track, begin_ms)
+            self.session_files.setdefault(key, []).append(file_id)
             self.written[file_id] = (path, fmt)
             return file_id
 
@@ -814,9 +851,8 @@ class TaskWorker:
         return errors
 
     def _disk_full(self) -> bool:
-        # Some muxers (HLS) fail quietly on a full disk: the free space says it too.
-        if spool_free(self.settings) < DISK_FULL_BYTES:
-            return True
+        """A recorder, the mixer or a screenshot failed for want of space (the free space
+        itself is looked at in the loop: some muxers, HLS, fail quietly on a full disk)."""
         errors = [s.recorder.error for s in self.sessions.values()]
         errors.append(self.shot_error)
         if self.mixer is not None:
@@ -861,4 +897,13 @@ class TaskWorker:
         errors = self._close(stop_at)
         if reason == END_DISK_FULL:
             errors.insert(0, "the spool disk is full: no more could be written")
+        if self.failed is not None:
+            failed, stream = self.failed, self.failed.stream
+            why = (
+                f"the recorder of stream {stream.stream_id} failed "
+                f"{failed.restarts + 1} times while it was live: {failed.recorder.error}"
+            )
+            key = (stream.stream_id, stream.started_at.isoformat())
+            self.control.files_incomplete(self.session_files.get(key, []), why)
+            errors = [why, *(e for e in errors if e != failed.recorder.error)]
         return self.control.finish(reason, "; ".join(errors) or None)
