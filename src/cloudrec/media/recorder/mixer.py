@@ -28,7 +28,7 @@ import numpy as np
 
 from cloudrec.core.mixing import MixInput, MixSpec
 from cloudrec.core.tasks import FileFormat, Media, TrackType
-from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, patch_frame
+from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, patch_frame, solid, to_rgb
 from cloudrec.media.compositor.layout import (
     Placement,
     Rect,
@@ -471,11 +471,10 @@ class Mixer(threading.Thread):
             with self._lock:
                 taken = self._snapshots.pop(0) if self._snapshots else None
             if spec.media.has_video and (encodes_video or taken is not None):
-                rgb = compose(canvas, self._layers(spec, readers, pictures, order))
-                marks.paint_onto(rgb, when)
-                if taken is not None:
-                    self._guarded("snapshot", taken, rgb, when)
-                video = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+                video = compose(canvas, self._layers(spec, readers, pictures, order))
+                marks.paint_onto(video, when)
+                if taken is not None:  # the only RGB picture: a screenshot's
+                    self._guarded("snapshot", taken, to_rgb(video), when)
                 video.pts = n
                 video.time_base = Fraction(1, fps)
             for out, c, _ in containers:
@@ -571,16 +570,14 @@ class Mixer(threading.Thread):
         if interrupted and spec.frame_fill == 1 and last is not None:
             return last
         if interrupted and spec.frame_fill == 2:
-            fill = np.empty((p.rect.h, p.rect.w, 3), np.uint8)
-            fill[:] = parse_color(spec.frame_fill_color)
-            return fill
+            return solid(p.rect.w, p.rect.h, parse_color(spec.frame_fill_color))
         for url, applies in (
             (view.background_url if view is not None else None, True),
             (spec.view_background_url, spec.fill_blank and spec.frame_fill == 3),
         ):
             image = self.images.get(url or "") if applies else None
             if image is not None:
-                return image[..., :3]
+                return image
         return None
 
     def _canvas(self, spec: MixSpec) -> Canvas:
