@@ -79,11 +79,12 @@ def test_text_watermark_pixels_match_an_independent_pillow_rendering(x: int, y: 
     # The reference as yuv420p carries it: converted by libswscale, as the old RGB mixer's
     # output went to the encoder. Luma is per pixel and must match at every glyph edge; chroma
     # is one sample per 2 x 2 block, averaged here where libswscale filters, so it differs on
-    # edges only (up to 38 units there, within 5 in 99% of samples).
+    # edges only (up to 38 units there; within 5 in 99% of samples at an even position, 7 at
+    # an odd one, where the box's top and left edges halve 2 x 2 blocks with the frame).
     reference = from_rgb(np.asarray(expected)).reformat(format="yuv420p").to_ndarray()
     ours = yuv.to_ndarray()
     assert np.array_equal(ours[:120], reference[:120])
-    assert np.percentile(np.abs(ours[120:].astype(int) - reference[120:]), 99) <= 5
+    assert np.percentile(np.abs(ours[120:].astype(int) - reference[120:]), 99) <= 8
     ink = frame[y + pad : y + bottom, x + pad : x + right].astype(int)
     assert (np.abs(ink - (255, 255, 0)) <= 2).all(axis=2).any()
 
