@@ -61,10 +61,10 @@ def source_size(src: Source) -> tuple[int, int]:
 
 
 def planes(frame: av.VideoFrame) -> tuple[Plane, Plane, Plane]:
-    """The Y, U and V planes of a yuv420p ``frame`` as numpy views of its memory (writable
-    for a frame the caller made)."""
+    """The Y, U and V planes of a planar YUV ``frame`` (yuv420p, yuv444p) as numpy views of
+    its memory (writable for a frame the caller made)."""
     y, u, v = (
-        np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+        np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width]
         for p in frame.planes
     )
     return y, u, v

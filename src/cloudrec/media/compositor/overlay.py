@@ -159,8 +159,10 @@ def prepare(overlay: Image, x: int, y: int) -> YuvOverlay:
 
     def chroma(plane: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint16]:
         summed = (plane * alpha).reshape(ph // 2, 2, pw // 2, 2).sum(axis=(1, 3))
-        mean = np.where(block > 0, (summed + block // 2) // np.maximum(block, 1), 128)
-        return (mean * ((block + 2) // 4)).astype(np.uint16)
+        mean: npt.NDArray[np.uint32] = np.where(
+            block > 0, (summed + block // 2) // np.maximum(block, 1), 128
+        )
+        return np.asarray(mean * ((block + 2) // 4), dtype=np.uint16)
 
     return YuvOverlay(
         origin=(ox, oy),
