@@ -314,3 +314,25 @@ def test_alpha_blends_in_every_plane_over_a_picture_not_just_a_colour() -> None:
 def test_an_odd_canvas_is_refused() -> None:
     with pytest.raises(ValueError, match="canvas size must be even"):
         Canvas(641, 360)
+
+
+def test_a_picture_shown_again_is_not_scaled_again_and_a_new_one_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cloudrec.media.compositor.frame as frame_module
+
+    scaled: list[int] = []
+    real = frame_module.fit_into
+
+    def counting(*args: object, **kwargs: object) -> object:
+        scaled.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(frame_module, "fit_into", counting)
+    canvas, place = Canvas(64, 36), Placement("a", Rect(0, 0, 32, 18))
+    first, second = noise_yuv420p(64, 36, 1), yuv420p(solid(64, 36, RED))
+    a = compose(canvas, [(place, first)])
+    b = compose(canvas, [(place, first)])  # a 25 fps input in a 30 fps mix: shown twice
+    assert len(scaled) == 1 and np.array_equal(a, b)
+    c = compose(canvas, [(place, second)])
+    assert len(scaled) == 2 and all_close(c[:18, :32], RED)

@@ -5,9 +5,10 @@ Frames are composed in the encoder's pixel format, yuv420p: ``compose`` returns 
 and back. Each input is cut (cut-out, ``fill`` crop) in its planes and scaled straight to
 yuv420p in one libswscale pass (``VideoFrame.reformat``, bilinear; a no-op when the size is
 already right), then its planes are copied (or blended, with alpha) into the frame's planes.
-The background (colour or image) is converted to yuv420p once per ``Canvas``; RGB pictures
-given as inputs (stand-ins, patch images) once per size they are shown at (``Canvas`` keeps
-them). Colours are BT.601 limited range, as libswscale converts RGB by default.
+The background (colour or image) is converted to yuv420p once per ``Canvas``; a picture shown
+in more than one output frame (an input slower than the output, a stand-in, a patch image) is
+scaled once (``Canvas`` keeps the last tile of each placement). Colours are BT.601 limited
+range, as libswscale converts RGB by default.
 
 Chroma is subsampled by 2 both ways, so everything painted from an input lies on even
 pixels: each edge of a placement's rectangle, of its ``fit`` picture inside it and of a
@@ -140,8 +141,8 @@ class Canvas:
     """An output frame's size and background: a colour, covered by an image if one is given.
 
     The background is prepared once (scaled to the canvas, in yuv420p) and copied for every
-    frame. The canvas also keeps the scaled tiles of RGB inputs (stand-ins, patch pictures),
-    which do not change from frame to frame.
+    frame. The canvas also keeps the last scaled tile of each placement, for a picture shown
+    again.
     """
 
     def __init__(
@@ -174,7 +175,8 @@ class Canvas:
             else:
                 frame = fit_into(rgb, width, height, "fill")[0]
             self._base = tuple(p.copy() for p in planes(frame))
-        self.tiles: dict[tuple[object, ...], tuple[Image, av.VideoFrame, tuple[int, int]]] = {}
+        # Placement -> (its picture, scaled, offset): the last tile painted for each placement.
+        self.tiles: dict[tuple[object, ...], tuple[Source, av.VideoFrame, tuple[int, int]]] = {}
 
     def blank(self) -> av.VideoFrame:
         """A new yuv420p frame holding the background, for the caller to paint on."""
@@ -217,23 +219,20 @@ def compose(canvas: Canvas, layers: list[tuple[Placement, Source | None]]) -> av
 def _scaled(
     canvas: Canvas, picture: Source, placement: Placement, rect: Rect
 ) -> tuple[av.VideoFrame, tuple[int, int]] | None:
-    """The picture cut and scaled for ``rect``; RGB pictures are kept in ``canvas.tiles``."""
-    key: tuple[object, ...] = ()
-    if not isinstance(picture, av.VideoFrame):
-        key = (id(picture), picture.shape, rect.w, rect.h, placement.crop_mode)
-        key += (placement.source_crop,)
-        hit = canvas.tiles.get(key)
-        if hit is not None and hit[0] is picture:
-            return hit[1], hit[2]
+    """The picture cut and scaled for ``rect``, kept in ``canvas.tiles`` for the next frame:
+    an input picture shown again (inputs at 25 fps in a 30 fps mix, a stand-in, a patch
+    picture) is not scaled again."""
+    key = (placement.key, rect, placement.crop_mode, placement.source_crop)
+    hit = canvas.tiles.get(key)
+    if hit is not None and hit[0] is picture:
+        return hit[1], hit[2]
     source = _cut_out(picture, placement.source_crop)
     if source is None:
         return None
     frame, offset = fit_into(source, rect.w, rect.h, placement.crop_mode)
-    if key:
-        if len(canvas.tiles) >= _CACHED_TILES:
-            canvas.tiles.clear()
-        assert not isinstance(picture, av.VideoFrame)
-        canvas.tiles[key] = (picture, frame, offset)  # holding it keeps its id unique
+    if len(canvas.tiles) >= _CACHED_TILES:  # the keys of earlier layouts
+        canvas.tiles.clear()
+    canvas.tiles[key] = (picture, frame, offset)
     return frame, offset
 
 
