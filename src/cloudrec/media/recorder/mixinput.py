@@ -210,7 +210,10 @@ class InputReader(threading.Thread):
                     self._stop.wait()
                     return
                 for s in streams:
-                    s.thread_type = "AUTO"  # SLICE is single-threaded for x264 streams
+                    # One decoding thread per input: the inputs decode in parallel with each
+                    # other already, and FFmpeg's frame threads (3 per input on 2 cores) cost
+                    # a third more CPU in hand-offs for a live stream (bench/record_mix.py).
+                    s.codec_context.thread_count = 1
                 resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE)
                 for packet in inp.demux(streams):
                     if self._stop.is_set():
