@@ -326,7 +326,7 @@ def test_a_picture_shown_again_is_not_scaled_again_and_a_new_one_is(
 
     def counting(*args: object, **kwargs: object) -> object:
         scaled.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(frame_module, "fit_into", counting)
     canvas, place = Canvas(64, 36), Placement("a", Rect(0, 0, 32, 18))
