@@ -210,9 +210,10 @@ class InputReader(threading.Thread):
                     self._stop.wait()
                     return
                 for s in streams:
-                    # One decoding thread per input: the inputs decode in parallel with each
-                    # other already, and FFmpeg's frame threads (3 per input on 2 cores) cost
-                    # a third more CPU in hand-offs for a live stream (bench/record_mix.py).
+                    # One decoding thread per input (the GIL is released while it decodes):
+                    # the inputs decode in parallel with each other already, and FFmpeg's
+                    # frame threads (3 per input on 2 cores) spend more CPU on hand-offs
+                    # (640x360: 0.59 ms a frame against 0.53; docs/benchmarks.md).
                     s.codec_context.thread_count = 1
                 resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE)
                 for packet in inp.demux(streams):
