@@ -25,7 +25,10 @@ downloaded from the bucket and its video packets counted against (stop - begin) 
 ffmpeg phase: ``ffmpeg -rw_timeout 5000000 -i rtmp://.../s1 ... -filter_complex
 "...scale...xstack...fps=30[v];...amix...[a]" -c:v libx264 -preset veryfast -b:v 2000k -maxrate
 2000k -bufsize 4000k -g 60 -c:a aac ... -t N out.mp4`` pulling the same live streams; its
-``-progress`` output gives the frames written; same warm-up and window.
+``-progress`` output gives the frames written; same warm-up and window.  With ``--matched``
+a third phase runs that command with cloudrec's own x264 and scaler settings added (``-tune
+zerolatency -keyint_min 60 -sc_threshold 0``, bilinear scaling): the plain command is the
+baseline of issue 13's goals; the matched one compares like with like.
 
 Everything is loopback; every process is cleaned up on exit, on error and on Ctrl-C / SIGTERM.
 Run it with ``PYTHONPATH=<repo>/src`` (the bench sets it for its children too).
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -472,12 +476,20 @@ def phase_cloudrec(w: World, case: Case, warmup_s: float, window_s: float) -> di
     return result
 
 
-def ffmpeg_mix(w: World, case: Case, seconds: float, out: Path, progress: Path) -> list[str]:
+# cloudrec's own encoder and scaler settings (media/recorder/mixencode.py, compositor/frame.py)
+# on top of the plain command: no B-frames or lookahead, no scene-cut keyframes, bilinear.
+MATCHED_X264 = ("-tune", "zerolatency", "-keyint_min", str(OUT_GOP), "-sc_threshold", "0")
+
+
+def ffmpeg_mix(
+    w: World, case: Case, seconds: float, out: Path, progress: Path, matched: bool = False
+) -> list[str]:
     n = case.inputs
     cols = 2 if n <= 4 else 3
     cw, ch = case.width // cols // 2 * 2, case.height // cols // 2 * 2
     labels = [f"v{i}" for i in range(n)]
-    scales = ";".join(f"[{i}:v]scale={cw}:{ch}[{labels[i]}]" for i in range(n))
+    flags = ":flags=bilinear" if matched else ""
+    scales = ";".join(f"[{i}:v]scale={cw}:{ch}{flags}[{labels[i]}]" for i in range(n))
 
     def at(k: int, axis: str) -> str:
         return "+".join(f"{axis}{j}" for j in range(k)) or "0"
@@ -499,16 +511,20 @@ def ffmpeg_mix(w: World, case: Case, seconds: float, out: Path, progress: Path) 
         *("-filter_complex", graph, "-map", "[v]", "-map", "[a]"),
         *("-c:v", "libx264", "-preset", "veryfast", "-b:v", f"{OUT_KBPS}k"),
         *("-maxrate", f"{OUT_KBPS}k", "-bufsize", f"{2 * OUT_KBPS}k", "-g", str(OUT_GOP)),
+        *(MATCHED_X264 if matched else ()),
         *("-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k"),
         *("-t", f"{seconds:.0f}", str(out)),
     ]
 
 
-def phase_ffmpeg(w: World, case: Case, warmup_s: float, window_s: float) -> dict[str, Any]:
-    out = w.work / f"ffmpeg-{case.name}.mp4"
-    prog = w.work / f"ffmpeg-{case.name}.progress"
-    err = w.work / f"ffmpeg-{case.name}.log"
-    cmd = ffmpeg_mix(w, case, warmup_s + window_s + 30, out, prog)
+def phase_ffmpeg(
+    w: World, case: Case, warmup_s: float, window_s: float, matched: bool = False
+) -> dict[str, Any]:
+    tag = f"{case.name}{'-matched' if matched else ''}"
+    out = w.work / f"ffmpeg-{tag}.mp4"
+    prog = w.work / f"ffmpeg-{tag}.progress"
+    err = w.work / f"ffmpeg-{tag}.log"
+    cmd = ffmpeg_mix(w, case, warmup_s + window_s + 30, out, prog, matched)
     with err.open("wb") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     w.others.append(proc)
@@ -566,9 +582,15 @@ def report(results: dict[str, dict[str, dict[str, Any]]], warmup_s: float, windo
         "(cloudrec / ffmpeg) | cloudrec file: frames / expected | RSS MB "
         "(cloudrec / ffmpeg) | machine busy % (cloudrec / ffmpeg) |"
     )
+    matched = any("matched" in pair for pair in results.values())
+    if matched:
+        header += (
+            " ffmpeg matched CPU-s per output s | ratio cloudrec/ffmpeg matched "
+            "| output fps (ffmpeg matched) |"
+        )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for name, pair in results.items():
-        c, f = pair.get("cloudrec"), pair.get("ffmpeg")
+        c, f, m = pair.get("cloudrec"), pair.get("ffmpeg"), pair.get("matched")
         case = CASES[name]
 
         def cell(r: dict[str, Any] | None, fmt: str, key: str) -> str:
@@ -589,6 +611,11 @@ def report(results: dict[str, dict[str, dict[str, Any]]], warmup_s: float, windo
             f"| {cell(c, '.0f', 'rss_mb')} / {cell(f, '.0f', 'rss_mb')} "
             f"| {cell(c, '.0f', 'machine_busy_pct')} / {cell(f, '.0f', 'machine_busy_pct')} |"
         )
+        if matched:
+            ratio_m = f"{per_s(c) / per_s(m):.2f}x" if c and m and m["cpu_s"] > 0 else "n/a"
+            lines[-1] += (
+                f" {f'{per_s(m):.2f}' if m else '-'} | {ratio_m} | {cell(m, '.1f', 'fps')} |"
+            )
     lines += [
         "",
         f"cloudrec: {_version()}; {os.cpu_count()} cores; ffmpeg {_ffmpeg_version()}.",
@@ -598,6 +625,11 @@ def report(results: dict[str, dict[str, dict[str, Any]]], warmup_s: float, windo
         "mixing process (cloudrec run-task / ffmpeg) over the window, per second of wall time "
         "(= per output second when the output keeps real time: see the fps column).",
     ]
+    if matched:
+        lines.append(
+            "ffmpeg matched: the same command with cloudrec's encoder and scaler settings added "
+            f"({' '.join(MATCHED_X264)}, scale flags=bilinear)."
+        )
     return "\n".join(lines)
 
 
@@ -611,6 +643,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=5.0, help="warm-up before the window")
     parser.add_argument("--skip-ffmpeg", action="store_true", help="no baseline")
+    parser.add_argument(
+        "--matched",
+        action="store_true",
+        help="also run ffmpeg with cloudrec's own x264 and scaler settings (-tune zerolatency, "
+        "no scene cuts, bilinear scale) and report that ratio too",
+    )
     args = parser.parse_args(argv)
     cases = [CASES[c.strip().upper()] for c in args.cases.split(",") if c.strip()]
     signal.signal(signal.SIGTERM, _sigterm)
@@ -626,9 +664,11 @@ def main(argv: list[str] | None = None) -> int:
         for case in sorted(cases, key=lambda c: c.inputs):
             w.use_room(case.inputs)
             print(f"case {case.label}", file=sys.stderr, flush=True)
-            phases = [("cloudrec", phase_cloudrec)]
+            phases: list[tuple[str, Any]] = [("cloudrec", phase_cloudrec)]
             if not args.skip_ffmpeg:
                 phases.append(("ffmpeg", phase_ffmpeg))
+                if args.matched:
+                    phases.append(("matched", functools.partial(phase_ffmpeg, matched=True)))
             for name, phase in phases:
                 try:
                     r = phase(w, case, args.warmup, args.seconds)

@@ -1,4 +1,11 @@
-"""Compositing, checked by pixels on solid-colour and striped generated pictures."""
+"""Compositing, checked by pixels on solid-colour and striped generated pictures.
+
+The compositor paints in yuv420p; each output is looked at as a player shows it, converted to
+RGB (``to_rgb``). A colour that goes through yuv420p and back comes out within 2 units per
+channel of what it was (BT.601 limited range rounding: pure red is 253, 0, 0), so exact
+comparisons of the RGB era are ``close`` to the colour within 2, and chroma subsampling blurs
+colour edges over one 2 x 2 block (pixels are sampled away from edges).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, fit_into, patch_frame
+from cloudrec.media.compositor.frame import (
+    Canvas,
+    PatchMode,
+    Source,
+    fit_into,
+    patch_frame,
+    to_rgb,
+)
+from cloudrec.media.compositor.frame import compose as compose_yuv
 from cloudrec.media.compositor.layout import Placement, Rect, template_layout, zego_layout
 from cloudrec.media.compositor.preview import (
     PALETTE,
@@ -40,27 +55,42 @@ def close(pixel: Image, color: tuple[int, int, int], tol: int = 2) -> bool:
     return bool(np.all(np.abs(pixel.astype(int) - np.array(color)) <= tol))
 
 
+def all_close(region: Image, color: tuple[int, int, int], tol: int = 2) -> bool:
+    return bool(np.all(np.abs(region.astype(int) - np.array(color)) <= tol))
+
+
+def compose(canvas: Canvas, layers: list[tuple[Placement, Source | None]]) -> Image:
+    """The composed yuv420p frame as a player shows it."""
+    frame = compose_yuv(canvas, layers)
+    assert frame.format.name == "yuv420p" and (frame.width, frame.height) == (
+        canvas.width,
+        canvas.height,
+    )
+    return to_rgb(frame)
+
+
 def test_fit_keeps_aspect_ratio_and_centres_with_bars_for_a_wider_source() -> None:
     scaled, (dx, dy) = fit_into(solid(640, 360, RED), 320, 320, "fit")
-    assert scaled.shape == (180, 320, 3) and (dx, dy) == (0, 70)
+    assert (scaled.width, scaled.height, dx, dy) == (320, 180, 0, 70)
 
 
 def test_fit_keeps_aspect_ratio_and_centres_with_bars_for_a_taller_source() -> None:
     scaled, (dx, dy) = fit_into(solid(360, 640, RED), 320, 320, "fit")
-    assert scaled.shape == (320, 180, 3) and (dx, dy) == (70, 0)
+    assert (scaled.width, scaled.height, dx, dy) == (180, 320, 70, 0)
 
 
 def test_fill_covers_the_rectangle_and_crops_the_sides_of_a_wider_source() -> None:
     # 400x100 source into 100x100: only the centre 100x100 is kept, so the red side stripes
     # (10 px wide) are cut off while the blue top and bottom stripes stay.
-    scaled, offset = fit_into(striped(400, 100, 10), 100, 100, "fill")
+    frame, offset = fit_into(striped(400, 100, 10), 100, 100, "fill")
+    scaled = to_rgb(frame)
     assert scaled.shape == (100, 100, 3) and offset == (0, 0)
     assert close(scaled[50, 0], WHITE) and close(scaled[50, 99], WHITE)
     assert close(scaled[2, 50], BLUE) and close(scaled[97, 50], BLUE)
 
 
 def test_fill_crops_top_and_bottom_of_a_taller_source() -> None:
-    scaled, _ = fit_into(striped(100, 400, 10), 100, 100, "fill")
+    scaled = to_rgb(fit_into(striped(100, 400, 10), 100, 100, "fill")[0])
     assert close(scaled[0, 50], WHITE) and close(scaled[99, 50], WHITE)
     assert close(scaled[50, 2], RED) and close(scaled[50, 97], RED)
 
@@ -73,7 +103,7 @@ def test_solid_inputs_land_in_their_template_rectangles() -> None:
     for p, c in zip(placements, colors, strict=True):
         r = p.rect
         tile = out[r.y : r.bottom, r.x : r.right]
-        assert (tile == np.array(c, np.uint8)).all(), (p.key, r)
+        assert all_close(tile, c), (p.key, r)
 
 
 def test_fit_leaves_black_bars_inside_the_rectangle_over_the_background() -> None:
@@ -99,8 +129,8 @@ def test_alpha_half_blends_to_the_mean_and_zero_is_invisible() -> None:
     half = Placement("a", Rect(0, 0, 5, 10), alpha=0.5)
     none = Placement("b", Rect(5, 0, 5, 10), alpha=0.0)
     out = compose(canvas, [(half, solid(5, 10, (200, 0, 50))), (none, solid(5, 10, RED))])
-    assert out[5, 2].tolist() == [150, 50, 75]
-    assert out[5, 7].tolist() == [100, 100, 100]
+    assert close(out[5, 1], (150, 50, 75))
+    assert close(out[5, 8], (100, 100, 100))
 
 
 def test_a_cut_out_shows_only_the_chosen_region_of_the_source() -> None:
@@ -108,7 +138,7 @@ def test_a_cut_out_shows_only_the_chosen_region_of_the_source() -> None:
     source[20:60, 100:180] = GREEN  # an 80x40 green region in a red picture
     place = Placement("a", Rect(0, 0, 160, 80), crop_mode="fill", source_crop=Rect(100, 20, 80, 40))
     out = compose(Canvas(160, 80), [(place, source)])
-    assert (out == np.array(GREEN, np.uint8)).all()
+    assert all_close(out, GREEN)
 
 
 def test_a_cut_out_past_the_source_is_clipped_and_one_outside_paints_nothing() -> None:
@@ -126,7 +156,7 @@ def test_rectangles_past_the_canvas_are_clipped() -> None:
     source[:, :50] = RED  # left half red, right half blue
     place = Placement("a", Rect(-50, 50, 100, 100))  # only its right-top quarter is visible
     out = compose(canvas, [(place, source)])
-    assert (out[50:, :50] == np.array(BLUE, np.uint8)).all()
+    assert all_close(out[50:, :50], BLUE)
     assert (out[:50] == 0).all() and (out[:, 50:] == 0).all()
     off = compose(canvas, [(Placement("b", Rect(200, 0, 10, 10)), source)])
     assert (off == 0).all()
@@ -144,8 +174,10 @@ def test_the_background_image_shows_where_no_input_is() -> None:
 
 def test_a_background_image_with_another_aspect_is_filled_or_stretched() -> None:
     background = striped(200, 100, 10)  # 2:1 onto 1:1
-    filled = Canvas(100, 100, background_image=background).blank()
-    stretched = Canvas(100, 100, background_image=background, background_scale="stretch").blank()
+    filled = to_rgb(Canvas(100, 100, background_image=background).blank())
+    stretched = to_rgb(
+        Canvas(100, 100, background_image=background, background_scale="stretch").blank()
+    )
     assert close(filled[50, 2], WHITE)  # side stripes cropped away
     assert close(stretched[50, 2], RED)
 
@@ -154,7 +186,7 @@ def test_an_input_without_a_frame_is_skipped() -> None:
     out = compose(
         Canvas(10, 10, background_color=BLUE), [(Placement("a", Rect(0, 0, 10, 10)), None)]
     )
-    assert (out == np.array(BLUE, np.uint8)).all()
+    assert all_close(out, BLUE)
 
 
 @pytest.mark.parametrize(
@@ -225,3 +257,82 @@ def test_the_docs_zego_preview_paints_the_large_region_and_each_small_one_in_its
         r = p.rect
         x, y = (r.x + r.w // 2, r.bottom - 2) if p.key == "3" else (r.right - 2, r.bottom - 2)
         assert close(frame[y, x], colour_of(p.key)), p
+
+
+def noise_yuv420p(w: int, h: int, seed: int) -> av.VideoFrame:
+    """A yuv420p frame of random planes, as a decoder would hand one over."""
+    rng = np.random.default_rng(seed)
+    planar = rng.integers(16, 236, size=(h * 3 // 2, w), dtype=np.uint8)
+    return av.VideoFrame.from_ndarray(planar, format="yuv420p")
+
+
+def test_an_input_at_its_tile_size_reaches_the_output_planes_byte_for_byte() -> None:
+    # No RGB round trip: a decoded picture that needs no scaling is copied plane by plane.
+    frames = [noise_yuv420p(320, 180, seed) for seed in range(4)]
+    placements = template_layout(3, ["a", "b", "c", "d"], 640, 360)
+    out = compose_yuv(Canvas(640, 360), list(zip(placements, frames, strict=True)))
+    got = out.to_ndarray()  # Y, then U, then V rows
+    for p, frame in zip(placements, frames, strict=True):
+        r, src = p.rect, frame.to_ndarray()
+        assert np.array_equal(got[r.y : r.bottom, r.x : r.right], src[:180])
+        for plane in (0, 1):  # U then V: each (h/2, w/2), stored as h/4 rows of w
+            mine = got[360 + plane * 90 : 360 + (plane + 1) * 90].reshape(180, 320)
+            theirs = src[180 + plane * 45 : 180 + (plane + 1) * 45].reshape(90, 160)
+            region = mine[r.y // 2 : r.bottom // 2, r.x // 2 : r.right // 2]
+            assert np.array_equal(region, theirs), (p.key, plane)
+
+
+def test_odd_edges_move_to_the_even_pixel_at_or_before_them() -> None:
+    # Rect x 5..14, y 3..10 -> painted at x 4..14, y 2..10 (chroma is 2 x 2 blocks).
+    place = Placement("a", Rect(5, 3, 9, 7))
+    out = compose(Canvas(20, 12, background_color=BLUE), [(place, solid(9, 7, RED))])
+    painted = np.zeros((12, 20), dtype=bool)
+    painted[2:10, 4:14] = True
+    assert all_close(out[painted], RED)
+    assert all_close(out[~painted], BLUE)
+
+
+def test_odd_tiles_side_by_side_still_tile_without_a_gap() -> None:
+    left, right = Placement("l", Rect(0, 0, 7, 8)), Placement("r", Rect(7, 0, 7, 8))
+    layers: list[tuple[Placement, Source | None]] = [
+        (left, solid(7, 8, RED)),
+        (right, solid(7, 8, GREEN)),
+    ]
+    out = compose(Canvas(14, 8, background_color=BLUE), layers)
+    assert all_close(out[:, :6], RED) and all_close(out[:, 6:14], GREEN)
+
+
+def test_alpha_blends_in_every_plane_over_a_picture_not_just_a_colour() -> None:
+    background = striped(64, 64, 16)  # red sides, blue top and bottom, white centre
+    canvas = Canvas(64, 64, background_image=background)
+    out = compose(canvas, [(Placement("a", Rect(0, 0, 64, 64), alpha=0.5), solid(64, 64, GREEN))])
+    assert close(out[32, 4], (128, 128, 0), tol=3)  # red and green
+    assert close(out[4, 32], (0, 128, 128), tol=3)  # blue and green
+    assert close(out[32, 32], (128, 255, 128), tol=3)  # white and green
+
+
+def test_an_odd_canvas_is_refused() -> None:
+    with pytest.raises(ValueError, match="canvas size must be even"):
+        Canvas(641, 360)
+
+
+def test_a_picture_shown_again_is_not_scaled_again_and_a_new_one_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cloudrec.media.compositor.frame as frame_module
+
+    scaled: list[int] = []
+    real = frame_module.fit_into
+
+    def counting(*args: object, **kwargs: object) -> object:
+        scaled.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(frame_module, "fit_into", counting)
+    canvas, place = Canvas(64, 36), Placement("a", Rect(0, 0, 32, 18))
+    first, second = noise_yuv420p(64, 36, 1), yuv420p(solid(64, 36, RED))
+    a = compose(canvas, [(place, first)])
+    b = compose(canvas, [(place, first)])  # a 25 fps input in a 30 fps mix: shown twice
+    assert len(scaled) == 1 and np.array_equal(a, b)
+    c = compose(canvas, [(place, second)])
+    assert len(scaled) == 2 and all_close(c[:18, :32], RED)

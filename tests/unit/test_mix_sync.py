@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudrec.media.recorder.mixer import CHANNELS, JITTER_S, RATE, InputBuffer
+from cloudrec.media.recorder.mixinput import CHANNELS, JITTER_S, RATE, InputBuffer
 
 IN_FPS = 25
 OUT_FPS = 20

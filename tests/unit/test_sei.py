@@ -31,7 +31,7 @@ def test_zero_runs_get_emulation_prevention_bytes():
 def test_ffmpeg_decodes_a_stream_whose_frames_carry_the_sei(tmp_path):
     import av
 
-    from cloudrec.media.recorder.mixer import with_sei
+    from cloudrec.media.recorder.mixencode import with_sei
 
     path = tmp_path / "sei.mp4"
     out = av.open(str(path), "w", format="mp4")

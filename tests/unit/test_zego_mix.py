@@ -13,7 +13,8 @@ from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
 from cloudrec.core.tasks import Media
 from cloudrec.media.compositor.layout import Rect
-from cloudrec.media.recorder.mixer import InputReader, Mixer
+from cloudrec.media.recorder.mixer import Mixer
+from cloudrec.media.recorder.mixinput import InputReader
 from cloudrec.media.recorder.worker import large_region_key
 
 

@@ -1,21 +1,28 @@
 """Paint input pictures onto an output frame: scaling, cut-outs, z order, alpha, clipping.
 
-Frames are numpy arrays in RGB24, shape ``(height, width, 3)``, dtype ``uint8``; the worker
-turns the result into a video frame with
-``av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")``.
+Frames are composed in the encoder's pixel format, yuv420p: ``compose`` returns an
+``av.VideoFrame`` (yuv420p) that goes to the encoder as it is; no picture is converted to RGB
+and back. Each input is cut (cut-out, ``fill`` crop) in its planes and scaled straight to
+yuv420p in one libswscale pass (``VideoFrame.reformat``, bilinear; a no-op when the size is
+already right), then its planes are copied (or blended, with alpha) into the frame's planes.
+The background (colour or image) is converted to yuv420p once per ``Canvas``; a picture shown
+in more than one output frame (an input slower than the output, a stand-in, a patch image) is
+scaled once (``Canvas`` keeps the last tile of each placement). Colours are BT.601 limited
+range, as libswscale converts RGB by default.
 
-Inputs (``Source``) are either RGB24 arrays or decoded ``av.VideoFrame`` objects. Pass the
-decoded frames: a yuv420p frame is cut (cut-out, ``fill`` crop) in its planes and then scaled
-and converted to RGB in one libswscale pass, four times cheaper than scaling RGB (1280x720 ->
-640x360: 1.0 ms against 4.1 ms). yuv420p cuts snap to even pixels (chroma is subsampled).
+Chroma is subsampled by 2 both ways, so everything painted from an input lies on even
+pixels: each edge of a placement's rectangle, of its ``fit`` picture inside it and of a
+cut-out moves to the even pixel at or before it (left/up, so rectangles that tiled the canvas
+still tile it); an edge may move by one pixel. Templates and ZEGO layouts are even already.
+Watermarks keep their exact pixel positions (``overlay.YuvOverlay``). The canvas's own size
+must be even.
 
-Scaling goes through libswscale (``VideoFrame.reformat``), bilinear. For RGB it beat Pillow's
-bilinear resize: 640x360 -> 320x180 1.3 ms against 1.5 ms, 1280x720 -> 640x360 3.8 ms against
-6.1 ms, 640x360 -> 1280x720 5.3 ms against 9.6 ms (one core, PyAV 16, Pillow 12).
+Inputs (``Source``) are RGB24 arrays or decoded ``av.VideoFrame`` objects (any pixel format).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import av
@@ -27,6 +34,9 @@ from cloudrec.media.compositor.layout import CropMode, Placement, Rect
 Image = npt.NDArray[np.uint8]
 """An RGB24 picture, ``(height, width, 3)`` uint8 (RGBA overlays have 4 channels)."""
 
+Plane = npt.NDArray[np.uint8]
+"""One plane of a yuv420p picture, ``(rows, columns)`` uint8 (a view of the frame's memory)."""
+
 Source = Image | av.VideoFrame
 """An input picture: an RGB24 array or a decoded video frame (any pixel format)."""
 
@@ -37,7 +47,11 @@ BackgroundScale = Literal["fill", "stretch"]
 """How a background image covers the canvas (JoCloud ``scale`` 0 and 1)."""
 
 SWS_INTERPOLATION = "BILINEAR"
+FORMAT = "yuv420p"
+BLACK_YUV = (16, 128, 128)
+"""RGB black in BT.601 limited range: the ``fit`` bars."""
 _ALPHA_STEPS = 256
+_CACHED_TILES = 64
 
 
 def source_size(src: Source) -> tuple[int, int]:
@@ -47,29 +61,65 @@ def source_size(src: Source) -> tuple[int, int]:
     return src.shape[1], src.shape[0]
 
 
-def resize(src: Source, width: int, height: int) -> Image:
-    """``src`` scaled to exactly ``width`` x ``height`` in RGB24 (bilinear, libswscale)."""
-    if isinstance(src, av.VideoFrame):
-        out = src.reformat(
-            width=width, height=height, format="rgb24", interpolation=SWS_INTERPOLATION
-        )
-        return np.asarray(out.to_ndarray(), dtype=np.uint8)
-    if src.shape[1] == width and src.shape[0] == height:
-        return src
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(src), format="rgb24")
-    out = frame.reformat(width=width, height=height, interpolation=SWS_INTERPOLATION)
-    return np.asarray(out.to_ndarray(), dtype=np.uint8)
+def planes(frame: av.VideoFrame) -> tuple[Plane, Plane, Plane]:
+    """The Y, U and V planes of a planar YUV ``frame`` (yuv420p, yuv444p) as numpy views of
+    its memory (writable for a frame the caller made)."""
+    y, u, v = (
+        np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+        for p in frame.planes
+    )
+    return y, u, v
+
+
+def to_rgb(frame: av.VideoFrame) -> Image:
+    """A frame as an RGB24 array, as a player shows it: for screenshots and checks, not on
+    the path of every frame."""
+    return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+
+
+def from_rgb(image: Image) -> av.VideoFrame:
+    """An RGB24 (or RGBA: alpha dropped) array as a video frame, unconverted."""
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image[..., :3]), format="rgb24")
+
+
+def yuv_of(color: tuple[int, int, int]) -> tuple[int, int, int]:
+    """An RGB colour in yuv420p, converted as libswscale converts pictures."""
+    frame = from_rgb(np.full((2, 2, 3), color, dtype=np.uint8)).reformat(format=FORMAT)
+    y, u, v = planes(frame)
+    return int(y[0, 0]), int(u[0, 0]), int(v[0, 0])
+
+
+def even(value: int) -> int:
+    """``value`` moved to the even integer at or below it."""
+    return value - (value & 1)
+
+
+def even_rect(rect: Rect) -> Rect:
+    """``rect`` with each edge moved left or up to an even pixel (at least 2 x 2)."""
+    x0, y0 = even(rect.x), even(rect.y)
+    return Rect(x0, y0, max(2, even(rect.right) - x0), max(2, even(rect.bottom) - y0))
+
+
+def resize(src: Source, width: int, height: int) -> av.VideoFrame:
+    """``src`` scaled to exactly ``width`` x ``height`` in yuv420p (bilinear, libswscale; the
+    frame itself when it is that already)."""
+    frame = src if isinstance(src, av.VideoFrame) else from_rgb(src)
+    return frame.reformat(
+        width=width, height=height, format=FORMAT, interpolation=SWS_INTERPOLATION
+    )
 
 
 def fit_into(
     src: Source, rect_w: int, rect_h: int, mode: CropMode
-) -> tuple[Image, tuple[int, int]]:
-    """Scale ``src`` for a ``rect_w`` x ``rect_h`` rectangle, keeping its aspect ratio.
+) -> tuple[av.VideoFrame, tuple[int, int]]:
+    """Scale ``src`` for a ``rect_w`` x ``rect_h`` rectangle (even sizes), keeping its aspect
+    ratio, to a yuv420p frame.
 
-    Returns the scaled picture and its offset ``(dx, dy)`` inside the rectangle. ``fit``: the
-    picture fits inside, centred; the rest of the rectangle (the bars) is the caller's to paint
-    (``compose`` paints it black). ``fill``: the centre of ``src`` with the rectangle's aspect
-    ratio is cut out and scaled to exactly the rectangle; the offset is ``(0, 0)``.
+    Returns the scaled picture and its offset ``(dx, dy)`` inside the rectangle, all even.
+    ``fit``: the picture fits inside, centred; the rest of the rectangle (the bars) is the
+    caller's to paint (``compose`` paints it black). ``fill``: the centre of ``src`` with the
+    rectangle's aspect ratio is cut out and scaled to exactly the rectangle; the offset is
+    ``(0, 0)``.
     """
     sw, sh = source_size(src)
     if mode == "fill":
@@ -82,15 +132,17 @@ def fit_into(
             src = crop(src, Rect(0, (sh - ch) // 2, sw, ch))
         return resize(src, rect_w, rect_h), (0, 0)
     scale = min(rect_w / sw, rect_h / sh)
-    w = min(rect_w, max(1, round(sw * scale)))
-    h = min(rect_h, max(1, round(sh * scale)))
-    return resize(src, w, h), ((rect_w - w) // 2, (rect_h - h) // 2)
+    w = min(rect_w, max(2, even(round(sw * scale))))
+    h = min(rect_h, max(2, even(round(sh * scale))))
+    return resize(src, w, h), (even((rect_w - w) // 2), even((rect_h - h) // 2))
 
 
 class Canvas:
     """An output frame's size and background: a colour, covered by an image if one is given.
 
-    The background is prepared once (scaled to the canvas) and copied for every frame.
+    The background is prepared once (scaled to the canvas, in yuv420p) and copied for every
+    frame. The canvas also keeps the last scaled tile of each placement, for a picture shown
+    again.
     """
 
     def __init__(
@@ -103,54 +155,142 @@ class Canvas:
     ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError(f"canvas size must be positive, got {width}x{height}")
+        if width % 2 or height % 2:
+            raise ValueError(f"canvas size must be even (yuv420p), got {width}x{height}")
         self.width = width
         self.height = height
-        base = np.empty((height, width, 3), dtype=np.uint8)
-        base[:] = background_color
-        if background_image is not None:
+        if background_image is None:
+            self._base = tuple(
+                np.full_like(p, c)
+                for p, c in zip(
+                    planes(av.VideoFrame(width, height, FORMAT)),
+                    yuv_of(background_color),
+                    strict=True,
+                )
+            )
+        else:  # converted and scaled once
             rgb = background_image[..., :3]
             if background_scale == "stretch":
-                base[:] = resize(rgb, width, height)
+                frame = resize(rgb, width, height)
             else:
-                base[:] = fit_into(rgb, width, height, "fill")[0]
-        self._base = base
+                frame = fit_into(rgb, width, height, "fill")[0]
+            self._base = tuple(p.copy() for p in planes(frame))
+        # Placement -> (its picture, scaled, offset): the last tile painted for each placement.
+        self.tiles: dict[tuple[object, ...], tuple[Source, av.VideoFrame, tuple[int, int]]] = {}
 
-    def blank(self) -> Image:
-        """A fresh copy of the background, for the caller to paint on."""
-        return self._base.copy()
+    def blank(self) -> av.VideoFrame:
+        """A new yuv420p frame holding the background, for the caller to paint on."""
+        frame = av.VideoFrame(self.width, self.height, FORMAT)
+        for dst, src in zip(planes(frame), self._base, strict=True):
+            np.copyto(dst, src)
+        return frame
 
 
-def compose(canvas: Canvas, layers: list[tuple[Placement, Source | None]]) -> Image:
-    """A new frame: the canvas background with ``layers`` painted in ``z`` order.
+def compose(canvas: Canvas, layers: list[tuple[Placement, Source | None]]) -> av.VideoFrame:
+    """A new yuv420p frame: the canvas background with ``layers`` painted in ``z`` order.
 
     Layers with equal ``z`` are painted in list order (later on top). A layer whose picture is
     ``None`` is skipped (use ``patch_frame`` to decide what stands in for a missing frame). Each
     picture is cut to ``placement.source_crop`` (clipped to the picture; nothing painted if
-    that leaves nothing), scaled into ``placement.rect`` by ``placement.crop_mode`` (``fit``
-    bars are black and take the layer's alpha too), blended with ``placement.alpha`` and
-    clipped to the canvas.
+    that leaves nothing), scaled into ``placement.rect`` (edges moved to even pixels) by
+    ``placement.crop_mode`` (``fit`` bars are black and take the layer's alpha too), blended
+    with ``placement.alpha`` and clipped to the canvas.
     """
     out = canvas.blank()
+    dst = planes(out)
     bounds = Rect(0, 0, canvas.width, canvas.height)
     for placement, picture in sorted(layers, key=lambda layer: layer[0].z):
         if picture is None or placement.alpha <= 0.0:
             continue
-        visible = placement.rect.intersection(bounds)
-        if visible is None:
+        rect = even_rect(placement.rect)
+        if rect.intersection(bounds) is None:
             continue
-        source = _cut_out(picture, placement.source_crop)
-        if source is None:
+        scaled = _scaled(canvas, picture, placement, rect)
+        if scaled is None:
             continue
-        tile = _tile(source, placement)
-        # The part of the tile that lands on the canvas.
-        tx, ty = visible.x - placement.rect.x, visible.y - placement.rect.y
-        part = tile[ty : ty + visible.h, tx : tx + visible.w]
-        region = out[visible.y : visible.bottom, visible.x : visible.right]
-        blend_into(region, part, placement.alpha)
+        frame, (dx, dy) = scaled
+        inner = Rect(rect.x + dx, rect.y + dy, frame.width, frame.height)
+        for bar in _bars(rect, inner):  # fit: what the picture leaves of the rectangle
+            _fill(dst, bar, bounds, BLACK_YUV, placement.alpha)
+        _blit(dst, inner, bounds, planes(frame), placement.alpha)
     return out
 
 
-def blend_into(dst: Image, src: Image, alpha: float) -> None:
+def _scaled(
+    canvas: Canvas, picture: Source, placement: Placement, rect: Rect
+) -> tuple[av.VideoFrame, tuple[int, int]] | None:
+    """The picture cut and scaled for ``rect``, kept in ``canvas.tiles`` for the next frame:
+    an input picture shown again (inputs at 25 fps in a 30 fps mix, a stand-in, a patch
+    picture) is not scaled again."""
+    key = (placement.key, rect, placement.crop_mode, placement.source_crop)
+    hit = canvas.tiles.get(key)
+    if hit is not None and hit[0] is picture:
+        return hit[1], hit[2]
+    source = _cut_out(picture, placement.source_crop)
+    if source is None:
+        return None
+    frame, offset = fit_into(source, rect.w, rect.h, placement.crop_mode)
+    if len(canvas.tiles) >= _CACHED_TILES:  # the keys of earlier layouts
+        canvas.tiles.clear()
+    canvas.tiles[key] = (picture, frame, offset)
+    return frame, offset
+
+
+def _bars(rect: Rect, inner: Rect) -> list[Rect]:
+    """``rect`` minus ``inner`` (which lies inside it): up to four strips."""
+    strips = [
+        Rect(rect.x, rect.y, rect.w, inner.y - rect.y),
+        Rect(rect.x, inner.bottom, rect.w, rect.bottom - inner.bottom),
+        Rect(rect.x, inner.y, inner.x - rect.x, inner.h),
+        Rect(inner.right, inner.y, rect.right - inner.right, inner.h),
+    ]
+    return [s for s in strips if s.w > 0 and s.h > 0]
+
+
+def _fill(
+    dst: tuple[Plane, Plane, Plane],
+    rect: Rect,
+    bounds: Rect,
+    yuv: tuple[int, int, int],
+    alpha: float,
+) -> None:
+    visible = rect.intersection(bounds)
+    if visible is None:
+        return
+    a = round(alpha * _ALPHA_STEPS)
+    for i, (plane, value) in enumerate(zip(dst, yuv, strict=True)):
+        s = 1 if i == 0 else 2
+        region = plane[visible.y // s : visible.bottom // s, visible.x // s : visible.right // s]
+        if a >= _ALPHA_STEPS:
+            region[:] = value
+        elif a > 0:
+            mixed = region.astype(np.uint16) * (_ALPHA_STEPS - a) + (value * a + _ALPHA_STEPS // 2)
+            region[:] = mixed >> 8
+
+
+def _blit(
+    dst: tuple[Plane, Plane, Plane],
+    rect: Rect,
+    bounds: Rect,
+    src: tuple[Plane, Plane, Plane],
+    alpha: float,
+) -> None:
+    """Copy (blend, with ``alpha`` < 1) the planes ``src`` of a picture at ``rect`` (even)."""
+    visible = rect.intersection(bounds)
+    if visible is None:
+        return
+    for i, (plane, source) in enumerate(zip(dst, src, strict=True)):
+        s = 1 if i == 0 else 2
+        x0, y0 = (visible.x - rect.x) // s, (visible.y - rect.y) // s
+        w, h = visible.w // s, visible.h // s
+        blend_into(
+            plane[visible.y // s : visible.y // s + h, visible.x // s : visible.x // s + w],
+            source[y0 : y0 + h, x0 : x0 + w],
+            alpha,
+        )
+
+
+def blend_into(dst: Plane, src: Plane, alpha: float) -> None:
     """``dst = src * alpha + dst * (1 - alpha)`` in place, in steps of 1/256, rounded."""
     a = round(alpha * _ALPHA_STEPS)
     if a >= _ALPHA_STEPS:
@@ -161,6 +301,16 @@ def blend_into(dst: Image, src: Image, alpha: float) -> None:
     mixed = src.astype(np.uint16) * a + dst.astype(np.uint16) * (_ALPHA_STEPS - a)
     mixed += _ALPHA_STEPS // 2
     dst[:] = mixed >> 8
+
+
+@functools.lru_cache(maxsize=16)
+def solid(width: int, height: int, color: tuple[int, int, int]) -> Image:
+    """A ``width`` x ``height`` RGB picture of one colour, the same (read-only) array for the
+    same arguments, so that its scaled tile is kept."""
+    picture = np.empty((height, width, 3), dtype=np.uint8)
+    picture[:] = color
+    picture.flags.writeable = False
+    return picture
 
 
 def patch_frame(
@@ -178,38 +328,29 @@ def patch_frame(
     if mode == "last" and last is not None:
         return last
     if mode == "image" and image is not None:
-        return image[..., :3]
-    return np.zeros((height, width, 3), dtype=np.uint8)
+        return image
+    return solid(width, height, (0, 0, 0))
 
 
 def crop(src: Source, rect: Rect) -> Source:
     """The part of ``src`` inside ``rect`` (which must lie inside ``src``). An array is sliced
-    (no copy); a yuv420p frame is cut plane by plane with ``rect`` widened to even
-    coordinates; frames in other formats are converted to RGB24 first."""
+    (no copy); a frame is cut plane by plane in yuv420p (converted first if it is in another
+    format) with ``rect``'s left and top edges moved to even pixels and its right and bottom
+    edges to even pixels or the picture's edge."""
     if not isinstance(src, av.VideoFrame):
         return src[rect.y : rect.bottom, rect.x : rect.right]
-    if src.format.name == "yuv420p" and src.width % 2 == 0 and src.height % 2 == 0:
-        return _crop_yuv420p(src, rect)
-    rgb = np.asarray(src.to_ndarray(format="rgb24"), dtype=np.uint8)
-    return rgb[rect.y : rect.bottom, rect.x : rect.right]
-
-
-def _crop_yuv420p(frame: av.VideoFrame, rect: Rect) -> av.VideoFrame:
-    w, h = frame.width, frame.height
-    x0, y0 = rect.x // 2 * 2, rect.y // 2 * 2
+    if src.format.name != FORMAT:
+        src = src.reformat(format=FORMAT)
+    w, h = src.width, src.height
+    x0, y0 = even(rect.x), even(rect.y)
     x1, y1 = min(w, (rect.right + 1) // 2 * 2), min(h, (rect.bottom + 1) // 2 * 2)
     if (x0, y0, x1, y1) == (0, 0, w, h):
-        return frame
-    planar = np.asarray(frame.to_ndarray(), dtype=np.uint8).reshape(-1)  # Y, U, V planes
-    luma = planar[: w * h].reshape(h, w)
-    u = planar[w * h : w * h * 5 // 4].reshape(h // 2, w // 2)
-    v = planar[w * h * 5 // 4 :].reshape(h // 2, w // 2)
-    cw, ch = x1 - x0, y1 - y0
-    out = np.empty(cw * ch * 3 // 2, dtype=np.uint8)
-    out[: cw * ch] = luma[y0:y1, x0:x1].reshape(-1)
-    out[cw * ch : cw * ch * 5 // 4] = u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2].reshape(-1)
-    out[cw * ch * 5 // 4 :] = v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2].reshape(-1)
-    return av.VideoFrame.from_ndarray(out.reshape(ch * 3 // 2, cw), format="yuv420p")
+        return src
+    out = av.VideoFrame(x1 - x0, y1 - y0, FORMAT)
+    for i, (dst, plane) in enumerate(zip(planes(out), planes(src), strict=True)):
+        s = 1 if i == 0 else 2
+        dst[:] = plane[y0 // s : y0 // s + dst.shape[0], x0 // s : x0 // s + dst.shape[1]]
+    return out
 
 
 def _cut_out(picture: Source, cut: Rect | None) -> Source | None:
@@ -220,14 +361,3 @@ def _cut_out(picture: Source, cut: Rect | None) -> Source | None:
     if inside is None:
         return None
     return crop(picture, inside)
-
-
-def _tile(source: Source, placement: Placement) -> Image:
-    """``source`` scaled to exactly the placement's rectangle (``fit`` bars black)."""
-    rect = placement.rect
-    scaled, (dx, dy) = fit_into(source, rect.w, rect.h, placement.crop_mode)
-    if scaled.shape[0] == rect.h and scaled.shape[1] == rect.w:
-        return scaled
-    tile = np.zeros((rect.h, rect.w, 3), dtype=np.uint8)
-    tile[dy : dy + scaled.shape[0], dx : dx + scaled.shape[1]] = scaled
-    return tile

@@ -1,9 +1,12 @@
 """Watermarks painted over the composed frame: a timestamp, text, images (Pillow).
 
-Overlays are RGBA numpy arrays ``(height, width, 4)`` uint8 with straight (not premultiplied)
-alpha; ``paint`` blends one onto an RGB24 frame in place. Text uses Noto Sans CJK, the only font
-JoCloud accepts (``font: "NotoSansCJK"``), so Chinese, Japanese and Korean render; on Debian it
-comes from the package ``fonts-noto-cjk``.
+Overlays are rendered as RGBA numpy arrays ``(height, width, 4)`` uint8 with straight (not
+premultiplied) alpha, then prepared once for the yuv420p frames of the mix (``YuvOverlay``:
+converted by libswscale, luma and alpha at full resolution, chroma averaged over each 2 x 2
+block weighted by alpha); ``paint`` blends a prepared overlay into a frame's planes.
+
+Text uses Noto Sans CJK, the only font JoCloud accepts (``font: "NotoSansCJK"``), so Chinese,
+Japanese and Korean render; on Debian it comes from the package ``fonts-noto-cjk``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import av
 import numpy as np
+import numpy.typing as npt
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont, UnidentifiedImageError
 
-from cloudrec.media.compositor.frame import Image
+from cloudrec.media.compositor.frame import Image, Plane, even, from_rgb, planes
 
 Color = tuple[int, int, int]
 
@@ -119,19 +124,72 @@ def render_text(
     return out
 
 
-def paint(canvas: Image, overlay: Image, x: int, y: int) -> None:
-    """Blend RGBA ``overlay`` onto RGB ``canvas`` in place, its top-left corner at ``(x, y)``;
-    what falls outside the canvas is dropped."""
-    ch, cw = canvas.shape[:2]
-    oh, ow = overlay.shape[:2]
+@dataclass(frozen=True)
+class YuvOverlay:
+    """An RGBA overlay prepared for yuv420p frames with its top-left corner at a pixel ``(x, y)``
+    of the frame.
+
+    It is padded with transparent pixels to start and end on even pixels (``origin``, even),
+    so it keeps its exact position: luma and alpha are the overlay's own pixels; each chroma
+    sample is the alpha-weighted mean of its 2 x 2 block (a transparent pixel adds no colour)
+    with the block's mean alpha. Colours and alphas are stored premultiplied for painting.
+    """
+
+    origin: tuple[int, int]
+    weighted: tuple[npt.NDArray[np.uint16], ...]  # Y, U, V times alpha
+    keep: tuple[npt.NDArray[np.uint16], ...]  # 255 - alpha: luma, then chroma
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the padded overlay in luma pixels."""
+        return self.weighted[0].shape[1], self.weighted[0].shape[0]
+
+
+def prepare(overlay: Image, x: int, y: int) -> YuvOverlay:
+    """RGBA ``overlay`` prepared to be painted at ``(x, y)`` (any pixel)."""
+    ox, oy = even(x), even(y)
+    h, w = overlay.shape[:2]
+    px, py = x - ox, y - oy
+    pw, ph = (w + px + 1) // 2 * 2, (h + py + 1) // 2 * 2
+    padded = np.zeros((ph, pw, 4), dtype=np.uint8)
+    padded[py : py + h, px : px + w] = overlay
+    luma, u, v = (p.astype(np.uint32) for p in planes(from_rgb(padded).reformat(format="yuv444p")))
+    alpha = padded[..., 3].astype(np.uint32)
+    block = alpha.reshape(ph // 2, 2, pw // 2, 2).sum(axis=(1, 3))  # 0..1020
+
+    def chroma(plane: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint16]:
+        summed = (plane * alpha).reshape(ph // 2, 2, pw // 2, 2).sum(axis=(1, 3))
+        mean: npt.NDArray[np.uint32] = np.where(
+            block > 0, (summed + block // 2) // np.maximum(block, 1), 128
+        )
+        return np.asarray(mean * ((block + 2) // 4), dtype=np.uint16)
+
+    return YuvOverlay(
+        origin=(ox, oy),
+        weighted=((luma * alpha).astype(np.uint16), chroma(u), chroma(v)),
+        keep=((255 - alpha).astype(np.uint16), (255 - (block + 2) // 4).astype(np.uint16)),
+    )
+
+
+def paint(frame: av.VideoFrame, overlay: YuvOverlay) -> None:
+    """Blend a prepared overlay into yuv420p ``frame`` in place; what falls outside the frame
+    is dropped."""
+    paint_planes(planes(frame), overlay)
+
+
+def paint_planes(dst: tuple[Plane, Plane, Plane], overlay: YuvOverlay) -> None:
+    """``paint`` onto the planes of a frame."""
+    ch, cw = dst[0].shape
+    (x, y), (ow, oh) = overlay.origin, overlay.size
     x0, y0, x1, y1 = max(0, x), max(0, y), min(cw, x + ow), min(ch, y + oh)
     if x1 <= x0 or y1 <= y0:
         return
-    src = overlay[y0 - y : y1 - y, x0 - x : x1 - x]
-    dst = canvas[y0:y1, x0:x1]
-    a = src[..., 3:4].astype(np.uint16)
-    mixed = src[..., :3].astype(np.uint16) * a + dst.astype(np.uint16) * (255 - a) + 127
-    dst[:] = mixed // 255
+    for i, plane in enumerate(dst):
+        s = 1 if i == 0 else 2
+        src = overlay.weighted[i][(y0 - y) // s : (y1 - y) // s, (x0 - x) // s : (x1 - x) // s]
+        keep = overlay.keep[min(i, 1)][(y0 - y) // s : (y1 - y) // s, (x0 - x) // s : (x1 - x) // s]
+        region = plane[y0 // s : y1 // s, x0 // s : x1 // s]
+        region[:] = (src + region * keep + 127) // 255
 
 
 def decode_image(data: bytes) -> Image:
@@ -175,8 +233,12 @@ class TextWatermark:
     def overlay(self) -> Image:
         return render_text(self.content, self.size, self.color, self.background, self.alpha)
 
-    def paint_onto(self, frame: Image) -> None:
-        paint(frame, self.overlay, self.x, self.y)
+    @functools.cached_property
+    def prepared(self) -> YuvOverlay:
+        return prepare(self.overlay, self.x, self.y)
+
+    def paint_onto(self, frame: av.VideoFrame) -> None:
+        paint(frame, self.prepared)
 
 
 @dataclass(frozen=True)
@@ -199,8 +261,12 @@ class ImageWatermark:
         rgba[..., 3] = (rgba[..., 3].astype(np.uint16) * round(self.alpha * 255) + 127) // 255
         return rgba
 
-    def paint_onto(self, frame: Image) -> None:
-        paint(frame, self.overlay, self.x, self.y)
+    @functools.cached_property
+    def prepared(self) -> YuvOverlay:
+        return prepare(self.overlay, self.x, self.y)
+
+    def paint_onto(self, frame: av.VideoFrame) -> None:
+        paint(frame, self.prepared)
 
 
 class TimestampWatermark:
@@ -229,16 +295,21 @@ class TimestampWatermark:
         self.color, self.background, self.alpha = color, background, alpha
         self._text = ""
         self._overlay: Image | None = None
+        self._prepared: YuvOverlay | None = None
 
     def overlay_at(self, when: datetime) -> Image:
         text = when.strftime(self.fmt)
         if self._overlay is None or text != self._text:
             self._overlay = render_text(text, self.size, self.color, self.background, self.alpha)
+            self._prepared = None
             self._text = text
         return self._overlay
 
-    def paint_onto(self, frame: Image, when: datetime) -> None:
-        paint(frame, self.overlay_at(when), self.x, self.y)
+    def paint_onto(self, frame: av.VideoFrame, when: datetime) -> None:
+        overlay = self.overlay_at(when)
+        if self._prepared is None:  # once per text: once a second at most
+            self._prepared = prepare(overlay, self.x, self.y)
+        paint(frame, self._prepared)
 
 
 @dataclass
@@ -250,7 +321,7 @@ class Watermarks:
     texts: tuple[TextWatermark, ...] = ()
     images: tuple[ImageWatermark, ...] = ()
 
-    def paint_onto(self, frame: Image, when: datetime) -> None:
+    def paint_onto(self, frame: av.VideoFrame, when: datetime) -> None:
         for image in self.images:
             image.paint_onto(frame)
         for text in self.texts:

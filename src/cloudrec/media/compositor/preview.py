@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from cloudrec.media.compositor.frame import Canvas, Image, compose
+from cloudrec.media.compositor.frame import Canvas, Image, compose, to_rgb
 from cloudrec.media.compositor.layout import (
     TEMPLATE_IDS,
     ZEGO_LAYOUTS,
@@ -24,7 +24,7 @@ from cloudrec.media.compositor.layout import (
     template_layout,
     zego_layout,
 )
-from cloudrec.media.compositor.overlay import paint, render_text
+from cloudrec.media.compositor.overlay import paint, prepare, render_text
 
 PALETTE = (
     (0xE6, 0x4B, 0x3C),
@@ -91,8 +91,8 @@ def _render(placements: list[Placement], width: int, height: int) -> Image:
             x, y, height_px = r.x, r.y, r.h
         size = max(8, min(100, height_px // 3))
         label = render_text(p.key, size, (255, 255, 255), None, 1.0)
-        paint(frame, label, x + size // 4, y)
-    return frame
+        paint(frame, prepare(label, x + size // 4, y))
+    return to_rgb(frame)
 
 
 def write_previews(directory: Path, width: int = 1280, height: int = 720) -> list[Path]:

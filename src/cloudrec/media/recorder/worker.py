@@ -60,7 +60,8 @@ from cloudrec.core.tasks import (
 )
 from cloudrec.media.compositor.overlay import decode_image
 from cloudrec.media.recorder.concat import Part, compatible, concatenate
-from cloudrec.media.recorder.mixer import Mixer, MixOutput, SnapshotTaken
+from cloudrec.media.recorder.mixencode import MixOutput
+from cloudrec.media.recorder.mixer import Mixer, SnapshotTaken
 from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder, probe_file
 from cloudrec.media.recorder.sei import begin_timestamp
 from cloudrec.media.recorder.snapshots import (
