@@ -37,6 +37,7 @@ from typing import Any
 import uvicorn
 
 from cloudrec.config import Settings
+from cloudrec.core.recording import StartUndecidedError
 
 log = logging.getLogger("cloudrec.serve")
 
@@ -65,7 +66,7 @@ class ApiProcesses:
         self._sock = sock
         self._count = count
         self._env = {k: v for k, v in os.environ.items() if k != "CLOUDREC_CONFIG"}
-        self._env.update(settings_env(settings))
+        self._env.update(settings_env(settings, for_api=True))
         self._procs: list[subprocess.Popen[bytes]] = []
         self._started: dict[int, float] = {}
         self._channels: dict[int, socket.socket] = {}  # pid -> serve's end of its socket pair
@@ -110,9 +111,7 @@ class ApiProcesses:
                 continue
             log.error("api.process_died", extra={"fields": {"pid": proc.pid, "code": code}})
             del self._started[proc.pid]
-            channel = self._channels.pop(proc.pid, None)
-            if channel is not None:
-                channel.close()
+            self._channels.pop(proc.pid, None)  # its answering task closes it at EOF
             self._procs[i] = self._spawn()
 
     def stop(self, timeout_s: float = 15.0) -> None:
@@ -160,23 +159,52 @@ START_TIMEOUT_S = 30.0
 
 
 class ServeExecutor:
-    """The Executor port in an API process: ``serve`` starts the worker (one request at a
-    time over the socket pair: a start is a line to a warm host, or a spawn)."""
+    """The Executor port in an API process: ``serve`` starts the worker, asked over the
+    socket pair one request at a time (a start is a line to a warm host, or a spawn).  Each
+    request carries a number and its answer the same: an answer that comes after its request
+    gave up is skipped.  No answer in time: :class:`StartUndecidedError` (the lease decides)."""
 
     def __init__(self, channel: socket.socket) -> None:
         self._channel = channel
-        self._file = channel.makefile("rwb", buffering=0)
         self._lock = threading.Lock()
+        self._buffer = b""
+        self._sequence = 0
 
     def start(self, task_id: str, attempt: int = 1) -> str:
         with self._lock:
-            self._channel.settimeout(START_TIMEOUT_S)
-            self._file.write(f"start {attempt} {task_id}\n".encode())
-            answer = self._file.readline().decode().strip()
-        verb, _, rest = answer.partition(" ")
+            self._sequence += 1
+            request = str(self._sequence)
+            try:
+                self._channel.settimeout(START_TIMEOUT_S)
+                self._channel.sendall(f"start {request} {attempt} {task_id}\n".encode())
+            except OSError as exc:  # not asked: nothing started
+                raise RuntimeError(f"serve could not be asked to start the worker: {exc}") from exc
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                verb, number, rest = self._answer(deadline)
+                if number == request:
+                    break
         if verb != "ok" or not rest:
-            raise RuntimeError(f"serve did not start the worker: {answer or 'no answer'}")
+            raise RuntimeError(f"serve did not start the worker: {rest or verb}")
         return rest
+
+    def _answer(self, deadline: float) -> tuple[str, str, str]:
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                self._channel.settimeout(left)
+                data = self._channel.recv(4096)
+            except OSError as exc:  # TimeoutError among them
+                raise StartUndecidedError(f"serve did not answer: {exc!r}") from exc
+            if not data:
+                raise StartUndecidedError("serve closed the channel")
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        verb, _, rest = line.decode(errors="replace").strip().partition(" ")
+        number, _, rest = rest.partition(" ")
+        return verb, number, rest
 
     def alive(self, handle: str) -> bool | None:
         return None  # serve's reconciler judges workers, not the API
@@ -192,23 +220,25 @@ class ServeExecutor:
 
 
 async def answer_starts(channel: socket.socket, start: Callable[[str, int], str]) -> None:
-    """``serve``'s end of one API process's socket pair: each ``start ATTEMPT TASK`` line is
-    answered ``ok HANDLE`` or ``error WHY``, until the process goes."""
+    """``serve``'s end of one API process's socket pair: each ``start N ATTEMPT TASK`` line
+    is answered ``ok N HANDLE`` or ``error N WHY``, until the process goes (then the channel
+    is closed here)."""
     channel.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=channel)
     try:
         while line := await reader.readline():
             verb, _, rest = line.decode(errors="replace").strip().partition(" ")
+            number, _, rest = rest.partition(" ")
             attempt, _, task_id = rest.partition(" ")
-            if verb != "start" or not attempt.isdigit() or not task_id:
-                writer.write(b"error a bad request\n")
+            if verb != "start" or not number.isdigit() or not attempt.isdigit() or not task_id:
+                writer.write(f"error {number or 0} a bad request\n".encode())
             else:
                 try:
                     handle = await asyncio.to_thread(start, task_id, int(attempt))
-                    writer.write(f"ok {handle}\n".encode())
+                    writer.write(f"ok {number} {handle}\n".encode())
                 except Exception as exc:
                     log.exception("api.start_failed", extra={"fields": {"task_id": task_id}})
-                    writer.write(f"error {type(exc).__name__}\n".encode())
+                    writer.write(f"error {number} {type(exc).__name__}\n".encode())
             await writer.drain()
     except (ConnectionError, OSError):
         pass

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--executor",
         choices=EXECUTORS,
-        help="how recordings run (env CLOUDREC_EXECUTOR; default process; ray: docs/cluster.md)",
+        help="how recordings run (env CLOUDREC_EXECUTOR; default host; ray: docs/cluster.md)",
     )
     serve.add_argument(
         "--ray-address",

@@ -40,10 +40,18 @@ def worker_argv(task_id: str, attempt: int = 1) -> list[str]:
     ]
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Every setting as its ``CLOUDREC_*`` variable (paths made absolute)."""
+# Secrets of the HTTP side that no recording worker needs (a worker's environment is readable
+# by whatever runs as its user, and a Ray actor's is stored by the cluster).
+API_ONLY = ("admin_token", "hook_secret")
+
+
+def settings_env(settings: Settings, for_api: bool = False) -> dict[str, str]:
+    """Every setting as its ``CLOUDREC_*`` variable (paths made absolute); for a worker,
+    without :data:`API_ONLY`."""
     env = {}
     for f in dataclasses.fields(Settings):
+        if f.name in API_ONLY and not for_api:
+            continue
         value = getattr(settings, f.name)
         if isinstance(value, Path):
             value = value.resolve()
@@ -51,6 +59,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = "true" if value else "false"
         env[ENV_PREFIX + f.name.upper()] = str(value)
     env[ENV_PREFIX + "DATABASE_URL"] = settings.database
+    return env
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """A worker's environment: this process's, without its config file and the API-only
+    secrets, and every setting (:func:`settings_env`)."""
+    hidden = {"CLOUDREC_CONFIG", *(ENV_PREFIX + name.upper() for name in API_ONLY)}
+    env = {k: v for k, v in os.environ.items() if k not in hidden}
+    env.update(settings_env(settings))
     return env
 
 
@@ -63,9 +80,7 @@ class LocalExecutor:
         self._log_dir = log_dir or settings.data_dir / "logs"
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "CLOUDREC_CONFIG"}
-        env.update(settings_env(self._settings))
-        return env
+        return worker_env(self._settings)
 
     def start(self, task_id: str, attempt: int = 1) -> str:
         self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -163,8 +178,7 @@ class HostExecutor:
 
     def _spawn(self) -> _Host:
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "CLOUDREC_CONFIG"}
-        env.update(settings_env(self._settings))
+        env = worker_env(self._settings)
         log = (self._log_dir / "hosts.log").open("ab")
         proc = subprocess.Popen(
             self._argv,

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from cloudrec.db.metrics import Aggregates, aggregates
 
 CACHE_S = 5.0
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class DatabaseCollector(Collector):
@@ -159,4 +160,7 @@ class CountRequests:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.http_requests.labels(template, scope.get("method", ""), str(status)).inc()
+            method = scope.get("method", "")
+            if method not in METHODS:  # any token is a method to HTTP: never a label as sent
+                method = "other"
+            self.metrics.http_requests.labels(template, method, str(status)).inc()

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,7 +109,7 @@ async def _watch_api(
     """Until told to stop: every second, restart a dead API process and publish the
     ingest's figures for their ``/metrics``."""
     while not stopping.is_set():
-        api.watch()
+        await asyncio.to_thread(api.watch)  # a respawn forks: never on the ingest's loop
         received, connections = rtmp.stats()
         await asyncio.to_thread(write_ingest_stats, data_dir, received, connections)
         with contextlib.suppress(TimeoutError):
@@ -171,6 +172,10 @@ async def serve(container: Container) -> None:
     their leases) when the service comes back."""
     s = container.settings
     lock = _lock_data_dir(s.data_dir)
+    if s.tls_cert_file:  # a certificate that does not load is refused now, not per process
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            s.tls_cert_file, s.tls_key_file
+        )
     http_socket = _bind(s.host, s.http_port)
     limits = IngestLimits.from_settings(s)
     rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port, limits=limits)
@@ -179,6 +184,7 @@ async def serve(container: Container) -> None:
     await asyncio.to_thread(
         container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
     )
+    loop = asyncio.get_running_loop()
     server: _Server | None = None
     api: ApiProcesses | None = None
     if s.api_processes == 0:
@@ -199,14 +205,17 @@ async def serve(container: Container) -> None:
         api = ApiProcesses(s, http_socket, s.api_processes)
         answering: set[asyncio.Task[None]] = set()
 
-        def _answer(channel: socket.socket) -> None:
+        def _answering(channel: socket.socket) -> None:
             job = asyncio.create_task(answer_starts(channel, container.executor.start))
             answering.add(job)
             job.add_done_callback(answering.discard)
 
+        def _answer(channel: socket.socket) -> None:
+            # A respawn happens in a thread (_watch_api): its channel is answered on the loop.
+            loop.call_soon_threadsafe(_answering, channel)
+
         api.on_channel = _answer
         api.start()
-    loop = asyncio.get_running_loop()
     stop_reason: list[str] = []
     stopping = asyncio.Event()
 

@@ -93,3 +93,22 @@ def test_a_certificate_without_its_key_is_refused_at_start(tmp_path):
     )
     assert out.returncode == 2
     assert "tls_cert_file and tls_key_file: give both" in out.stderr
+
+
+def test_a_certificate_that_does_not_load_is_refused_at_start(tmp_path):
+    cert, _ = self_signed(tmp_path)
+    (tmp_path / "other").mkdir()
+    _, other_key = self_signed(tmp_path / "other")
+    out = subprocess.run(
+        [sys.executable, "-m", "cloudrec.cli", "serve", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("CLOUDREC_")},
+            "CLOUDREC_TLS_CERT_FILE": str(cert),
+            "CLOUDREC_TLS_KEY_FILE": str(other_key),  # another certificate's key
+        },
+    )
+    assert out.returncode == 1, out.stderr
+    assert "cloudrec serve:" in out.stderr and "KEY_VALUES_MISMATCH" in out.stderr.upper()

@@ -227,3 +227,20 @@ def test_the_openapi_publishes_the_start_request(api):
     schema = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
     assert {"room_id", "mode", "formats", "storage", "mix"} <= set(schema["properties"])
     assert "/v1/apps/{appid}/tasks/{task_id}/files/{name}" in spec["paths"]
+
+
+def test_a_start_serve_did_not_answer_keeps_its_grace_for_the_lease_to_decide(api, monkeypatch):
+    """An API process asked serve to start the worker and had no answer in time: the task is
+    not handed to the reconciler as unstarted (that would start the same attempt twice)."""
+    from cloudrec.core.recording import START_GRACE, StartUndecidedError
+
+    def undecided(task_id: str, attempt: int = 1) -> str:
+        raise StartUndecidedError("serve did not answer")
+
+    monkeypatch.setattr(api.executor, "start", undecided)
+    api.publish(APP, "r1", "s1", "alice")
+    status, answer = start(api, {"room_id": "r1"})
+    assert status == 201, answer
+    task = api.container.tasks.get(APP, answer["task_id"])
+    assert task.worker == "starting" and task.lease_until is not None
+    assert task.lease_until - task.created_at == START_GRACE

@@ -17,7 +17,7 @@ from cloudrec import executor as executor_module
 from cloudrec.bootstrap import bootstrap
 from cloudrec.cli import build_parser
 from cloudrec.config import load_settings
-from cloudrec.executor import HostExecutor, LocalExecutor, worker_argv
+from cloudrec.executor import API_ONLY, HostExecutor, LocalExecutor, worker_argv
 
 
 def test_a_task_id_that_starts_with_a_dash_reaches_the_worker_as_its_task_id():
@@ -43,6 +43,9 @@ def test_a_worker_runs_with_every_setting_the_service_has_a_config_files_include
     assert seen.database == settings.database  # the data dir's SQLite, made explicit
     for f in dataclasses.fields(settings):
         if f.name == "database_url":
+            continue
+        if f.name in API_ONLY:  # the HTTP side's secrets stay out of workers
+            assert getattr(seen, f.name) == "", f.name
             continue
         mine, theirs = getattr(settings, f.name), getattr(seen, f.name)
         if isinstance(mine, Path):
@@ -189,3 +192,19 @@ def test_a_real_recorder_host_answers_a_run_it_cannot_own(tmp_path):
         for host in hosts._hosts.values():
             host.proc.kill()
             host.proc.wait(5)
+
+
+def test_a_workers_environment_has_every_setting_but_the_api_only_secrets(monkeypatch, tmp_path):
+    from cloudrec.config import load_settings
+    from cloudrec.executor import settings_env, worker_env
+
+    monkeypatch.setenv("CLOUDREC_ADMIN_TOKEN", "from-the-environment")
+    settings = load_settings(
+        {"data_dir": tmp_path, "admin_token": "op", "hook_secret": "hk"}, env={}
+    )
+    env = worker_env(settings)
+    assert "CLOUDREC_ADMIN_TOKEN" not in env and "CLOUDREC_HOOK_SECRET" not in env
+    assert env["CLOUDREC_DATA_DIR"] == str(tmp_path.resolve())
+    assert "CLOUDREC_SECRET_KEY" in env  # a worker decrypts its storage target
+    api = settings_env(settings, for_api=True)
+    assert api["CLOUDREC_ADMIN_TOKEN"] == "op" and api["CLOUDREC_HOOK_SECRET"] == "hk"

@@ -19,6 +19,7 @@ from cloudrec.api.masking import request_record
 from cloudrec.api.task_models import StartTask
 from cloudrec.bootstrap import Container
 from cloudrec.core.errors import CloudrecError
+from cloudrec.core.rooms import check_id
 from cloudrec.core.tasks import FileFormat, RecordedFile, Task
 from cloudrec.storage.s3 import resolve_endpoint
 
@@ -63,6 +64,8 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     c = _container(request, authorization, appid)
+    if room_id is not None:
+        check_id("room_id", room_id)
     until = datetime.now(UTC) + timedelta(minutes=1)
     total, tasks = c.tasks.page(
         appid, room_id, active, until - timedelta(hours=hours), until, offset, limit

@@ -58,15 +58,22 @@ class RecordingActor:
             from cloudrec.core.control import TaskControl
             from cloudrec.db.engine import make_engine
             from cloudrec.db.repositories import uow_factory
+            from cloudrec.db.tasks import SqlTaskWatch
             from cloudrec.media.recorder.worker import TaskWorker
             from cloudrec.secretbox import FernetSecretBox, load_key
 
             settings = load_settings(env=env)
             setup_logging(settings.log_level, settings.log_format)
             box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
-            uow = uow_factory(make_engine(settings.database), box)
+            engine = make_engine(settings.database)
+            uow = uow_factory(engine, box)
             control = TaskControl(
-                uow, lambda: datetime.now(UTC), task_id, attempt, callbacks=callback_formats()
+                uow,
+                lambda: datetime.now(UTC),
+                task_id,
+                attempt,
+                watch=SqlTaskWatch(engine),  # the cheaper poll, as in a recorder host
+                callbacks=callback_formats(),
             )
             self._worker = TaskWorker(control, settings)
             state = self._worker.run()

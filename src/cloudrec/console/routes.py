@@ -32,6 +32,7 @@ from cloudrec.bootstrap import Container
 from cloudrec.console.session import COOKIE, SESSION_S, Session, Sessions
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
+from cloudrec.core.rooms import check_id
 from cloudrec.core.tasks import FileFormat, RecordedFile, RecordingSpec, RecordMode, Task
 from cloudrec.media.preview import preview_jpeg
 
@@ -40,6 +41,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/console", include_in_schema=False)
 LOGINS = RateLimitItemPerMinute(10)
 PAGE = 25
+MAX_PAGE = 400  # 10,000 recordings back: further is the API's (``offset``) or the CLI's
 
 
 class SignInError(Exception):
@@ -88,6 +90,8 @@ def _apps(c: Container, session: Session) -> list[int]:
 
 def _task(c: Container, session: Session, task_id: str) -> Task:
     """The task, if the session may see it (the operator sees every app's)."""
+    if not 0 < len(task_id) <= 128 or "\x00" in task_id:
+        raise CloudrecError.not_found(f"recording {task_id!r} does not exist")
     with c.uow() as uow:
         task = uow.tasks.get(task_id)
     if task is None or (session.app_id is not None and task.app_id != session.app_id):
@@ -223,6 +227,8 @@ def preview(request: Request, app_id: int, room_id: str, stream_id: str) -> Resp
     session = _session(request)
     if session.app_id is not None and session.app_id != app_id:
         raise CloudrecError.permission_denied(f"signed in as app {session.app_id}")
+    check_id("room", room_id)
+    check_id("stream", stream_id)
     live = [s for s in _c(request).rooms.live(app_id, room_id) if s.stream_id == stream_id]
     if not live:
         raise CloudrecError.not_found(f"stream {stream_id!r} is not live in room {room_id!r}")
@@ -273,8 +279,10 @@ def _tasks(c: Container, session: Session, q: dict[str, str]) -> dict[str, Any]:
         if (q.get("hours") or "24").isdigit()
         else 24
     )
-    page = int(q["page"]) if q.get("page", "").isdigit() else 0
+    page = min(int(q["page"]), MAX_PAGE) if q.get("page", "").isdigit() else 0
     room = q.get("room") or None
+    if room is not None:
+        check_id("room", room)
     until = datetime.now(UTC) + timedelta(minutes=1)
     total, rows = 0, []
     for app_id in _apps(c, session):

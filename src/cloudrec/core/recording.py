@@ -62,6 +62,13 @@ class Executor(Protocol):
 START_GRACE = timedelta(seconds=20)
 
 
+class StartUndecidedError(Exception):
+    """The executor could not tell whether the worker started (its answer did not come): the
+    task keeps its start grace, and the lease decides (a worker that did start claims it; one
+    that did not is replaced by the next attempt when the grace runs out, never the same
+    attempt twice)."""
+
+
 class TaskService:
     def __init__(
         self,
@@ -184,6 +191,9 @@ class TaskService:
             uow.commit()
         try:
             handle = self._executor.start(task.task_id, task.attempt)
+        except StartUndecidedError:
+            log.warning("task.worker_start_undecided", extra={"fields": {"task_id": task.task_id}})
+            return task
         except Exception:
             # The task is stored: the reconciler starts its worker at its next pass (not a
             # death), so the caller is told of a task that will record, not of a failure.
