@@ -306,9 +306,12 @@ def test_every_example_request_of_the_openapi_files_gets_a_documented_answer(wor
     doc = yaml.safe_load((SPEC_DIR / name).read_text())
     action = doc["paths"]["/"]["post"]["summary"]
     documented = {0, 300000004, 300001000, 300001001, 300001004}
+    # The per-action limit (10/s for DescribeRecordStatus) counts the module's earlier polls
+    # too: let their second pass, then stay well under it (CI run 4 met 300000003 here).
+    time.sleep(1.1)
     for body in _examples(name) or [{}]:
         answer = zego.call(action, body)
-        time.sleep(0.11)
+        time.sleep(0.2)
         assert set(answer) >= {"Code", "Message", "RequestId"}, answer
         check_response(action, answer)
         assert isinstance(answer["Code"], int) and answer["Code"] in documented, answer
