@@ -4,6 +4,7 @@ MixInputList views)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from cloudrec.api.zego.schemas import parse_layout, parse_mix
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
 from cloudrec.core.tasks import Media
-from cloudrec.media.compositor.layout import Rect
+from cloudrec.media.compositor.layout import Placement, Rect
 from cloudrec.media.recorder.mixer import Mixer
 from cloudrec.media.recorder.mixinput import InputReader
 from cloudrec.media.recorder.worker import large_region_key
@@ -130,3 +131,27 @@ def test_the_mixer_stacks_25_custom_views_by_their_ranked_layers() -> None:
     placements = [p for p, _ in mixer_layers(spec, [])]
     assert len(placements) == 25
     assert [p.z for p in placements] == list(range(25))
+
+
+def test_a_stream_whose_ended_reader_was_replaced_before_it_left_keeps_its_last_picture() -> None:
+    """Regression (the e2e FillBlank test's one-in-two failure): the room still listed a
+    stream whose pull had ended, so the mixer started a new reader for it; the stream then
+    left and the new reader, which never showed a picture, was what the mixer kept: the
+    departed view showed the background instead of its last picture."""
+    spec = dataclasses.replace(mix(), fill_blank=True, frame_fill=1)
+    mixer = Mixer(spec, [], {}, lambda out, ms: 0, lambda file_id, fields: None)
+    old = InputReader("room/u1", "rtmp://127.0.0.1:1/live/u1")  # never started
+    picture = object()
+    old.buffer.shown = picture
+    old.ended.set()
+    mixer.inputs["room/u1"], mixer.order = old, ["room/u1"]
+    mixer.update(spec, {"room/u1": old.url})  # still in the room: a new reader replaces it
+    new = mixer.inputs["room/u1"]
+    assert new is not old
+    new.stop()
+    new.join(10)
+    mixer.update(spec, {})  # and now it has left
+    placement = Placement(key="room/u1", rect=Rect(0, 0, 320, 180))
+    assert mixer._stand_in(spec, placement, None, None) is picture
+    # A reader that is live but has no picture yet (camera off) shows it too.
+    assert mixer._stand_in(spec, placement, new, None) is picture

@@ -118,6 +118,10 @@ class Mixer(threading.Thread):
             for key, url in urls.items():
                 reader = self.inputs.get(key)
                 if reader is None or (reader.ended.is_set() and reader.url == url):
+                    if reader is not None and reader.last_picture is not None:
+                        # An ended reader replaced (the stream may be gone, not yet out of the
+                        # room): its picture stays what a fill shows, not the new one's None.
+                        self.last_pictures[key] = reader.last_picture
                     reader = InputReader(key, url, (media or {}).get(key, Media.AUDIO_VIDEO))
                     reader.start()
                     self.inputs[key] = reader
@@ -327,7 +331,9 @@ class Mixer(threading.Thread):
         self, spec: MixSpec, p: Placement, reader: InputReader | None, view: MixInput | None
     ) -> Any:
         """What a region whose input has no picture shows (None: the background)."""
-        last = reader.last_picture if reader is not None else self.last_pictures.get(p.key)
+        last = reader.last_picture if reader is not None else None
+        if last is None:
+            last = self.last_pictures.get(p.key)
         if spec.frame_fill is None:  # JoCloud patch
             patch = PATCH_MODES.get(spec.patch, "none")
             image = self.images.get(spec.patch_url or "")

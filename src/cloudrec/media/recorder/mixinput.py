@@ -172,7 +172,7 @@ class InputReader(threading.Thread):
         self.has_video: bool | None = None  # whether the stream has pictures, once open
         self.buffer = InputBuffer()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.ended = threading.Event()
         self.error: str | None = None
 
@@ -182,7 +182,7 @@ class InputReader(threading.Thread):
             return self.buffer.shown
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def reanchor(self) -> None:
         with self._lock:
@@ -207,7 +207,7 @@ class InputReader(threading.Thread):
                 ]
                 self.has_video = bool(inp.streams.video)
                 if not streams:  # nothing of it to take (a sound-only stream, video asked)
-                    self._stop.wait()
+                    self._stopping.wait()
                     return
                 for s in streams:
                     # One decoding thread per input (the GIL is released while it decodes):
@@ -217,7 +217,7 @@ class InputReader(threading.Thread):
                     s.codec_context.thread_count = 1
                 resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE)
                 for packet in inp.demux(streams):
-                    if self._stop.is_set():
+                    if self._stopping.is_set():
                         return
                     if packet.size == 0:
                         continue
