@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from cloudrec import __version__
 from cloudrec.cli_tasks import add_parsers as add_task_parsers
-from cloudrec.config import EXECUTORS, Settings, SettingsError, load_settings
+from cloudrec.config import EXECUTORS, Settings, SettingsError, load_settings, node_name
 from cloudrec.core.errors import CloudrecError
 from cloudrec.logs import setup_logging
 
@@ -196,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
             args.attempt,
             watch=container.watch,
             callbacks=container.callbacks,
+            node=node_name(settings),
         )
         TaskWorker(control, settings).run()
         return 0

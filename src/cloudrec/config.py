@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,11 @@ from typing import Any
 
 ENV_PREFIX = "CLOUDREC_"
 EXECUTORS = ("process", "host", "ray")
+
+
+def node_name(settings: Settings) -> str:
+    """The name of the machine this process runs on, as tasks report it."""
+    return settings.node_name or socket.gethostname()
 
 
 class SettingsError(ValueError):
@@ -115,6 +121,9 @@ class Settings:
     # The Ray cluster of executor "ray": the head's GCS address HOST:PORT ("auto": the cluster
     # this machine's ``ray start`` joined).
     ray_address: str = "auto"
+    # This machine's name as ``GET …/tasks/{id}`` and the ``failover`` event give it (the
+    # task's ``node``); empty: the host name.  ``cloudrec worker --name`` sets it for a node.
+    node_name: str = ""
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
     max_worker_restarts: int = 5
     # New recordings are refused while the spool's disk has less than this free (MiB).

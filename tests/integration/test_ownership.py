@@ -8,6 +8,7 @@ that starts nothing and says what the test decides about each worker (issue 10, 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -535,3 +536,44 @@ def test_a_callback_retried_later_is_not_sent_again_by_a_sender_holding_the_old_
     assert len(posts) == 1
     [(row, attempts)] = delivery.callbacks(task_id)
     assert row.attempts == 1 and len(attempts) == 1
+
+
+def test_an_attempt_on_another_machine_records_its_node_and_a_failover_event_and_callback(world):
+    """Issue 14: the task says where it runs (``node``), and a next attempt on another machine
+    is told as a ``failover`` event and callback (from node, to node); a next attempt on the
+    same machine is a restart, no failover."""
+    spec = RecordingSpec(room_id="r1", callback_url="http://127.0.0.1:9/cb")
+    task_id = world.start(spec)
+
+    def attempt(n: int, node: str, dies: bool = True) -> None:
+        control = TaskControl(
+            world.c.uow, world.clock, task_id, n, callbacks=world.c.callbacks, node=node
+        )
+        assert control.claim() is not None
+        if dies:
+            world.executor.died(world.task(task_id).worker)
+            world.reconciler.run_once()
+            while world.task(task_id).worker is None:  # the next attempt's backoff
+                world.clock.advance(1)
+                world.reconciler.run_once()
+
+    attempt(1, "node-a")
+    assert world.task(task_id).node == "node-a" and "failover" not in world.events(task_id)
+    attempt(2, "node-a")  # the worker died and came back on its machine
+    assert world.task(task_id).node == "node-a" and "failover" not in world.events(task_id)
+    attempt(3, "node-b", dies=False)
+    task = world.task(task_id)
+    assert (task.node, task.attempt) == ("node-b", 3)
+    [detail] = [d for kind, _, d in world.c.tasks.events(task_id) if kind == "failover"]
+    assert detail == "attempt 3: from node node-a to node node-b"
+    [failover] = [
+        json.loads(row.body)["context"]
+        for row, _ in world.c.delivery.callbacks(task_id)
+        if row.event == "task_failover"
+    ]
+    assert failover["msgname"] == "task_failover" and failover["recordid"] == task_id
+    assert (failover["attempt"], failover["fromnode"], failover["tonode"]) == (
+        3,
+        "node-a",
+        "node-b",
+    )

@@ -166,6 +166,8 @@ def task_view(c: Container, task: Task) -> dict[str, Any]:
         "started_at": _iso(task.started_at),
         "ended_at": _iso(task.ended_at),
         "heartbeat_at": _iso(task.heartbeat_at),
+        "attempt": task.attempt,
+        "node": task.node,
         "end_reason": task.end_reason,
         "error": task.error,
         "files": [

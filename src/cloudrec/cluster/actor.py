@@ -34,6 +34,17 @@ EXIT_WAIT_S = 3.0
 LEFTOVER_WAIT_S = 15.0
 
 
+# Settings that belong to the node, not to the service that started the attempt: the node's
+# own environment gives them (``cloudrec worker`` sets them for its Ray processes).
+NODE_LOCAL = ("CLOUDREC_NODE_NAME",)
+
+
+def node_env(env: dict[str, str]) -> dict[str, str]:
+    """The service's settings ``env`` with this node's own :data:`NODE_LOCAL` ones."""
+    ours = {k: os.environ[k] for k in NODE_LOCAL if k in os.environ}
+    return {k: v for k, v in env.items() if k not in NODE_LOCAL} | ours
+
+
 class RecordingActor:
     """Runs the worker of ``attempt`` on a thread of its own from the moment it is created;
     its methods answer while it records (a threaded actor)."""
@@ -54,7 +65,7 @@ class RecordingActor:
             # What the worker needs and no more (not the API, the uploader or the callback
             # sender that ``bootstrap`` builds too): a failover waits for these imports.
             from cloudrec.callbacks.formats import callback_formats
-            from cloudrec.config import load_settings
+            from cloudrec.config import load_settings, node_name
             from cloudrec.core.control import TaskControl
             from cloudrec.db.engine import make_engine
             from cloudrec.db.repositories import uow_factory
@@ -62,7 +73,7 @@ class RecordingActor:
             from cloudrec.media.recorder.worker import TaskWorker
             from cloudrec.secretbox import FernetSecretBox, load_key
 
-            settings = load_settings(env=env)
+            settings = load_settings(env=node_env(env))
             setup_logging(settings.log_level, settings.log_format)
             box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
             engine = make_engine(settings.database)
@@ -74,6 +85,7 @@ class RecordingActor:
                 attempt,
                 watch=SqlTaskWatch(engine),  # the cheaper poll, as in a recorder host
                 callbacks=callback_formats(),
+                node=node_name(settings),
             )
             self._worker = TaskWorker(control, settings)
             state = self._worker.run()

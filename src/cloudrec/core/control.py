@@ -87,6 +87,7 @@ class TaskControl:
         watch: TaskWatch | None = None,
         *,
         callbacks: Callbacks,
+        node: str = "",
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -95,6 +96,7 @@ class TaskControl:
         self.attempt = attempt
         self._lease = lease
         self._watch = watch
+        self.node = node  # the machine this attempt runs on (``Settings.node_name``)
         self._seen: tuple[int, ...] | None = None  # the watch's value at the last full read
         self._read_at = 0.0  # monotonic, the last full read
 
@@ -114,9 +116,26 @@ class TaskControl:
         it (superseded, or the task has ended)."""
         try:
             with self._fenced() as uow:
-                return uow.tasks.get(self.task_id)
+                task = uow.tasks.get(self.task_id)
+                if task is not None and self.node and task.node != self.node:
+                    self._moved(uow, task)
+                    task = replace(task, node=self.node)
+                return task
         except LeaseLostError:
             return None
+
+    def _moved(self, uow: UnitOfWork, task: Task) -> None:
+        """This attempt runs on another machine than the task's last one: the task's
+        ``node``, and a ``failover`` event and callback when an earlier attempt ran elsewhere."""
+        uow.tasks.update(self.task_id, node=self.node)
+        if task.attempt <= 1 or not task.node:
+            return
+        now = self._clock()
+        detail = f"attempt {self.attempt}: from node {task.node} to node {self.node}"
+        uow.tasks.add_event(self.task_id, "failover", now, detail)
+        extra = {"attempt": self.attempt, "from_node": task.node, "to_node": self.node}
+        self._callbacks.enqueue(uow, now, task, "task_failover", [], extra)
+        log.info("task.failover", extra={"fields": {"task_id": self.task_id, **extra}})
 
     def renew(self) -> None:
         """Keep the lease (the worker's heartbeat); raises :class:`LeaseLostError`."""

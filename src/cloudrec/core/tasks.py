@@ -290,6 +290,7 @@ class Task:
     resume_at: datetime | None = None
     attempt_started_at: datetime | None = None
     deaths: int = 0  # since the task last ran well
+    node: str | None = None  # the machine the current attempt runs on (its claim says)
 
 
 @dataclass(frozen=True)

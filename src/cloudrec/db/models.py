@@ -123,6 +123,8 @@ class TaskRow(Base):
     # SIGTERM did not die).
     attempt_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deaths: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The machine (its ``node_name``) the current attempt runs on, written at its claim.
+    node: Mapped[str | None] = mapped_column(String(200))
 
 
 class TaskFileRow(Base):

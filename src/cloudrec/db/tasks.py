@@ -54,6 +54,7 @@ def _to_task(r: TaskRow) -> Task:
         resume_at=_opt(r.resume_at),
         attempt_started_at=_opt(r.attempt_started_at),
         deaths=r.deaths or 0,
+        node=r.node,
     )
 
 

@@ -17,14 +17,24 @@ MSGTYPE = {
     "task_stopped": 1,
     "task_failed": 1,
     "task_completed": 1,
+    "task_failover": 1,  # cloudrec's own: the recording moved to another machine
     "file_uploaded": 2,
     "file_backed_up": 2,
     "file_upload_failed": 2,
 }
 
 
+# The detail of a task_failover message: the new attempt and the machines it moved between.
+FAILOVER = {"attempt": "attempt", "from_node": "fromnode", "to_node": "tonode"}
+
+
 def body(
-    task: Task, event: str, files: list[RecordedFile], now: datetime, message_id: str
+    task: Task,
+    event: str,
+    files: list[RecordedFile],
+    now: datetime,
+    message_id: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     first = files[0] if files else None
     started = epoch_ms(task.started_at) if task.started_at else 0
@@ -41,6 +51,8 @@ def body(
     }
     if task.end_reason and event.startswith("task_"):
         context["reason"] = task.end_reason
+    if event == "task_failover":
+        context.update({ours: (extra or {}).get(key) for key, ours in FAILOVER.items()})
     return {
         "msgid": message_id,
         "product": "recordoss",
@@ -65,4 +77,4 @@ class JoCloudCallbacks:
     ) -> dict[str, Any] | None:
         if event not in MSGTYPE:
             return None
-        return body(task, event, files, now, message_id)
+        return body(task, event, files, now, message_id, extra)

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import IO, Protocol
 
-from cloudrec.config import Settings
+from cloudrec.config import Settings, node_name
 from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.control import TaskControl
 from cloudrec.core.ports import TaskWatch, UnitOfWork
@@ -96,6 +96,7 @@ class RecorderHost:
             attempt,
             watch=self._watch,
             callbacks=self._callbacks,
+            node=node_name(self._settings),
         )
         worker = self._make_worker(control, self._settings)
         key = (task_id, attempt)
