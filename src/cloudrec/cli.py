@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from cloudrec import __version__
 from cloudrec.cli_tasks import add_parsers as add_task_parsers
+from cloudrec.cluster.node import add_parser as add_worker_parser
 from cloudrec.config import EXECUTORS, Settings, SettingsError, load_settings, node_name
 from cloudrec.core.errors import CloudrecError
 from cloudrec.logs import setup_logging
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(url)
 
     add_task_parsers(sub, _common)
+    add_worker_parser(sub)
 
     run_task = sub.add_parser("run-task")  # the per-task worker; started by the service
     run_task.add_argument("--attempt", type=int, default=1)
@@ -158,6 +160,11 @@ def _print(obj: Any, as_json: bool) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from cloudrec.bootstrap import bootstrap
+
+    if args.command == "worker":
+        from cloudrec.cluster.node import run as run_node
+
+        return run_node(args)
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)

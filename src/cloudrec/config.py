@@ -124,6 +124,9 @@ class Settings:
     # This machine's name as ``GET …/tasks/{id}`` and the ``failover`` event give it (the
     # task's ``node``); empty: the host name.  ``cloudrec worker --name`` sets it for a node.
     node_name: str = ""
+    # Where recordings spool ("": <data_dir>/spool); ``cloudrec worker --data-dir`` sets it for
+    # the recordings of its node.
+    spool_root: str = ""
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
     max_worker_restarts: int = 5
     # New recordings are refused while the spool's disk has less than this free (MiB).
@@ -145,7 +148,7 @@ class Settings:
 
     @property
     def spool_dir(self) -> Path:
-        return self.data_dir / "spool"
+        return Path(self.spool_root) if self.spool_root else self.data_dir / "spool"
 
     @property
     def backup_dir(self) -> Path:

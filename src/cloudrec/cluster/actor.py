@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from cloudrec.cluster.node import ENV_DRAIN_FILE, ENV_NODE_NAME, ENV_SPOOL
 from cloudrec.logs import setup_logging
 
 # A finished actor stays this long so that the service's ``wait`` call gets the outcome, then
@@ -36,7 +37,9 @@ LEFTOVER_WAIT_S = 15.0
 
 # Settings that belong to the node, not to the service that started the attempt: the node's
 # own environment gives them (``cloudrec worker`` sets them for its Ray processes).
-NODE_LOCAL = ("CLOUDREC_NODE_NAME",)
+NODE_LOCAL = (ENV_NODE_NAME, ENV_SPOOL)
+# How often an attempt looks for its node's drain file.
+DRAIN_POLL_S = 0.5
 
 
 def node_env(env: dict[str, str]) -> dict[str, str]:
@@ -88,6 +91,7 @@ class RecordingActor:
                 node=node_name(settings),
             )
             self._worker = TaskWorker(control, settings)
+            threading.Thread(target=self._drained, name="drain-watch", daemon=True).start()
             state = self._worker.run()
             if state is not None:
                 linger_s = LINGER_S
@@ -102,6 +106,18 @@ class RecordingActor:
             self._detail = " ".join(detail.split())
             self._done.set()
             threading.Thread(target=self._end, args=(linger_s,), daemon=True).start()
+
+    def _drained(self) -> None:
+        """When this node drains (``cloudrec worker`` got SIGTERM), close the files and give
+        the task up, as a ``run-task`` worker does on SIGTERM: the next attempt goes on on
+        another node at once."""
+        drain_file = os.environ.get(ENV_DRAIN_FILE)
+        if not drain_file:
+            return
+        while not self._done.wait(DRAIN_POLL_S):
+            if os.path.exists(drain_file):
+                self._worker.terminated.set()
+                return
 
     def _end(self, linger_s: float) -> None:
         time.sleep(linger_s)

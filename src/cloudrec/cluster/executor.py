@@ -31,13 +31,13 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from cloudrec.cluster.actor import RecordingActor
+from cloudrec.cluster.node import RESOURCE
 from cloudrec.config import Settings
 from cloudrec.executor import KEEP_ENDED_S, settings_env
 
 log = logging.getLogger("cloudrec.cluster")
 
 NAMESPACE = "cloudrec"
-RESOURCE = "cloudrec_recording"  # one unit per recording; a node's capacity
 _Actor = ray.remote(RecordingActor)
 
 
