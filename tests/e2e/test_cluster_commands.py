@@ -27,12 +27,9 @@ from tests.service import Service
 
 pytest.importorskip("ray", reason="ray is not installed (pip install '.[cluster]')")
 
-from tests.e2e.test_cluster import (  # noqa: E402
-    ROOM,
-    source,  # noqa: F401  (fixtures)
-    source_hashes,  # noqa: F401
-    stop_and_check_parts,
-)
+from tests.e2e.test_cluster import ROOM, stop_and_check_parts
+from tests.e2e.test_ownership import make_source
+from tests.media import packet_hashes
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,6 +41,16 @@ pytestmark = [
 ]
 
 NODES = ("node-a", "node-b")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return make_source(tmp_path_factory.mktemp("src") / "cam.flv", seconds=120)
+
+
+@pytest.fixture(scope="module")
+def source_hashes(source) -> dict[str, list[str]]:
+    return {kind: packet_hashes(source, kind) for kind in ("video", "audio")}
 
 
 def free_port() -> int:

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 # The custom resource a node's capacity is declared in, and the label that names the node.
 RESOURCE = "cloudrec_recording"
@@ -118,13 +119,21 @@ def _say(what: str) -> None:
     print(f"cloudrec worker: {what}", file=sys.stderr, flush=True)
 
 
+def _gcs(address: str) -> Any:
+    """A client of the cluster's control plane (Ray's own, as ``ray drain-node`` uses)."""
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+    return GcsClient(address=address)
+
+
 def _drain(address: str, name: str, deadline_s: float) -> int:
     """Ask Ray to place nothing more on the live nodes named ``name``; how many."""
-    from ray._raylet import GcsClient
     from ray.core.generated import autoscaler_pb2
 
-    gcs = GcsClient(address=address)
-    reason = autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION")
+    gcs = _gcs(address)
+    reason = autoscaler_pb2.DrainNodeReason.Value(  # type: ignore[attr-defined]
+        "DRAIN_NODE_REASON_PREEMPTION"
+    )
     deadline_ms = int((time.time() + deadline_s) * 1000)
     count = 0
     for node_id, info in gcs.get_all_node_info().items():
@@ -136,19 +145,19 @@ def _drain(address: str, name: str, deadline_s: float) -> int:
 
 def _in_use(address: str, name: str) -> float:
     """Recording units still taken on the live nodes named ``name``."""
-    from ray._raylet import GcsClient
-
-    gcs = GcsClient(address=address)
+    gcs = _gcs(address)
     ours = {
         node_id.binary()
         for node_id, info in gcs.get_all_node_info().items()
         if info.state == 0 and info.labels.get(LABEL) == name
     }
     usage = gcs.get_all_resource_usage().resource_usage_data.batch
-    return sum(
-        u.resources_total.get(RESOURCE, 0) - u.resources_available.get(RESOURCE, 0)
-        for u in usage
-        if u.node_id in ours
+    return float(
+        sum(
+            u.resources_total.get(RESOURCE, 0) - u.resources_available.get(RESOURCE, 0)
+            for u in usage
+            if u.node_id in ours
+        )
     )
 
 
