@@ -254,12 +254,15 @@ class FakeExecutor:
         self.killed: list[str] = []
         self.reaps = 0
 
-    def start(self, task_id: str, attempt: int = 1) -> str:
+    def start(self, task_id: str, attempt: int = 1, units: int = 1) -> str:
         self.starts.append((task_id, attempt))
         return f"fake:{len(self.starts)}"
 
     def died(self, handle: str) -> None:
         self.dead.add(handle)
+
+    def room_for(self, units: int) -> str | None:
+        return None
 
     def alive(self, handle: str) -> bool | None:
         if not handle.startswith("fake:"):

@@ -39,9 +39,12 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.started: list[str] = []
 
-    def start(self, task_id: str, attempt: int = 1) -> str:
+    def start(self, task_id: str, attempt: int = 1, units: int = 1) -> str:
         self.started.append(task_id)
         return f"fake:{task_id}"
+
+    def room_for(self, units: int) -> str | None:
+        return None
 
     def alive(self, handle: str) -> bool | None:
         return True

@@ -37,7 +37,7 @@ from typing import Any
 import uvicorn
 
 from cloudrec.config import Settings
-from cloudrec.core.recording import StartUndecidedError
+from cloudrec.core.recording import Executor, StartUndecidedError
 
 log = logging.getLogger("cloudrec.serve")
 
@@ -170,23 +170,34 @@ class ServeExecutor:
         self._buffer = b""
         self._sequence = 0
 
-    def start(self, task_id: str, attempt: int = 1) -> str:
+    def start(self, task_id: str, attempt: int = 1, units: int = 1) -> str:
+        verb, rest = self._ask(f"start {{}} {attempt} {units} {task_id}")
+        if verb != "ok" or not rest:
+            raise RuntimeError(f"serve did not start the worker: {rest or verb}")
+        return rest
+
+    def room_for(self, units: int) -> str | None:
+        try:
+            verb, rest = self._ask(f"room {{}} {units}")
+        except (RuntimeError, StartUndecidedError):
+            return None  # serve cannot be asked: the start is tried (and the reconciler retries)
+        return rest or "no room" if verb == "full" else None
+
+    def _ask(self, request: str) -> tuple[str, str]:
+        """Send ``request`` (its ``{}`` the request's number); the answer's verb and rest."""
         with self._lock:
             self._sequence += 1
-            request = str(self._sequence)
+            number = str(self._sequence)
             try:
                 self._channel.settimeout(START_TIMEOUT_S)
-                self._channel.sendall(f"start {request} {attempt} {task_id}\n".encode())
+                self._channel.sendall((request.format(number) + "\n").encode())
             except OSError as exc:  # not asked: nothing started
                 raise RuntimeError(f"serve could not be asked to start the worker: {exc}") from exc
             deadline = time.monotonic() + START_TIMEOUT_S
             while True:
-                verb, number, rest = self._answer(deadline)
-                if number == request:
-                    break
-        if verb != "ok" or not rest:
-            raise RuntimeError(f"serve did not start the worker: {rest or verb}")
-        return rest
+                verb, answered, rest = self._answer(deadline)
+                if answered == number:
+                    return verb, rest
 
     def _answer(self, deadline: float) -> tuple[str, str, str]:
         while b"\n" not in self._buffer:
@@ -219,26 +230,33 @@ class ServeExecutor:
         pass
 
 
-async def answer_starts(channel: socket.socket, start: Callable[[str, int], str]) -> None:
-    """``serve``'s end of one API process's socket pair: each ``start N ATTEMPT TASK`` line
-    is answered ``ok N HANDLE`` or ``error N WHY``, until the process goes (then the channel
-    is closed here)."""
+async def answer_starts(channel: socket.socket, executor: Executor) -> None:
+    """``serve``'s end of one API process's socket pair: each ``start N ATTEMPT UNITS TASK``
+    line is answered ``ok N HANDLE`` or ``error N WHY``, each ``room N UNITS`` line ``ok N``
+    or ``full N WHY``, until the process goes (then the channel is closed here)."""
     channel.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=channel)
     try:
         while line := await reader.readline():
             verb, _, rest = line.decode(errors="replace").strip().partition(" ")
             number, _, rest = rest.partition(" ")
-            attempt, _, task_id = rest.partition(" ")
-            if verb != "start" or not number.isdigit() or not attempt.isdigit() or not task_id:
-                writer.write(f"error {number or 0} a bad request\n".encode())
-            else:
+            args = rest.split(" ", 2)
+            if not number.isdigit():
+                writer.write(b"error 0 a bad request\n")
+            elif verb == "room" and len(args) == 1 and args[0].isdigit():
+                full = await asyncio.to_thread(executor.room_for, int(args[0]))
+                writer.write((f"full {number} {full}" if full else f"ok {number}").encode())
+                writer.write(b"\n")
+            elif verb == "start" and len(args) == 3 and args[0].isdigit() and args[1].isdigit():
+                attempt, units, task_id = int(args[0]), int(args[1]), args[2]
                 try:
-                    handle = await asyncio.to_thread(start, task_id, int(attempt))
+                    handle = await asyncio.to_thread(executor.start, task_id, attempt, units)
                     writer.write(f"ok {number} {handle}\n".encode())
                 except Exception as exc:
                     log.exception("api.start_failed", extra={"fields": {"task_id": task_id}})
                     writer.write(f"error {number} {type(exc).__name__}\n".encode())
+            else:
+                writer.write(f"error {number} a bad request\n".encode())
             await writer.drain()
     except (ConnectionError, OSError):
         pass

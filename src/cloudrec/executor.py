@@ -82,7 +82,7 @@ class LocalExecutor:
     def _env(self) -> dict[str, str]:
         return worker_env(self._settings)
 
-    def start(self, task_id: str, attempt: int = 1) -> str:
+    def start(self, task_id: str, attempt: int = 1, units: int = 1) -> str:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         with (self._log_dir / f"task-{task_id}.log").open("ab") as log:
             proc = subprocess.Popen(
@@ -103,6 +103,9 @@ class LocalExecutor:
             return None
         with self._lock:
             return self._procs.get(int(pid))
+
+    def room_for(self, units: int) -> str | None:
+        return None  # one machine: the spool's free space and the app's limit decide
 
     def alive(self, handle: str) -> bool | None:
         proc = self._proc(handle)
@@ -219,7 +222,7 @@ class HostExecutor:
                 return host
         return self._spawn()
 
-    def start(self, task_id: str, attempt: int = 1) -> str:
+    def start(self, task_id: str, attempt: int = 1, units: int = 1) -> str:
         with self._lock:
             for _ in range(3):
                 host = self._spare()
@@ -246,6 +249,9 @@ class HostExecutor:
         with self._lock:
             host = self._hosts.get(int(pid))
         return None if host is None else (host, (task_id, int(attempt)))
+
+    def room_for(self, units: int) -> str | None:
+        return None  # one machine: the spool's free space and the app's limit decide
 
     def alive(self, handle: str) -> bool | None:
         found = self._find(handle)

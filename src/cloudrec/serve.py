@@ -206,7 +206,7 @@ async def serve(container: Container) -> None:
         answering: set[asyncio.Task[None]] = set()
 
         def _answering(channel: socket.socket) -> None:
-            job = asyncio.create_task(answer_starts(channel, container.executor.start))
+            job = asyncio.create_task(answer_starts(channel, container.executor))
             answering.add(job)
             job.add_done_callback(answering.discard)
 

@@ -163,6 +163,15 @@ def test_the_cluster_commands_record_on_a_named_node_and_a_drained_node_hands_it
     try:
         assert len(svc.wait_streams(svc.app, ROOM, 1)) == 1
         jo = JoCloud(svc.http, APP, svc.app["server_secret"])
+        # A 1280x720 30 fps mix of one input costs 17 + 7 + 1 units (docs/cluster.md): more
+        # than a node takes, so it is refused at once with JoCloud's overload answer.
+        out = {"streamtype": 0, "videowidth": 1280, "videoheight": 720, "videofps": 30}
+        out |= {"videobitrate": 1500, "videogop": 60}
+        mix = {"templateid": 1, "output": out}
+        body = jo.start_body(jo.apply(), ROOM, "alice", streamtype=1, mixconfig=mix)
+        refused = jo.call("POST", "startrecord", body)
+        assert refused["code"] == 2105, refused
+        assert "needs 25 recording unit(s), the most free on one node is 4" in str(refused)
         resid, record_id = jo.start(ROOM, "alice", storagecfg=storage())
         started = time.monotonic()
         task = wait(svc, record_id, lambda t: t["state"] == "recording" and t["files"], 60)

@@ -70,11 +70,36 @@ def _reachable(address: str, timeout_s: float = 5.0) -> None:
         raise ConnectionError(f"cannot join the Ray cluster at {address}: {exc}") from exc
 
 
+def _gcs() -> Any:
+    """A client of the cluster's control plane (this driver's cluster)."""
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+    return GcsClient(address=ray.get_runtime_context().gcs_address)
+
+
+def free_units_by_node(gcs: Any) -> dict[str, float]:
+    """The recording units free on each live node that takes recordings and is not draining
+    (``cloudrec worker`` drains on SIGTERM), by node id."""
+    draining = set(gcs.get_draining_nodes())  # node ids in hex
+    alive = {
+        node_id.hex()
+        for node_id, info in gcs.get_all_node_info().items()
+        if info.state == 0 and node_id.hex() not in draining
+    }
+    usage = gcs.get_all_resource_usage().resource_usage_data.batch
+    return {
+        u.node_id.hex(): float(u.resources_available.get(RESOURCE, 0))
+        for u in usage
+        if u.node_id.hex() in alive and u.resources_total.get(RESOURCE, 0) > 0
+    }
+
+
 @dataclass
 class _Run:
     actor: Any
     outcome: Any  # the ObjectRef of the actor's ``wait``
     placed: Any  # the ObjectRef of its ``where``: the node it runs on, once it runs
+    units: int = 1  # what it asked of its node
     detail: str | None = None  # how it ended, once known
     ended_at: float | None = None  # monotonic
 
@@ -109,7 +134,7 @@ class RayExecutor:
                 ) from exc
             log.info("cluster.connected", extra={"fields": {"address": self._settings.ray_address}})
 
-    def start(self, task_id: str, attempt: int = 1) -> str:
+    def start(self, task_id: str, attempt: int = 1, units: int = 1) -> str:
         self._connect()
         avoid = self._end_earlier(task_id, attempt)
         options: dict[str, Any] = {}
@@ -122,19 +147,42 @@ class RayExecutor:
             namespace=NAMESPACE,
             lifetime="detached",
             num_cpus=0,
-            resources={RESOURCE: 1},
+            resources={RESOURCE: units},
             max_restarts=0,
             max_concurrency=4,
             **options,
         ).remote(self._env, task_id, attempt)
         handle = f"ray:{task_id}:{attempt}"
         with self._lock:
-            self._runs[handle] = _Run(actor, actor.wait.remote(), actor.where.remote())
+            self._runs[handle] = _Run(actor, actor.wait.remote(), actor.where.remote(), units)
         log.info(
             "cluster.attempt_placed",
             extra={"fields": {"worker": handle, "avoiding": avoid or ""}},
         )
         return handle
+
+    def room_for(self, units: int) -> str | None:
+        """Whether a recording of ``units`` fits on one live node that is not draining, less
+        the units of attempts this service has placed that do not run yet (Ray's view of
+        what is free lags a placement)."""
+        try:
+            self._connect()
+            free = free_units_by_node(_gcs())
+        except Exception:  # cannot tell: the start is tried, and Ray keeps it pending
+            log.warning("cluster.room_unknown", exc_info=True)
+            return None
+        with self._lock:
+            runs = [r for r in self._runs.values() if r.detail is None]
+        placing = sum(r.units for r in runs if not ray.wait([r.placed], timeout=0)[0])
+        best = max(free.values(), default=0.0)
+        if best - placing >= units:
+            return None
+        being = f", {placing} more being placed" if placing else ""
+        return (
+            f"no node of the cluster has room for this recording: it needs {units} recording "
+            f"unit(s), the most free on one node is {best:g}{being} ({len(free)} node(s) take "
+            "recordings; docs/cluster.md)"
+        )
 
     @staticmethod
     def _other_nodes(node_id: str) -> bool:

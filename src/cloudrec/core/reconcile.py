@@ -273,7 +273,7 @@ class Reconciler:
             ):
                 return None
             uow.commit()
-        handle = self._executor.start(task.task_id, task.attempt)
+        handle = self._executor.start(task.task_id, task.attempt, task.units)
         with self._uow() as uow:
             uow.tasks.update_if(task.task_id, attempt=task.attempt, worker=handle)
             uow.tasks.add_event(

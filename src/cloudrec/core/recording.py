@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from cloudrec.core.control import STARTING
+from cloudrec.core.cost import recording_units
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec
 from cloudrec.core.ports import UnitOfWork
@@ -42,8 +43,13 @@ _NOT_ENDED = (
 class Executor(Protocol):
     """Starts the worker of a task.  The worker gets everything else from the database."""
 
-    def start(self, task_id: str, attempt: int) -> str:
-        """Start the worker of attempt ``attempt``; return a handle (``"local:PID"``)."""
+    def start(self, task_id: str, attempt: int, units: int = 1) -> str:
+        """Start the worker of attempt ``attempt``, which costs ``units`` (core/cost.py);
+        return a handle (``"local:PID"``)."""
+
+    def room_for(self, units: int) -> str | None:
+        """None when a worker of ``units`` fits now (or this executor does not count them);
+        else why it does not (a start is then refused)."""
 
     def alive(self, handle: str) -> bool | None:
         """Whether the worker behind ``handle`` runs; None if this executor cannot tell."""
@@ -185,12 +191,16 @@ class TaskService:
                     f"app {app_id} already runs {self._max_active} recordings",
                     reason="too_many_tasks",
                 )
+            task = replace(task, units=recording_units(spec, len(live)))
+            full = self._executor.room_for(task.units)
+            if full is not None:  # refused, never queued: the caller may try again later
+                raise CloudrecError.unavailable(full, reason="no_room")
             uow.tasks.add(task, storage)
             uow.tasks.update(task.task_id, worker=STARTING)
             uow.tasks.add_event(task.task_id, "created", now, request)
             uow.commit()
         try:
-            handle = self._executor.start(task.task_id, task.attempt)
+            handle = self._executor.start(task.task_id, task.attempt, task.units)
         except StartUndecidedError:
             log.warning("task.worker_start_undecided", extra={"fields": {"task_id": task.task_id}})
             return task

@@ -291,6 +291,7 @@ class Task:
     attempt_started_at: datetime | None = None
     deaths: int = 0  # since the task last ran well
     node: str | None = None  # the machine the current attempt runs on (its claim says)
+    units: int = 1  # what it costs a machine (core/cost.py), decided at its start
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,8 @@ class TaskRow(Base):
     deaths: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The machine (its ``node_name``) the current attempt runs on, written at its claim.
     node: Mapped[str | None] = mapped_column(String(200))
+    # What the recording costs a machine (core/cost.py), asked of the node of every attempt.
+    units: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class TaskFileRow(Base):

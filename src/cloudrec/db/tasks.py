@@ -55,6 +55,7 @@ def _to_task(r: TaskRow) -> Task:
         attempt_started_at=_opt(r.attempt_started_at),
         deaths=r.deaths or 0,
         node=r.node,
+        units=r.units or 1,
     )
 
 
@@ -144,6 +145,7 @@ class SqlTaskRepository:
                 attempt=task.attempt,
                 lease_until=task.lease_until,
                 attempt_started_at=task.created_at,
+                units=task.units,
             )
         )
         self._s.flush()

@@ -24,6 +24,7 @@ BY_REASON = {
     "appid_missing": NO_APPID,
     "rate_limited": TOO_FREQUENT,
     "too_many_tasks": TOO_FREQUENT,
+    "no_room": TOO_FREQUENT,  # no machine has room for the recording now: try again later
     "unsupported": UNSUPPORTED,
     "room_not_publishing": ROOM_NOT_PUBLISHING,
     "resource_in_use": TASK_EXISTS,

@@ -25,6 +25,7 @@ BY_REASON = {
     "app_unknown": NOT_ACTIVATED,
     "rate_limited": TOO_MANY_REQUESTS,
     "too_many_tasks": TOO_MANY_TASKS,
+    "no_room": TOO_MANY_TASKS,  # no machine has room for the recording now
     "task_unknown": TASK_NOT_FOUND,
     "task_ended": TASK_STOPPED,
     "not_paused": NOT_PAUSED,
