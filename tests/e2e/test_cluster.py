@@ -72,6 +72,7 @@ HEALTH = {
     "health_check_initial_delay_ms": 1000,
 }
 NODES = 2  # worker nodes, each with room for a few recordings
+NAMES = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,9 @@ def cluster():
 @pytest.fixture
 def nodes(cluster) -> list[Any]:
     """At least NODES live worker nodes (a test that killed one leaves it to the next)."""
-    while len(cluster.worker_nodes) < NODES:
-        cluster.add_node(num_cpus=1, resources={RESOURCE: 4})
+    while len(cluster.worker_nodes) < NODES:  # each named (plain ``ray start --labels``)
+        name = f"node-{next(NAMES)}"
+        cluster.add_node(num_cpus=1, resources={RESOURCE: 4}, labels={"cloudrec-node": name})
     cluster.wait_for_nodes()
     return list(cluster.worker_nodes)
 
@@ -298,8 +300,14 @@ def test_a_killed_node_s_recording_goes_on_on_another_node_within_10_s(
             svc, jo, resid, record_id, tmp_path, source_hashes, time.monotonic() - started
         )
         assert len(spans) == 2, spans
-        events = [e["kind"] for e in task_of(svc, record_id)["events"]]
+        task = task_of(svc, record_id)
+        events = [e["kind"] for e in task["events"]]
         assert "worker_died" in events and "worker_restarted" in events
+        # The task says where it records now, and that it moved: from the killed node.
+        failovers = [e["detail"] for e in task["events"] if e["kind"] == "failover"]
+        assert task["node"] and task["node"].startswith("node-") and task["attempt"] == attempt
+        assert failovers and failovers[-1].endswith(f"to node {task['node']}"), task["events"]
+        assert "from node node-" in failovers[0], failovers
         print(f"killed node: attempt {attempt} recording on another node {moved_in:.1f} s later")
     finally:
         pub.kill()

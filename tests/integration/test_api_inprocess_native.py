@@ -234,7 +234,7 @@ def test_a_start_serve_did_not_answer_keeps_its_grace_for_the_lease_to_decide(ap
     not handed to the reconciler as unstarted (that would start the same attempt twice)."""
     from cloudrec.core.recording import START_GRACE, StartUndecidedError
 
-    def undecided(task_id: str, attempt: int = 1) -> str:
+    def undecided(task_id: str, attempt: int = 1, units: int = 1) -> str:
         raise StartUndecidedError("serve did not answer")
 
     monkeypatch.setattr(api.executor, "start", undecided)

@@ -21,7 +21,7 @@ from typing import Any
 
 import ray
 
-from cloudrec.cluster.node import ENV_DRAIN_FILE, ENV_NODE_NAME, ENV_SPOOL
+from cloudrec.cluster.node import ENV_DRAIN_FILE, ENV_NODE_NAME, ENV_SPOOL, LABEL
 from cloudrec.logs import setup_logging
 
 # A finished actor stays this long so that the service's ``wait`` call gets the outcome, then
@@ -43,8 +43,14 @@ DRAIN_POLL_S = 0.5
 
 
 def node_env(env: dict[str, str]) -> dict[str, str]:
-    """The service's settings ``env`` with this node's own :data:`NODE_LOCAL` ones."""
+    """The service's settings ``env`` with this node's own :data:`NODE_LOCAL` ones (its name
+    from its environment, else from its ``cloudrec-node`` label)."""
     ours = {k: os.environ[k] for k in NODE_LOCAL if k in os.environ}
+    if ENV_NODE_NAME not in ours:
+        with contextlib.suppress(Exception):  # not in a Ray worker
+            label = ray.get_runtime_context().get_node_labels().get(LABEL)
+            if label:
+                ours[ENV_NODE_NAME] = label
     return {k: v for k, v in env.items() if k not in NODE_LOCAL} | ours
 
 

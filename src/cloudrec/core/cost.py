@@ -29,6 +29,6 @@ def recording_units(spec: RecordingSpec, live_inputs: int) -> int:
     inputs = max(1, live_inputs)
     if spec.mode is not RecordMode.MIXED or spec.mix is None:
         return REMUX_UNITS * inputs
-    mix = MixSpec.from_json(spec.mix)
-    encode = math.ceil(ENCODE_UNITS_720P30 * mix.width * mix.height * mix.fps / _720P30)
+    size = [int(spec.mix.get(k, getattr(MixSpec, k))) for k in ("width", "height", "fps")]
+    encode = math.ceil(ENCODE_UNITS_720P30 * math.prod(size) / _720P30)
     return encode + INPUT_UNITS * inputs + MIX_AUDIO_UNITS
