@@ -5,7 +5,8 @@ Handles are ``ray:TASK_ID:ATTEMPT``; the actor is named ``cloudrec:TASK_ID:ATTEM
 ``cloudrec`` namespace, so any service on the cluster finds it.  Placement is Ray's: each
 recording asks for its units (core/cost.py) of the custom resource ``cloudrec_recording`` (a
 node's capacity is how many it declares; the head declares none) and no CPU, so it runs on a
-node with that many free; a start no node has room for is refused (``room_for``).  Ray never restarts an actor: the reconciler's next attempt is a new one.
+node with that many free; a start no node has room for is refused (``room_for``).  Ray never
+restarts an actor: the reconciler's next attempt is a new one.
 
 What ``alive`` says (the Executor port):
 - False once its worker's run is over or Ray has declared the actor dead (its process died, or
