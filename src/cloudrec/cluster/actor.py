@@ -49,7 +49,7 @@ def node_env(env: dict[str, str]) -> dict[str, str]:
     if ENV_NODE_NAME not in ours:
         with contextlib.suppress(Exception):  # not in a Ray worker
             label = ray.get_runtime_context().get_node_labels().get(LABEL)
-            if label:
+            if isinstance(label, str) and label:
                 ours[ENV_NODE_NAME] = label
     return {k: v for k, v in env.items() if k not in NODE_LOCAL} | ours
 
