@@ -1,0 +1,121 @@
+"""``recordingConfig.transcodingConfig`` and ``audioProfile`` (composite recording) →
+:class:`cloudrec.core.mixing.MixSpec`.
+
+``mixedVideoLayout`` 0 (floating), 1 (best fit) and 2 (vertical) are drawn by cloudrec's
+floating, grid and vertical layouts (docs/layouts.md, "ZEGO layouts"): the same idea, not yet
+Agora's own geometry of layout.md.  3 (custom) places each ``layoutConfig`` region where it
+says, relative to the canvas.  Not built yet, and refused with that reason:
+``maxResolutionUid`` (the first user to join takes the large window), ``backgroundConfig`` and
+``defaultUserBackgroundImage``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cloudrec.api.agora.fields import bad, number, obj, text, uid
+from cloudrec.core.mixing import MAX_SIDE, Box, ImageMark, MixInput, MixSpec, round4
+from cloudrec.core.tasks import Media
+
+TC = "clientRequest.recordingConfig.transcodingConfig."
+LAYOUTS = {0: "floating", 1: "grid", 2: "vertical"}
+CUSTOM = 3
+MAX_REGIONS = 17
+MAX_PIXELS = 1920 * 1080
+# audioProfile: (sample rate, channels, kb/s), 48 kHz music encoding (start.mdx).
+AUDIO_PROFILES = {0: (48000, 1, 48), 1: (48000, 1, 128), 2: (48000, 2, 192)}
+_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+def _fraction(d: dict[str, Any], name: str, where: str, default: float | None = None) -> float:
+    value = d.get(name, default)
+    if value is None:
+        raise bad(f"missing required parameter {where}{name}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise bad(f"{where}{name} must be a number in [0, 1], not {value!r}")
+    return float(value)
+
+
+def _region(raw: Any, i: int, cname: str, width: int, height: int) -> MixInput:
+    where = f"{TC}layoutConfig[{i}]."
+    if not isinstance(raw, dict):
+        raise bad(f"{where[:-1]} must be a JSON object")
+    x = _fraction(raw, "x_axis", where)
+    y = _fraction(raw, "y_axis", where)
+    w = _fraction(raw, "width", where)
+    h = _fraction(raw, "height", where)
+    if w == 0 or h == 0 or x + w > 1.000001 or y + h > 1.000001:
+        raise bad(f"{where[:-1]} must lie inside the canvas with a width and height above 0")
+    user = uid(raw["uid"], f"{where}uid") if raw.get("uid") is not None else ""
+    render = number(raw, "render_mode", where, default=0, allowed={0, 1})
+    box = Box(
+        x=round(x * width) // 2 * 2,
+        y=round(y * height) // 2 * 2,
+        w=max(2, round(w * width) // 2 * 2),
+        h=max(2, round(h * height) // 2 * 2),
+    )
+    return MixInput(
+        user_id=user,
+        room_id=cname,
+        z=i,
+        box=box,
+        crop="fill" if render == 0 else "fit",
+        alpha=_fraction(raw, "alpha", where, 1.0),
+    )
+
+
+def _image(tc: dict[str, Any], width: int, height: int) -> ImageMark | None:
+    url = text(tc, "backgroundImage", TC, required=False, max_len=1024)
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise bad(f"{TC}backgroundImage {url!r} is not an http:// or https:// URL")
+    return ImageMark(0, 0, width, height, url, scale=0)  # cropped to fill, as start.mdx says
+
+
+def parse_mix(rc: dict[str, Any], cname: str, media: Media) -> MixSpec:
+    """The mixed picture and sound of a ``mix`` start."""
+    where = "clientRequest.recordingConfig."
+    tc = obj(rc, "transcodingConfig", where)
+    width = number(tc, "width", TC, default=360, allowed=range(16, MAX_SIDE + 1))
+    height = number(tc, "height", TC, default=640, allowed=range(16, MAX_SIDE + 1))
+    if width * height > MAX_PIXELS:
+        raise bad(f"{TC}width x height is {width} x {height}; at most 1920 x 1080 pixels")
+    fps = number(tc, "fps", TC, default=15, allowed=range(1, 31))
+    bitrate = number(tc, "bitrate", TC, default=500, allowed=range(1, 10001))
+    layout = number(tc, "mixedVideoLayout", TC, default=0, allowed={0, 1, 2, 3})
+    for name in ("maxResolutionUid", "backgroundConfig", "defaultUserBackgroundImage"):
+        if tc.get(name) is not None:
+            raise bad(f"{TC}{name} is not built in cloudrec yet")
+    color = tc.get("backgroundColor", "#000000")
+    if not isinstance(color, str) or not _COLOR.match(color):
+        raise bad(f'{TC}backgroundColor must be "#RRGGBB", not {color!r}')
+    width, height = round4(width), round4(height)
+    regions = tc.get("layoutConfig")
+    inputs: tuple[MixInput, ...] = ()
+    if layout == CUSTOM:
+        if not isinstance(regions, list) or not 1 <= len(regions) <= MAX_REGIONS:
+            raise bad(f"{TC}layoutConfig must be an array of 1 to {MAX_REGIONS} regions")
+        inputs = tuple(_region(r, i, cname, width, height) for i, r in enumerate(regions))
+    elif regions is not None:
+        raise bad(f"{TC}layoutConfig is only for mixedVideoLayout 3 (custom)")
+    rate, channels, kbps = AUDIO_PROFILES[
+        number(rc, "audioProfile", where, default=0, allowed=set(AUDIO_PROFILES))
+    ]
+    return MixSpec(
+        width=width,
+        height=height,
+        fps=fps,
+        gop=fps * 2,
+        bitrate_kbps=bitrate,
+        media=media,
+        zego_layout=LAYOUTS.get(layout),
+        inputs=inputs,
+        background_color=color[1:].upper(),
+        background_image=_image(tc, width, height),
+        hls_segment_s=15,
+        audio_bitrate_kbps=kbps,
+        audio_rate=rate,
+        audio_channels=channels,
+    )
