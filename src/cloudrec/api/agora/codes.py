@@ -52,7 +52,6 @@ NO_RECORDED_DATA = Failure(206, 435, "no recorded data")
 # Reasons the dialect raises itself, and the core's reasons that need a code of their own.
 BY_REASON = {
     "agora_no_credentials": UNAUTHORIZED,
-    "agora_no_route": NO_ROUTE,
     "rate_limited": RATE_LIMITED,
     "invalid_channel_name": INVALID_CHANNEL_NAME,
     "vendor_over_load": VENDOR_OVER_LOAD,
