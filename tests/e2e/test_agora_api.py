@@ -1,0 +1,278 @@
+"""The Agora Cloud Recording dialect over HTTP, as an Agora client would drive it: a real
+``cloudrec serve``, two users publishing from Debian's ffmpeg, the S3 server on loopback;
+acquire → start → query → stop with the files downloaded from the bucket and probed, and
+every example request of Agora's documents replayed as written but for the host and ids."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from tests.agora import Agora
+from tests.s3server import FaultyS3
+from tests.service import Service, ffmpeg_publish
+
+APP = 20260
+ROOM = "httpClient463224"  # the documents' channel
+USERS = ("123", "456")  # the documents' subscribed UIDs
+RECORDER = "527841"  # the documents' recorder UID
+SPEC_DIR = next(
+    p / "spec" / "agora"
+    for p in (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared"))
+    if (p / "spec").is_dir()
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    s3 = FaultyS3().start()
+    for bucket in ("agorabucket", "xxxxx"):  # ours, and the documents' examples'
+        s3.client().create_bucket(Bucket=bucket)
+    data_dir = tmp_path_factory.mktemp("agora")
+    svc = Service(data_dir, env={"CLOUDREC_STORAGE_ENDPOINT_OVERRIDE": s3.url})
+    svc.app = svc.create_app(APP)
+    svc.start()
+    pubs = [
+        ffmpeg_publish(svc.publish_url(APP, ROOM, f"cam{u}", "--uid", u), 240, freq=400 + 300 * i)
+        for i, u in enumerate(USERS)
+    ]
+    try:
+        assert len(svc.wait_streams(svc.app, ROOM, 2)) == 2
+        yield svc, s3, Agora(svc.http, APP, svc.app["server_secret"])
+    finally:
+        for p in pubs:
+            p.kill()
+            p.wait()
+        assert svc.stop() == 0
+        s3.stop()
+
+
+def storage(bucket: str = "agorabucket") -> dict[str, Any]:
+    return {
+        "vendor": 11,
+        "region": 0,
+        "bucket": bucket,
+        "accessKey": "AGORA-AK",
+        "secretKey": "AGORA-SK",
+        "fileNamePrefix": ["rec", "day1"],
+        "extensionParams": {"endpoint": "s3.example.invalid"},
+    }
+
+
+def keys(s3: FaultyS3, bucket: str, prefix: str) -> list[str]:
+    listed = s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return [o["Key"] for o in listed]
+
+
+def download(s3: FaultyS3, bucket: str, key: str, into: Path) -> Path:
+    path = into / key.rsplit("/", 1)[-1]
+    path.write_bytes(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    return path
+
+
+def probe(path: Path) -> tuple[set[str], tuple[int, int], float]:
+    """(stream kinds, picture size, seconds of video decoded at 25 fps) of a file."""
+    with av.open(str(path)) as c:
+        kinds = {s.type for s in c.streams}
+        v = c.streams.video[0]
+        size = (v.codec_context.width, v.codec_context.height)
+        frames = sum(1 for _ in c.decode(video=0))
+    return kinds, size, frames / 25
+
+
+def test_two_users_recorded_individually_land_in_the_bucket_as_the_file_list_says(world, tmp_path):
+    _, s3, agora = world
+    rid = agora.acquire(ROOM, RECORDER)
+    body = {
+        "cname": ROOM,
+        "uid": RECORDER,
+        "clientRequest": {
+            "recordingConfig": {
+                "channelType": 0,
+                "streamTypes": 2,
+                "streamMode": "standard",
+                "maxIdleTime": 30,
+                "subscribeAudioUids": list(USERS),
+                "subscribeVideoUids": list(USERS),
+                "subscribeUidGroup": 0,
+            },
+            "recordingFileConfig": {"avFileType": ["hls", "mp4"]},
+            "storageConfig": storage(),
+        },
+    }
+    sid = agora.start(rid, "individual", body)
+    assert re.fullmatch(r"[0-9a-f]{32}", sid)
+    during = agora.wait_query(
+        rid, sid, "individual", lambda s: s["status"] == 5 and len(s["fileList"]) == 4
+    )
+    assert during["fileListMode"] == "json" and during["sliceStartTime"] > 1.7e12
+    for f in during["fileList"]:
+        assert set(f) == {
+            "fileName",
+            "trackType",
+            "uid",
+            "mixedAllUser",
+            "isPlayable",
+            "sliceStartTime",
+        }
+        assert f["trackType"] == "audio_and_video" and f["mixedAllUser"] is False
+        assert f["fileName"].startswith("rec/day1/") and f["sliceStartTime"] > 1.7e9
+    assert sorted(f["uid"] for f in during["fileList"]) == ["123", "123", "456", "456"]
+    time.sleep(4)
+    r = agora.stop(rid, sid, "individual", ROOM, RECORDER)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["cname"], answer["uid"], answer["resourceId"], answer["sid"]) == (
+        ROOM,
+        RECORDER,
+        rid,
+        sid,
+    )
+    server = answer["serverResponse"]
+    assert server["uploadingStatus"] == "uploaded" and server["fileListMode"] == "json"
+    listed = {f["fileName"]: f for f in server["fileList"]}
+    stored = keys(s3, "agorabucket", "rec/day1/")
+    assert set(listed) == {k for k in stored if k.endswith((".m3u8", ".mp4"))}
+    assert all(f["isPlayable"] for f in listed.values())
+    for name in listed:
+        if name.endswith(".mp4"):
+            kinds, size, seconds = probe(download(s3, "agorabucket", name, tmp_path))
+            assert kinds == {"video", "audio"} and size == (320, 240), name
+            assert seconds > 3.5, (name, seconds)
+    # The HLS playlists play from the bucket's objects: every segment they name is there.
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    for key in stored:
+        download(s3, "agorabucket", key, hls)
+    for name in (n for n in listed if n.endswith(".m3u8")):
+        kinds, size, seconds = probe(hls / name.rsplit("/", 1)[-1])
+        assert kinds == {"video", "audio"} and size == (320, 240) and seconds > 3.5, name
+    gone = agora.query(rid, sid, "individual")
+    assert (gone.status_code, gone.json()) == (
+        404,
+        {"code": 404, "reason": "failed to find worker"},
+    )
+
+
+# -- the documents' own examples -----------------------------------------------------------
+
+
+def curl_bodies(name: str) -> list[dict[str, Any]]:
+    """The JSON of each ``--data '…'`` of a document's curl examples."""
+    text = (SPEC_DIR / name).read_text(encoding="utf-8")
+    return [json.loads(m) for m in re.findall(r"--data '(\{.*?\})'\n", text, re.S)]
+
+
+def json_bodies(name: str) -> list[dict[str, Any]]:
+    """The request bodies (```json blocks holding a cname) of a guide, in order."""
+    text = (SPEC_DIR / name).read_text(encoding="utf-8")
+    bodies = []
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        try:
+            body = json.loads(block)
+        except json.JSONDecodeError:
+            continue  # a URL, or a fragment with "......"
+        if isinstance(body, dict) and "cname" in body:
+            bodies.append(body)
+    return bodies
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def check_answer(endpoint: str, answer: dict[str, Any]) -> None:
+    """The 200 answer's shape, as the endpoint's document lists its fields."""
+    fields = {
+        "acquire": {"cname", "uid", "resourceId"},
+        "start": {"cname", "uid", "resourceId", "sid"},
+        "query": {"cname", "uid", "resourceId", "sid", "serverResponse"},
+        "stop": {"cname", "uid", "resourceId", "sid", "serverResponse"},
+    }[endpoint]
+    assert set(answer) == fields, answer
+    assert all(_strings(answer[f]) for f in fields - {"serverResponse"}), answer
+    server = answer.get("serverResponse")
+    if endpoint == "query":
+        assert server["status"] in (0, 1, 2, 3, 4, 5, 6, 7, 8, 20)
+    if endpoint == "stop":
+        assert server["uploadingStatus"] in ("uploaded", "backuped", "unknown")
+    if server is not None and "fileListMode" in server:
+        if server["fileListMode"] == "string":
+            assert isinstance(server["fileList"], str)
+        else:
+            assert server["fileListMode"] == "json"
+            for f in server["fileList"]:
+                assert f["trackType"] in ("audio", "video", "audio_and_video")
+                assert _strings(f["fileName"]) and _strings(f["uid"])
+                assert isinstance(f["mixedAllUser"], bool) and isinstance(f["isPlayable"], bool)
+                assert isinstance(f["sliceStartTime"], int)
+
+
+def replay(
+    agora: Agora, acquire: dict[str, Any], start: dict[str, Any], stop: dict[str, Any], mode: str
+) -> dict[str, dict[str, Any]]:
+    """One session of examples: acquire, start, query once it records, stop."""
+    answers = {"acquire": agora.ok("POST", "acquire", acquire)}
+    rid = answers["acquire"]["resourceId"]
+    answers["start"] = agora.ok("POST", f"resourceid/{rid}/mode/{mode}/start", start)
+    sid = answers["start"]["sid"]
+    agora.wait_query(rid, sid, mode, lambda s: s["status"] == 5 and s.get("fileList"))
+    answers["query"] = agora.ok("GET", f"resourceid/{rid}/sid/{sid}/mode/{mode}/query")
+    time.sleep(2)
+    answers["stop"] = agora.ok("POST", f"resourceid/{rid}/sid/{sid}/mode/{mode}/stop", stop)
+    for endpoint, answer in answers.items():
+        check_answer(endpoint, answer)
+        assert (answer["cname"], answer["uid"]) == (start["cname"], start["uid"])
+    return answers
+
+
+def test_the_rest_api_references_examples_get_the_documented_answers(world):
+    _, s3, agora = world
+    [acquire] = curl_bodies("acquire.mdx")
+    [start] = curl_bodies("start.mdx")
+    [stop] = curl_bodies("stop.mdx")
+    assert acquire["cname"] == start["cname"] == "<your_channel_name>"  # the ids we replace
+    acquire["cname"] = start["cname"] = ROOM
+    answers = replay(agora, acquire, start, stop, "individual")
+    # start.mdx subscribes UIDs 123 and 456 with streamMode "default": an audio file and a
+    # video file of each, in the example's bucket under its prefix.
+    server = answers["stop"]["serverResponse"]
+    assert server["uploadingStatus"] == "uploaded"
+    tracks = sorted((f["uid"], f["trackType"]) for f in server["fileList"])
+    assert tracks == [("123", "audio"), ("123", "video"), ("456", "audio"), ("456", "video")]
+    stored = keys(s3, "xxxxx", "directory1/directory2/")
+    assert {f["fileName"] for f in server["fileList"]} == {k for k in stored if k.endswith(".m3u8")}
+
+
+def test_the_individual_and_composite_guides_examples_get_the_documented_answers(world):
+    _, _, agora = world
+    acquire, start, stop = json_bodies("individual-mode.md")
+    # As written, the guide's cname is a URL: not a channel name cloudrec can record.
+    r = agora.request("POST", "acquire", acquire)
+    assert (r.status_code, r.json()) == (400, {"code": 401, "reason": "invalid_channel_name"})
+    acquire["cname"] = ROOM
+    answers = replay(agora, acquire, start, stop, "individual")
+    assert answers["stop"]["serverResponse"]["uploadingStatus"] == "uploaded"
+    acquire, start, stop = json_bodies("composite-mode.md")
+    answers = replay(agora, acquire, start, stop, "mix")
+    # A mix of HLS only: fileList is the M3U8's name; the one file of every user.
+    for endpoint in ("query", "stop"):
+        server = answers[endpoint]["serverResponse"]
+        assert server["fileListMode"] == "string", server
+        assert server["fileList"].startswith("directory1/directory2/")
+        assert server["fileList"].endswith(".m3u8")
+
+
+@pytest.mark.parametrize("name", ["update.mdx", "update-layout.mdx"])
+def test_update_and_update_layout_examples_meet_no_route_until_they_are_built(world, name):
+    _, _, agora = world
+    [body] = curl_bodies(name)
+    end = "update" if name == "update.mdx" else "updateLayout"
+    r = agora.request("POST", f"resourceid/r/sid/s/mode/mix/{end}", body)
+    assert (r.status_code, r.json()) == (404, {"message": "no Route matched with those values"})
