@@ -214,7 +214,7 @@ def test_wrong_routes_are_404_no_route(api):
     for method, path in (
         ("GET", "/acquire"),
         ("POST", "/resourceid/x/sid/y/mode/individual/update"),
-        ("POST", "/resourceid/x/sid/y/mode/mix/updateLayout"),
+        ("GET", "/resourceid/x/sid/y/mode/mix/updateLayout"),
         ("POST", "/resourceid/x/sid/y/mode/individual/query"),
         ("DELETE", "/resourceid/x/mode/individual/start"),
         ("POST", "/nothing"),
@@ -327,3 +327,56 @@ def test_storage_keys_never_come_back(api):
     s = call(api, "POST", f"/resourceid/{rid}/sid/{sid}/mode/individual/stop", stop_body()).text
     for text in (q, s):
         assert "AK-SECRET" not in text and "SK-SECRET" not in text
+
+
+def test_update_layout_replaces_the_layout_of_a_running_mix_and_keeps_its_users(api):
+    rid = acquire(api)
+    body = start_body()
+    body["clientRequest"]["recordingConfig"].update(
+        subscribeAudioUids=["123"],
+        subscribeVideoUids=["123"],
+        transcodingConfig={"width": 640, "height": 360, "mixedVideoLayout": 1},
+    )
+    r = call(api, "POST", f"/resourceid/{rid}/mode/mix/start", body)
+    assert r.status_code == 200, r.text
+    sid = r.json()["sid"]
+    path = f"/resourceid/{rid}/sid/{sid}/mode/mix/updateLayout"
+    layout = {
+        "mixedVideoLayout": 3,
+        "backgroundColor": "#0000FF",
+        "layoutConfig": [
+            {"uid": "123", "x_axis": 0.5, "y_axis": 0, "width": 0.5, "height": 0.5},
+        ],
+    }
+    r = call(api, "POST", path, {"cname": ROOM, "uid": "527841", "clientRequest": layout})
+    assert r.json() == {"cname": ROOM, "uid": "527841", "resourceId": rid, "sid": sid}
+    task = api.container.tasks.get(APP, sid)
+    mix = task.spec.mix or {}
+    assert (mix["width"], mix["height"], mix["zego_layout"], mix["background_color"]) == (
+        640,
+        360,
+        None,
+        "0000FF",
+    )
+    assert mix["inputs"][0]["box"] == {"x": 320, "y": 0, "w": 320, "h": 180}
+    assert task.spec.user_ids == ("123",)
+    # "Each call overwrites all previous layout settings": the defaults come back.
+    r = call(api, "POST", path, {"cname": ROOM, "uid": "527841", "clientRequest": {}})
+    assert r.status_code == 200
+    mix = api.container.tasks.get(APP, sid).spec.mix or {}
+    assert (mix["zego_layout"], mix["inputs"], mix["background_color"]) == (
+        "floating",
+        [],
+        "000000",
+    )
+    bad = {"cname": ROOM, "uid": "527841", "clientRequest": {"mixedVideoLayout": 3}}
+    assert_failure(call(api, "POST", path, bad), 400, 2)
+    assert_failure(call(api, "POST", path.replace("/mix/", "/individual/"), bad), 400, 2)
+    assert_failure(call(api, "POST", path.replace("/mix/", "/web/"), bad), 400, 2)
+    other = {"cname": ROOM, "uid": "1", "clientRequest": {}}
+    assert_failure(call(api, "POST", path, other), 400, 2)
+    call(api, "POST", f"/resourceid/{rid}/sid/{sid}/mode/mix/stop", stop_body(async_stop=True))
+    empty = {"cname": ROOM, "uid": "527841", "clientRequest": {}}
+    assert_failure(call(api, "POST", path, empty), 404, 404, "failed to find worker")
+    unknown = path.replace(sid, "f" * 32)
+    assert_failure(call(api, "POST", unknown, empty), 404, 404, "failed to find worker")

@@ -12,6 +12,7 @@ says, relative to the canvas.  Not built yet, and refused with that reason:
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from cloudrec.api.agora.fields import bad, number, obj, text, uid
@@ -37,8 +38,7 @@ def _fraction(d: dict[str, Any], name: str, where: str, default: float | None = 
     return float(value)
 
 
-def _region(raw: Any, i: int, cname: str, width: int, height: int) -> MixInput:
-    where = f"{TC}layoutConfig[{i}]."
+def _region(raw: Any, where: str, cname: str, z: int, size: tuple[int, int]) -> MixInput:
     if not isinstance(raw, dict):
         raise bad(f"{where[:-1]} must be a JSON object")
     x = _fraction(raw, "x_axis", where)
@@ -49,6 +49,7 @@ def _region(raw: Any, i: int, cname: str, width: int, height: int) -> MixInput:
         raise bad(f"{where[:-1]} must lie inside the canvas with a width and height above 0")
     user = uid(raw["uid"], f"{where}uid") if raw.get("uid") is not None else ""
     render = number(raw, "render_mode", where, default=0, allowed={0, 1})
+    width, height = size
     box = Box(
         x=round(x * width) // 2 * 2,
         y=round(y * height) // 2 * 2,
@@ -58,20 +59,46 @@ def _region(raw: Any, i: int, cname: str, width: int, height: int) -> MixInput:
     return MixInput(
         user_id=user,
         room_id=cname,
-        z=i,
+        z=z,
         box=box,
         crop="fill" if render == 0 else "fit",
         alpha=_fraction(raw, "alpha", where, 1.0),
     )
 
 
-def _image(tc: dict[str, Any], width: int, height: int) -> ImageMark | None:
-    url = text(tc, "backgroundImage", TC, required=False, max_len=1024)
-    if url is None:
-        return None
-    if not url.startswith(("http://", "https://")):
-        raise bad(f"{TC}backgroundImage {url!r} is not an http:// or https:// URL")
-    return ImageMark(0, 0, width, height, url, scale=0)  # cropped to fill, as start.mdx says
+def _layout(d: dict[str, Any], where: str, cname: str, size: tuple[int, int]) -> dict[str, Any]:
+    """The layout fields of ``d`` (a transcodingConfig, or an updateLayout's clientRequest)
+    as MixSpec fields; every one left out takes its default (update-layout.mdx: "Each call
+    to this endpoint overwrites all previous layout settings")."""
+    layout = number(d, "mixedVideoLayout", where, default=0, allowed={0, 1, 2, 3})
+    for name in ("maxResolutionUid", "backgroundConfig", "defaultUserBackgroundImage"):
+        if d.get(name) is not None:
+            raise bad(f"{where}{name} is not built in cloudrec yet")
+    color = d.get("backgroundColor", "#000000")
+    if not isinstance(color, str) or not _COLOR.match(color):
+        raise bad(f'{where}backgroundColor must be "#RRGGBB", not {color!r}')
+    regions = d.get("layoutConfig")
+    inputs: tuple[MixInput, ...] = ()
+    if layout == CUSTOM:
+        if not isinstance(regions, list) or not 1 <= len(regions) <= MAX_REGIONS:
+            raise bad(f"{where}layoutConfig must be an array of 1 to {MAX_REGIONS} regions")
+        inputs = tuple(
+            _region(r, f"{where}layoutConfig[{i}].", cname, i, size) for i, r in enumerate(regions)
+        )
+    elif regions is not None:
+        raise bad(f"{where}layoutConfig is only for mixedVideoLayout 3 (custom)")
+    image = None
+    url = text(d, "backgroundImage", where, required=False, max_len=1024)
+    if url is not None:
+        if not url.startswith(("http://", "https://")):
+            raise bad(f"{where}backgroundImage {url!r} is not an http:// or https:// URL")
+        image = ImageMark(0, 0, size[0], size[1], url, scale=0)  # cropped to fill (start.mdx)
+    return {
+        "zego_layout": LAYOUTS.get(layout),
+        "inputs": inputs,
+        "background_color": color[1:].upper(),
+        "background_image": image,
+    }
 
 
 def parse_mix(rc: dict[str, Any], cname: str, media: Media) -> MixSpec:
@@ -84,22 +111,7 @@ def parse_mix(rc: dict[str, Any], cname: str, media: Media) -> MixSpec:
         raise bad(f"{TC}width x height is {width} x {height}; at most 1920 x 1080 pixels")
     fps = number(tc, "fps", TC, default=15, allowed=range(1, 31))
     bitrate = number(tc, "bitrate", TC, default=500, allowed=range(1, 10001))
-    layout = number(tc, "mixedVideoLayout", TC, default=0, allowed={0, 1, 2, 3})
-    for name in ("maxResolutionUid", "backgroundConfig", "defaultUserBackgroundImage"):
-        if tc.get(name) is not None:
-            raise bad(f"{TC}{name} is not built in cloudrec yet")
-    color = tc.get("backgroundColor", "#000000")
-    if not isinstance(color, str) or not _COLOR.match(color):
-        raise bad(f'{TC}backgroundColor must be "#RRGGBB", not {color!r}')
     width, height = round4(width), round4(height)
-    regions = tc.get("layoutConfig")
-    inputs: tuple[MixInput, ...] = ()
-    if layout == CUSTOM:
-        if not isinstance(regions, list) or not 1 <= len(regions) <= MAX_REGIONS:
-            raise bad(f"{TC}layoutConfig must be an array of 1 to {MAX_REGIONS} regions")
-        inputs = tuple(_region(r, i, cname, width, height) for i, r in enumerate(regions))
-    elif regions is not None:
-        raise bad(f"{TC}layoutConfig is only for mixedVideoLayout 3 (custom)")
     rate, channels, kbps = AUDIO_PROFILES[
         number(rc, "audioProfile", where, default=0, allowed=set(AUDIO_PROFILES))
     ]
@@ -110,12 +122,16 @@ def parse_mix(rc: dict[str, Any], cname: str, media: Media) -> MixSpec:
         gop=fps * 2,
         bitrate_kbps=bitrate,
         media=media,
-        zego_layout=LAYOUTS.get(layout),
-        inputs=inputs,
-        background_color=color[1:].upper(),
-        background_image=_image(tc, width, height),
         hls_segment_s=15,
         audio_bitrate_kbps=kbps,
         audio_rate=rate,
         audio_channels=channels,
+        **_layout(tc, TC, cname, (width, height)),
     )
+
+
+def parse_update_layout(client: dict[str, Any], current: MixSpec, cname: str) -> MixSpec:
+    """An ``updateLayout``'s ``clientRequest``: the running mix with its layout replaced
+    (the canvas, frame rate, bitrate and sound stay as they started)."""
+    size = (current.width, current.height)
+    return replace(current, **_layout(client, "clientRequest.", cname, size))

@@ -24,14 +24,22 @@ from limits.strategies import RateLimiter
 from starlette.concurrency import run_in_threadpool
 
 from cloudrec.api.agora import answers, codes
+from cloudrec.api.agora.mix import parse_update_layout
 from cloudrec.api.agora.resources import issue, redeem
-from cloudrec.api.agora.schemas import check_mode, parse_acquire, parse_start, parse_stop
+from cloudrec.api.agora.schemas import (
+    check_mode,
+    parse_acquire,
+    parse_names,
+    parse_start,
+    parse_stop,
+)
 from cloudrec.api.auth import parse_basic
 from cloudrec.api.bodies import parse_json, refuse_nul
 from cloudrec.api.masking import request_record
 from cloudrec.bootstrap import Container
 from cloudrec.core.apps import App
 from cloudrec.core.errors import CloudrecError
+from cloudrec.core.mixing import MixSpec
 from cloudrec.core.tasks import Desired, Task, TaskState
 from cloudrec.storage.s3 import resolve_endpoint
 
@@ -153,6 +161,32 @@ def _task(call: Call) -> Task:
     return task
 
 
+def update_layout(call: Call) -> dict[str, Any]:
+    """A new layout for a running mix, drawn from the next frame on (update-layout.mdx)."""
+    c, p = call.c, call.params
+    if p["mode"] != "mix":
+        check_mode(p["mode"])
+        raise CloudrecError.invalid_argument("updateLayout is only for mode mix")
+    task = _task(call)
+    cname, uid, client = parse_names(call.body())
+    _same_names(task, cname, uid)
+    if task.desired is Desired.STOPPED or task.state in (TaskState.STOPPING, TaskState.UPLOADING):
+        raise CloudrecError.not_found("the task is exiting", reason="worker_unknown")
+    mix = parse_update_layout(client, MixSpec.from_json(task.spec.mix or {}), cname)
+    if mix.background_image is not None:
+        c.check_target("clientRequest.backgroundImage", mix.background_image.url)
+    # The subscription lists of the start stay: the layout names where users go, not who.
+    c.tasks.update_mix(call.app.app_id, task.task_id, mix.to_json(), task.spec.user_ids)
+    return {**_names(task), "resourceId": p["resourceid"], "sid": p["sid"]}
+
+
+def _same_names(task: Task, cname: str, uid: str) -> None:
+    if (cname, uid) != (task.spec.extra["cname"], task.spec.extra["uid"]):
+        raise CloudrecError.invalid_argument(
+            f"cname {cname!r} and uid {uid!r} are not those of recording {task.task_id!r}"
+        )
+
+
 def _names(task: Task) -> dict[str, Any]:
     return {"cname": task.spec.extra["cname"], "uid": task.spec.extra["uid"]}
 
@@ -173,10 +207,7 @@ def stop(call: Call) -> dict[str, Any]:
     c, app_id, p = call.c, call.app.app_id, call.params
     task = _task(call)
     cname, uid, async_stop = parse_stop(call.body())
-    if (cname, uid) != (task.spec.extra["cname"], task.spec.extra["uid"]):
-        raise CloudrecError.invalid_argument(
-            f"cname {cname!r} and uid {uid!r} are not those of recording {task.task_id!r}"
-        )
+    _same_names(task, cname, uid)
     if task.desired is Desired.STOPPED or task.state in (TaskState.STOPPING, TaskState.UPLOADING):
         raise CloudrecError.failed_precondition("the task is already exiting", reason="task_ended")
     task = c.tasks.stop(app_id, task.task_id)
@@ -239,6 +270,12 @@ ENDPOINTS: list[tuple[str, str, str, Handler]] = [
     ("start", "POST", "/resourceid/{resourceid}/mode/{mode}/start", start),
     ("query", "GET", "/resourceid/{resourceid}/sid/{sid}/mode/{mode}/query", query),
     ("stop", "POST", "/resourceid/{resourceid}/sid/{sid}/mode/{mode}/stop", stop),
+    (
+        "updateLayout",
+        "POST",
+        "/resourceid/{resourceid}/sid/{sid}/mode/{mode}/updateLayout",
+        update_layout,
+    ),
 ]
 for _name, _method, _path, _handler in ENDPOINTS:
     router.add_api_route(
@@ -256,5 +293,5 @@ for _name, _method, _path, _handler in ENDPOINTS:
     include_in_schema=False,
 )
 async def no_route(rest: str) -> Response:
-    """A wrong method or an unknown endpoint (update and updateLayout are not built yet)."""
+    """A wrong method or an unknown endpoint (update is not built yet)."""
     return _answer(codes.NO_ROUTE, "")
