@@ -161,6 +161,77 @@ def test_two_users_recorded_individually_land_in_the_bucket_as_the_file_list_say
     )
 
 
+def _all(frame: Any, points: list[tuple[int, int]], colour: tuple[int, int, int]) -> bool:
+    """Every point of ``frame`` (RGB) within 60 of ``colour`` on each channel."""
+    return all(
+        max(abs(int(v) - c) for v, c in zip(frame[y, x], colour, strict=True)) < 60
+        for x, y in points
+    )
+
+
+def test_a_custom_mix_layout_changes_live_with_update_layout_as_the_pixels_show(world, tmp_path):
+    _, s3, agora = world
+    rid = agora.acquire(ROOM, "1001")
+    region = {"uid": "123", "x_axis": 0, "y_axis": 0, "width": 0.5, "height": 1}
+    body = {
+        "cname": ROOM,
+        "uid": "1001",
+        "clientRequest": {
+            "recordingConfig": {
+                "streamTypes": 2,
+                "subscribeAudioUids": ["123"],
+                "subscribeVideoUids": ["123"],
+                "transcodingConfig": {
+                    "width": 640,
+                    "height": 360,
+                    "fps": 15,
+                    "bitrate": 800,
+                    "mixedVideoLayout": 3,
+                    "backgroundColor": "#0000FF",
+                    "layoutConfig": [region],
+                },
+            },
+            "recordingFileConfig": {"avFileType": ["hls", "mp4"]},
+            "storageConfig": {**storage(), "fileNamePrefix": ["mixrec"]},
+        },
+    }
+    sid = agora.start(rid, "mix", body)
+    agora.wait_query(rid, sid, "mix", lambda s: s["status"] == 5 and len(s["fileList"]) == 2)
+    time.sleep(3)
+    layout = {
+        "mixedVideoLayout": 3,
+        "backgroundColor": "#FF0000",
+        "layoutConfig": [{**region, "x_axis": 0.5}],
+    }
+    path = f"resourceid/{rid}/sid/{sid}/mode/mix/updateLayout"
+    answer = agora.ok("POST", path, {"cname": ROOM, "uid": "1001", "clientRequest": layout})
+    assert answer == {"cname": ROOM, "uid": "1001", "resourceId": rid, "sid": sid}
+    time.sleep(3)
+    r = agora.stop(rid, sid, "mix", ROOM, "1001")
+    assert r.status_code == 200, r.text
+    server = r.json()["serverResponse"]
+    assert server["uploadingStatus"] == "uploaded" and server["fileListMode"] == "json"
+    listed = {f["fileName"]: f for f in server["fileList"]}
+    assert all(f["uid"] == "0" and f["mixedAllUser"] for f in listed.values())
+    stored = keys(s3, "agorabucket", f"mixrec/{sid}_")
+    assert set(listed) == {k for k in stored if k.endswith((".m3u8", ".mp4"))}
+    [mp4] = [n for n in listed if n.endswith(".mp4")]
+    with av.open(str(download(s3, "agorabucket", mp4, tmp_path))) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.width, v.codec_context.height) == (640, 360)
+        assert (a.codec_context.sample_rate, a.codec_context.channels) == (48000, 2)
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    left = [(x, y) for x in (20, 160, 300) for y in (30, 180, 330)]
+    right = [(x + 320, y) for x, y in left]
+    blue, red = (0, 0, 255), (255, 0, 0)
+    # Before the update: user 123 on the left, the blue background on the right; after it:
+    # the red background on the left, the user on the right.
+    before = [i for i, f in enumerate(frames) if _all(f, right, blue) and not _all(f, left, blue)]
+    after = [i for i, f in enumerate(frames) if _all(f, left, red) and not _all(f, right, red)]
+    assert before and after and max(before) < min(after), (len(frames), before[-3:], after[:3])
+    assert len(before) > 15 * 2 and len(after) > 15 * 2
+
+
 # -- the documents' own examples -----------------------------------------------------------
 
 

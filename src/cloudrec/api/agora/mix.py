@@ -24,8 +24,9 @@ LAYOUTS = {0: "floating", 1: "grid", 2: "vertical"}
 CUSTOM = 3
 MAX_REGIONS = 17
 MAX_PIXELS = 1920 * 1080
-# audioProfile: (sample rate, channels, kb/s), 48 kHz music encoding (start.mdx).
-AUDIO_PROFILES = {0: (48000, 1, 48), 1: (48000, 1, 128), 2: (48000, 2, 192)}
+# audioProfile: kb/s (start.mdx: 48 kHz music encoding; 0 and 1 mono, 2 stereo).  cloudrec's
+# mixer always encodes 48 kHz stereo: the profile sets the bitrate only.
+AUDIO_PROFILES = {0: 48, 1: 128, 2: 192}
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
@@ -112,9 +113,7 @@ def parse_mix(rc: dict[str, Any], cname: str, media: Media) -> MixSpec:
     fps = number(tc, "fps", TC, default=15, allowed=range(1, 31))
     bitrate = number(tc, "bitrate", TC, default=500, allowed=range(1, 10001))
     width, height = round4(width), round4(height)
-    rate, channels, kbps = AUDIO_PROFILES[
-        number(rc, "audioProfile", where, default=0, allowed=set(AUDIO_PROFILES))
-    ]
+    kbps = AUDIO_PROFILES[number(rc, "audioProfile", where, default=0, allowed=set(AUDIO_PROFILES))]
     return MixSpec(
         width=width,
         height=height,
@@ -124,8 +123,6 @@ def parse_mix(rc: dict[str, Any], cname: str, media: Media) -> MixSpec:
         media=media,
         hls_segment_s=15,
         audio_bitrate_kbps=kbps,
-        audio_rate=rate,
-        audio_channels=channels,
         **_layout(tc, TC, cname, (width, height)),
     )
 
