@@ -232,6 +232,32 @@ def test_a_custom_mix_layout_changes_live_with_update_layout_as_the_pixels_show(
     assert len(before) > 15 * 2 and len(after) > 15 * 2
 
 
+def test_screenshots_only_write_jpgs_of_the_subscribed_user(world, tmp_path):
+    _, s3, agora = world
+    rid = agora.acquire(ROOM, "1002")
+    body = {
+        "cname": ROOM,
+        "uid": "1002",
+        "clientRequest": {
+            "recordingConfig": {"streamTypes": 1, "subscribeVideoUids": ["456"]},
+            "snapshotConfig": {"captureInterval": 5, "fileType": ["jpg"]},
+            "storageConfig": {**storage(), "fileNamePrefix": ["shots"]},
+        },
+    }
+    sid = agora.start(rid, "individual", body)
+    during = agora.wait_query(rid, sid, "individual", lambda s: s["status"] == 5)
+    assert set(during) == {"status", "sliceStartTime"}  # no fileList with screenshots
+    time.sleep(7)
+    r = agora.stop(rid, sid, "individual", ROOM, "1002")
+    assert r.status_code == 200, r.text
+    assert r.json()["serverResponse"] == {"uploadingStatus": "uploaded"}
+    shots = keys(s3, "agorabucket", f"shots/{sid}_")
+    assert len(shots) >= 2 and all(k.endswith(".jpg") and "_456_" in k for k in shots), shots
+    with av.open(str(download(s3, "agorabucket", shots[0], tmp_path))) as c:
+        frame = next(c.decode(video=0))
+    assert (frame.width, frame.height) == (320, 240)
+
+
 # -- the documents' own examples -----------------------------------------------------------
 
 
