@@ -380,3 +380,30 @@ def test_update_layout_replaces_the_layout_of_a_running_mix_and_keeps_its_users(
     assert_failure(call(api, "POST", path, empty), 404, 404, "failed to find worker")
     unknown = path.replace(sid, "f" * 32)
     assert_failure(call(api, "POST", unknown, empty), 404, 404, "failed to find worker")
+
+
+MALFORMED = {
+    "nested 5000 deep": b'{"cname": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    "5000-digit integer": b'{"cname": ' + b"9" * 5000 + b"}",
+    "NaN": b'{"cname": NaN}',
+    "not UTF-8": b'{"cname": "\xff\xfe"}',
+    "cut short": b'{"cname": "r',
+    "a NUL": b'{"cname": "a\\u0000b", "uid": "1", "clientRequest": {}}',
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_a_malformed_body_is_code_2_never_a_500(api, name, caplog):
+    r = api.request(
+        "POST",
+        BASE + "/acquire",
+        content=MALFORMED[name],
+        headers={"Authorization": api.auth, "Content-Type": "application/json"},
+    )
+    assert_failure(r, 400, 2)
+    assert not [rec for rec in caplog.records if rec.exc_info]  # no traceback logged
+
+
+def test_a_nul_in_the_url_is_code_2(api):
+    r = call(api, "GET", "/resourceid/a%00b/sid/c/mode/individual/query")
+    assert_failure(r, 400, 2)
