@@ -2,7 +2,7 @@
 ``cloudrec serve``, two users publishing from Debian's ffmpeg, the S3 server on loopback;
 acquire → start → query → stop with the files downloaded from the bucket and probed, and
 every example request of Agora's documents replayed as written but for the host and ids
-(``update`` is not built: its example meets 404)."""
+(``update``'s example unsubscribes, which is not built: code 2 says so)."""
 
 from __future__ import annotations
 
@@ -258,6 +258,54 @@ def test_screenshots_only_write_jpgs_of_the_subscribed_user(world, tmp_path):
     assert (frame.width, frame.height) == (320, 240)
 
 
+def test_update_moves_the_recording_from_one_user_to_another(world, tmp_path):
+    _, s3, agora = world
+    rid = agora.acquire(ROOM, "1003")
+
+    def lists(user: str) -> dict[str, Any]:
+        return {"subscribeAudioUids": [user], "subscribeVideoUids": [user]}
+
+    body = {
+        "cname": ROOM,
+        "uid": "1003",
+        "clientRequest": {
+            "recordingConfig": {"streamTypes": 2, "streamMode": "standard", **lists("123")},
+            "recordingFileConfig": {"avFileType": ["hls", "mp4"]},
+            "storageConfig": {**storage(), "fileNamePrefix": ["moved"]},
+        },
+    }
+    sid = agora.start(rid, "individual", body)
+    agora.wait_query(rid, sid, "individual", lambda s: len(s["fileList"]) == 2)
+    time.sleep(3)
+    updated_at = time.time()
+    subscribe = {
+        "audioUidList": {"subscribeAudioUids": ["456"]},
+        "videoUidList": {"subscribeVideoUids": ["456"]},
+    }
+    path = f"resourceid/{rid}/sid/{sid}/mode/individual/update"
+    update = {"cname": ROOM, "uid": "1003", "clientRequest": {"streamSubscribe": subscribe}}
+    assert agora.ok("POST", path, update) == {
+        "cname": ROOM,
+        "uid": "1003",
+        "resourceId": rid,
+        "sid": sid,
+    }
+    agora.wait_query(rid, sid, "individual", lambda s: len(s["fileList"]) == 4)
+    time.sleep(3)
+    r = agora.stop(rid, sid, "individual", ROOM, "1003")
+    assert r.status_code == 200, r.text
+    server = r.json()["serverResponse"]
+    assert server["uploadingStatus"] == "uploaded"
+    mp4s = {f["uid"]: f for f in server["fileList"] if f["fileName"].endswith(".mp4")}
+    assert set(mp4s) == {"123", "456"}
+    assert mp4s["456"]["sliceStartTime"] >= int(updated_at) - 1
+    seconds = {}
+    for user, f in mp4s.items():
+        _, _, seconds[user] = probe(download(s3, "agorabucket", f["fileName"], tmp_path))
+    # 123's file ends at the update (about 3 s after its first picture), 456's begins there.
+    assert 2 < seconds["123"] < 6 and 2 < seconds["456"] < 7, seconds
+
+
 # -- the documents' own examples -----------------------------------------------------------
 
 
@@ -379,8 +427,22 @@ def test_the_individual_and_composite_guides_examples_get_the_documented_answers
         assert server["fileList"].endswith(".m3u8")
 
 
-def test_the_update_example_meets_no_route_until_update_is_built(world):
+def test_the_update_example_is_refused_for_its_unsubscribe_list_not_built_yet(world):
     _, _, agora = world
     [body] = curl_bodies("update.mdx")
-    r = agora.request("POST", "resourceid/r/sid/s/mode/individual/update", body)
-    assert (r.status_code, r.json()) == (404, {"message": "no Route matched with those values"})
+    rid = agora.acquire(body["cname"], body["uid"])
+    start = {
+        "cname": body["cname"],
+        "uid": body["uid"],
+        "clientRequest": {"storageConfig": storage()},
+    }
+    sid = agora.start(rid, "individual", start)
+    r = agora.request("POST", f"resourceid/{rid}/sid/{sid}/mode/individual/update", body)
+    assert r.status_code == 400 and r.json()["code"] == 2, r.text
+    assert "unsubscribeVideoUids is not built" in r.json()["reason"]
+    stop = agora.request(
+        "POST",
+        f"resourceid/{rid}/sid/{sid}/mode/individual/stop",
+        {"cname": body["cname"], "uid": body["uid"], "clientRequest": {"async_stop": True}},
+    )
+    assert stop.status_code == 200, stop.text

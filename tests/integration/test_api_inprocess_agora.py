@@ -213,7 +213,7 @@ def test_wrong_routes_are_404_no_route(api):
     expected = {"message": "no Route matched with those values"}
     for method, path in (
         ("GET", "/acquire"),
-        ("POST", "/resourceid/x/sid/y/mode/individual/update"),
+        ("GET", "/resourceid/x/sid/y/mode/individual/update"),
         ("GET", "/resourceid/x/sid/y/mode/mix/updateLayout"),
         ("POST", "/resourceid/x/sid/y/mode/individual/query"),
         ("DELETE", "/resourceid/x/mode/individual/start"),
@@ -407,3 +407,37 @@ def test_a_malformed_body_is_code_2_never_a_500(api, name, caplog):
 def test_a_nul_in_the_url_is_code_2(api):
     r = call(api, "GET", "/resourceid/a%00b/sid/c/mode/individual/query")
     assert_failure(r, 400, 2)
+
+
+def test_update_changes_the_users_of_a_running_task(api):
+    rid, sid = start(api)  # every user
+    path = f"/resourceid/{rid}/sid/{sid}/mode/individual/update"
+
+    def update(**subscribe: Any) -> httpx.Response:
+        body = {"cname": ROOM, "uid": "527841", "clientRequest": {"streamSubscribe": subscribe}}
+        return call(api, "POST", path, body)
+
+    both = {
+        "audioUidList": {"subscribeAudioUids": ["123"]},
+        "videoUidList": {"subscribeVideoUids": ["123"]},
+    }
+    r = update(**both)
+    assert r.json() == {"cname": ROOM, "uid": "527841", "resourceId": rid, "sid": sid}
+    assert api.container.tasks.get(APP, sid).spec.user_ids == ("123",)
+    # One list alone must name the users the other already has.
+    assert_failure(update(audioUidList={"subscribeAudioUids": ["456"]}), 400, 2)
+    assert update(audioUidList={"subscribeAudioUids": ["123"]}).status_code == 200
+    assert_failure(update(videoUidList={"unsubscribeVideoUids": ["9"]}), 400, 2)
+    assert_failure(update(), 400, 2)
+    every = {
+        "audioUidList": {"subscribeAudioUids": ["#allstream#"]},
+        "videoUidList": {"subscribeVideoUids": ["#allstream#"]},
+    }
+    assert update(**every).status_code == 200
+    assert api.container.tasks.get(APP, sid).spec.user_ids == ()
+    web = {"cname": ROOM, "uid": "527841", "clientRequest": {"webRecordingConfig": {}}}
+    assert_failure(call(api, "POST", path, web), 400, 2)
+    call(
+        api, "POST", f"/resourceid/{rid}/sid/{sid}/mode/individual/stop", stop_body(async_stop=True)
+    )
+    assert_failure(update(**both), 404, 404, "failed to find worker")

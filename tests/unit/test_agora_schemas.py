@@ -16,6 +16,7 @@ from cloudrec.api.agora.schemas import (
     parse_acquire,
     parse_start,
     parse_stop,
+    parse_update,
 )
 from cloudrec.api.agora.storage import region_id
 from cloudrec.core.errors import CloudrecError
@@ -350,3 +351,33 @@ def test_s3_compatible_storage_needs_its_endpoint():
     request = body()
     request["clientRequest"]["storageConfig"].update(vendor=11, region=0)
     assert "extensionParams.endpoint" in refused("individual", request).message
+
+
+def test_update_subscription_lists():
+    def update(media: Media = Media.AUDIO_VIDEO, current: tuple[str, ...] = (), **sub: Any):
+        return parse_update({"streamSubscribe": sub}, media, current)
+
+    audio = {"subscribeAudioUids": ["7"]}
+    video = {"subscribeVideoUids": ["7"]}
+    assert update(audioUidList=audio, videoUidList=video) == ("7",)
+    assert update(current=("7",), audioUidList=audio) == ("7",)
+    assert update(Media.AUDIO, audioUidList=audio) == ("7",)
+    assert update(Media.VIDEO, videoUidList={"subscribeVideoUids": ["#allstream#"]}) == ()
+    for media, current, sub, named in [
+        (Media.AUDIO_VIDEO, (), {"audioUidList": audio}, "different users"),
+        (Media.AUDIO, (), {"videoUidList": video}, "names no subscription list"),
+        (Media.AUDIO_VIDEO, (), {"videoUidList": {"unsubscribeVideoUids": ["7"]}}, "not built"),
+        (
+            Media.AUDIO_VIDEO,
+            (),
+            {"videoUidList": {"subscribeVideoUids": ["x"]}},
+            "subscribeVideoUids",
+        ),
+    ]:
+        with pytest.raises(CloudrecError) as caught:
+            update(media, current, **sub)
+        assert named in caught.value.message, caught.value
+    for name in ("webRecordingConfig", "rtmpPublishConfig", "storageConfig"):
+        with pytest.raises(CloudrecError) as caught:
+            parse_update({name: {}}, Media.AUDIO_VIDEO, ())
+        assert name in caught.value.message

@@ -378,3 +378,19 @@ class TaskService:
             uow.tasks.add_event(task_id, "layout_updated", self._clock())
             uow.commit()
         return self.get(app_id, task_id)
+
+    def update_users(self, app_id: int, task_id: str, user_ids: tuple[str, ...]) -> Task:
+        """Record the streams of ``user_ids`` (empty: every user) from now on: the worker
+        closes the files of users no longer wanted and opens files for new ones at its next
+        tick (the task's version moves)."""
+        task = self.get(app_id, task_id)
+        if task.state.terminal or task.desired is Desired.STOPPED:
+            raise CloudrecError.failed_precondition(
+                f"recording {task_id!r} has already stopped", reason="task_ended"
+            )
+        new = replace(task.spec, user_ids=user_ids)
+        with self._uow() as uow:
+            uow.tasks.update(task_id, spec_json=json.dumps(new.to_json()))
+            uow.tasks.add_event(task_id, "users_updated", self._clock(), ",".join(user_ids))
+            uow.commit()
+        return self.get(app_id, task_id)

@@ -32,6 +32,7 @@ from cloudrec.api.agora.schemas import (
     parse_names,
     parse_start,
     parse_stop,
+    parse_update,
 )
 from cloudrec.api.auth import parse_basic
 from cloudrec.api.bodies import parse_json, refuse_nul
@@ -161,6 +162,20 @@ def _task(call: Call) -> Task:
     return task
 
 
+def update(call: Call) -> dict[str, Any]:
+    """New subscription lists for a running task (update.mdx): users no longer subscribed
+    have their files closed, new ones get files from now on."""
+    c, p = call.c, call.params
+    task = _task(call)
+    cname, uid, client = parse_names(call.body())
+    _same_names(task, cname, uid)
+    if task.desired is Desired.STOPPED or task.state in (TaskState.STOPPING, TaskState.UPLOADING):
+        raise CloudrecError.not_found("the task is exiting", reason="worker_unknown")
+    users = parse_update(client, task.spec.media, task.spec.user_ids)
+    c.tasks.update_users(call.app.app_id, task.task_id, users)
+    return {**_names(task), "resourceId": p["resourceid"], "sid": p["sid"]}
+
+
 def update_layout(call: Call) -> dict[str, Any]:
     """A new layout for a running mix, drawn from the next frame on (update-layout.mdx)."""
     c, p = call.c, call.params
@@ -270,6 +285,7 @@ ENDPOINTS: list[tuple[str, str, str, Handler]] = [
     ("start", "POST", "/resourceid/{resourceid}/mode/{mode}/start", start),
     ("query", "GET", "/resourceid/{resourceid}/sid/{sid}/mode/{mode}/query", query),
     ("stop", "POST", "/resourceid/{resourceid}/sid/{sid}/mode/{mode}/stop", stop),
+    ("update", "POST", "/resourceid/{resourceid}/sid/{sid}/mode/{mode}/update", update),
     (
         "updateLayout",
         "POST",
@@ -293,5 +309,5 @@ for _name, _method, _path, _handler in ENDPOINTS:
     include_in_schema=False,
 )
 async def no_route(rest: str) -> Response:
-    """A wrong method or an unknown endpoint (update is not built yet)."""
+    """A wrong method or an unknown endpoint."""
     return _answer(codes.NO_ROUTE, "")

@@ -246,3 +246,49 @@ def parse_stop(body: dict[str, Any]) -> tuple[str, str, bool]:
     """``stop`` → (cname, uid, async_stop)."""
     cname, recorder, client = parse_names(body)
     return cname, recorder, flag(client, "async_stop", "clientRequest.")
+
+
+def parse_update(client: dict[str, Any], media: Media, current: tuple[str, ...]) -> tuple[str, ...]:
+    """``update``'s ``clientRequest`` → the users to record from now on (empty: all).  A list
+    left out stays as it was; as at start, the audio and video lists that apply must name the
+    same users."""
+    for name, why in (
+        ("webRecordingConfig", WEB_REFUSAL),
+        ("rtmpPublishConfig", "pushing a recording to a CDN is not built in cloudrec yet"),
+        ("storageConfig", "changing the storage of a running task is not built in cloudrec yet"),
+    ):
+        if client.get(name) is not None:
+            raise bad(f"clientRequest.{name}: {why}")
+    where = "clientRequest.streamSubscribe."
+    subscribe = obj(client, "streamSubscribe", "clientRequest.", required=True)
+    given: dict[str, tuple[str, ...]] = {}
+    for kind, applies in (("Audio", media.has_audio), ("Video", media.has_video)):
+        box_where = f"{where}{kind.lower()}UidList."
+        box = obj(subscribe, f"{kind.lower()}UidList", where)
+        if box.get(f"unsubscribe{kind}Uids") is not None:
+            raise bad(
+                f"{box_where}unsubscribe{kind}Uids is not built in cloudrec yet: name the users "
+                f"to record in subscribe{kind}Uids"
+            )
+        raw = strings(box, f"subscribe{kind}Uids", box_where, MAX_SUBSCRIBED)
+        if raw is None or not applies:
+            continue
+        name = f"{box_where}subscribe{kind}Uids"
+        given[kind] = (
+            ()
+            if raw == [ALL_STREAMS]
+            else tuple(dict.fromkeys(uid(u, f"{name}[{i}]") for i, u in enumerate(raw)))
+        )
+    if not given:
+        raise bad(f"{where[:-1]} names no subscription list of a media this task records")
+    lists = [
+        given.get(k, current)
+        for k, on in (("Audio", media.has_audio), ("Video", media.has_video))
+        if on
+    ]
+    if any(set(users) != set(lists[0]) for users in lists):
+        raise bad(
+            f"{where[:-1]}: the audio and video lists would name different users; cloudrec "
+            "records the same media of every subscribed user, so update both to the same users"
+        )
+    return lists[0]
