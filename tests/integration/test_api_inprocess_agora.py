@@ -441,3 +441,14 @@ def test_update_changes_the_users_of_a_running_task(api):
         api, "POST", f"/resourceid/{rid}/sid/{sid}/mode/individual/stop", stop_body(async_stop=True)
     )
     assert_failure(update(**both), 404, 404, "failed to find worker")
+
+
+def test_a_stopped_tasks_cname_and_uid_are_free_for_a_new_start(api):
+    rid, sid = start(api)
+    body = stop_body(async_stop=True)
+    assert (
+        call(api, "POST", f"/resourceid/{rid}/sid/{sid}/mode/individual/stop", body).status_code
+        == 200
+    )
+    rid, again = start(api)  # the first is still exiting (no worker here to end it)
+    assert again != sid

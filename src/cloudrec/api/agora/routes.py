@@ -105,6 +105,8 @@ def _conflict(c: Container, app_id: int, cname: str, uid: str, core: str) -> Non
     """Code 53: a task of this cname and uid already records (7 if it is this resource's)."""
     _, running = c.tasks.page(app_id, cname, True, _EPOCH, c.clock() + timedelta(days=1), 0, 500)
     for task in running:
+        if task.desired is Desired.STOPPED:
+            continue  # exiting: its cname and uid are free again
         if task.spec.dialect == "agora" and task.spec.extra.get("uid") == uid:
             if task.resource_id == core:
                 raise CloudrecError.conflict("already started", reason="resource_in_use")
