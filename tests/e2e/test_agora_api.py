@@ -232,6 +232,51 @@ def test_a_custom_mix_layout_changes_live_with_update_layout_as_the_pixels_show(
     assert len(before) > 15 * 2 and len(after) > 15 * 2
 
 
+def test_a_vertical_mix_gives_the_large_window_to_max_resolution_uid(world, tmp_path):
+    """layout.md: "If ... the specified user does not join the channel, the Large region
+    shows the background color"; updateLayout then names a user who publishes."""
+    _, s3, agora = world
+    rid = agora.acquire(ROOM, "1004")
+    vertical = {"mixedVideoLayout": 2, "backgroundColor": "#FF0000"}
+    body = {
+        "cname": ROOM,
+        "uid": "1004",
+        "clientRequest": {
+            "recordingConfig": {
+                "transcodingConfig": {
+                    "width": 640,
+                    "height": 360,
+                    **vertical,
+                    "maxResolutionUid": "999",
+                },
+            },
+            "recordingFileConfig": {"avFileType": ["hls", "mp4"]},
+            "storageConfig": {**storage(), "fileNamePrefix": ["vertical"]},
+        },
+    }
+    sid = agora.start(rid, "mix", body)
+    agora.wait_query(rid, sid, "mix", lambda s: s["status"] == 5 and len(s["fileList"]) == 2)
+    time.sleep(3)
+    layout = {**vertical, "maxResolutionUid": "123"}
+    path = f"resourceid/{rid}/sid/{sid}/mode/mix/updateLayout"
+    agora.ok("POST", path, {"cname": ROOM, "uid": "1004", "clientRequest": layout})
+    time.sleep(3)
+    r = agora.stop(rid, sid, "mix", ROOM, "1004")
+    assert r.status_code == 200, r.text
+    [mp4] = [
+        f["fileName"] for f in r.json()["serverResponse"]["fileList"] if ".mp4" in f["fileName"]
+    ]
+    with av.open(str(download(s3, "agorabucket", mp4, tmp_path))) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    large = [(x, y) for x in (100, 280, 460) for y in (60, 180, 300)]  # left of the small column
+    red = (255, 0, 0)
+    empty = [i for i, f in enumerate(frames) if _all(f, large, red)]
+    # User 123's test picture has one red bar of its seven: a few points may fall on it.
+    shown = [i for i, f in enumerate(frames) if sum(_all(f, [p], red) for p in large) <= 3]
+    assert len(empty) > 30 and len(shown) > 30, (len(frames), len(empty), len(shown))
+    assert max(empty) < min(shown)
+
+
 def test_screenshots_only_write_jpgs_of_the_subscribed_user(world, tmp_path):
     _, s3, agora = world
     rid = agora.acquire(ROOM, "1002")

@@ -22,6 +22,7 @@ from cloudrec.api.agora.storage import region_id
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import Box, MixSpec
 from cloudrec.core.tasks import FileFormat, Media, RecordMode
+from cloudrec.media.recorder.worker import large_region_key
 
 
 def body(**client: Any) -> dict[str, Any]:
@@ -243,7 +244,8 @@ def test_screenshot_refusals():
         ({"fps": 0}, "fps"),
         ({"bitrate": 0}, "bitrate"),
         ({"mixedVideoLayout": 4}, "mixedVideoLayout"),
-        ({"maxResolutionUid": "123"}, "not built"),
+        ({"maxResolutionUid": "123"}, "only for mixedVideoLayout 2"),
+        ({"mixedVideoLayout": 2, "maxResolutionUid": "0"}, "maxResolutionUid"),
         ({"backgroundConfig": []}, "not built"),
         ({"defaultUserBackgroundImage": "https://x/y.jpg"}, "not built"),
         ({"backgroundColor": "red"}, "backgroundColor"),
@@ -381,3 +383,15 @@ def test_update_subscription_lists():
         with pytest.raises(CloudrecError) as caught:
             parse_update({name: {}}, Media.AUDIO_VIDEO, ())
         assert name in caught.value.message
+
+
+def test_max_resolution_uid_names_the_user_of_the_large_window():
+    request = body()
+    tc = {"mixedVideoLayout": 2, "maxResolutionUid": "456"}
+    request["clientRequest"]["recordingConfig"]["transcodingConfig"] = tc
+    mix = MixSpec.from_json(parse_start("mix", request)[2].mix or {})
+    assert (mix.zego_layout, mix.main_user_id, mix.main_stream_id) == ("vertical", "456", None)
+    # The worker's key of the large region: the user's (layouts keyed by user), so that a
+    # user who does not publish leaves it to the background.
+    assert large_region_key(mix, "room1", {"cam456": "room1/456"}) == "room1/456"
+    assert large_region_key(mix, "room1", {}) == "room1/456"

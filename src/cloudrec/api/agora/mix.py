@@ -3,10 +3,10 @@
 
 ``mixedVideoLayout`` 0 (floating), 1 (best fit) and 2 (vertical) are drawn by cloudrec's
 floating, grid and vertical layouts (docs/layouts.md, "ZEGO layouts"): the same idea, not yet
-Agora's own geometry of layout.md.  3 (custom) places each ``layoutConfig`` region where it
-says, relative to the canvas.  Not built yet, and refused with that reason:
-``maxResolutionUid`` (the first user to join takes the large window), ``backgroundConfig`` and
-``defaultUserBackgroundImage``.
+Agora's own geometry of layout.md; ``maxResolutionUid`` names the user of the vertical
+layout's large window (without it the first user to join takes it).  3 (custom) places each
+``layoutConfig`` region where it says, relative to the canvas.  Not built yet, and refused with
+that reason: ``backgroundConfig`` and ``defaultUserBackgroundImage``.
 """
 
 from __future__ import annotations
@@ -72,9 +72,14 @@ def _layout(d: dict[str, Any], where: str, cname: str, size: tuple[int, int]) ->
     as MixSpec fields; every one left out takes its default (update-layout.mdx: "Each call
     to this endpoint overwrites all previous layout settings")."""
     layout = number(d, "mixedVideoLayout", where, default=0, allowed={0, 1, 2, 3})
-    for name in ("maxResolutionUid", "backgroundConfig", "defaultUserBackgroundImage"):
+    for name in ("backgroundConfig", "defaultUserBackgroundImage"):
         if d.get(name) is not None:
             raise bad(f"{where}{name} is not built in cloudrec yet")
+    main = None
+    if d.get("maxResolutionUid") is not None:
+        if layout != 2:
+            raise bad(f"{where}maxResolutionUid is only for mixedVideoLayout 2 (vertical)")
+        main = uid(d["maxResolutionUid"], f"{where}maxResolutionUid")
     color = d.get("backgroundColor", "#000000")
     if not isinstance(color, str) or not _COLOR.match(color):
         raise bad(f'{where}backgroundColor must be "#RRGGBB", not {color!r}')
@@ -96,6 +101,7 @@ def _layout(d: dict[str, Any], where: str, cname: str, size: tuple[int, int]) ->
         image = ImageMark(0, 0, size[0], size[1], url, scale=0)  # cropped to fill (start.mdx)
     return {
         "zego_layout": LAYOUTS.get(layout),
+        "main_user_id": main,
         "inputs": inputs,
         "background_color": color[1:].upper(),
         "background_image": image,

@@ -179,6 +179,8 @@ def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str])
     keeps it).  None when none is named (the first to join goes there); a stream never seen
     gets a key no input has (``room/s:stream``, the key of a view named by stream), so the
     region shows the background, as ZEGO says for MixMaxResolutionStreamId."""
+    if mix.main_user_id is not None:
+        return f"{room_id}/{mix.main_user_id}"  # the key of a user's stream (_layout_key)
     if mix.main_stream_id is None:
         return None
     return keys_by_stream.get(mix.main_stream_id, f"{room_id}/s:{mix.main_stream_id}")
