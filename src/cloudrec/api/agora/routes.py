@@ -164,6 +164,14 @@ def _task(call: Call) -> Task:
     return task
 
 
+def _exiting(task: Task) -> bool:
+    """Stopped, or stopping on its own (idle, maximum time): its files are being closed."""
+    return task.desired is Desired.STOPPED or task.state in (
+        TaskState.STOPPING,
+        TaskState.UPLOADING,
+    )
+
+
 def update(call: Call) -> dict[str, Any]:
     """New subscription lists for a running task (update.mdx): users no longer subscribed
     have their files closed, new ones get files from now on."""
@@ -171,7 +179,7 @@ def update(call: Call) -> dict[str, Any]:
     task = _task(call)
     cname, uid, client = parse_names(call.body())
     _same_names(task, cname, uid)
-    if task.desired is Desired.STOPPED or task.state in (TaskState.STOPPING, TaskState.UPLOADING):
+    if _exiting(task):
         raise CloudrecError.not_found("the task is exiting", reason="worker_unknown")
     users = parse_update(client, task.spec.media, task.spec.user_ids)
     c.tasks.update_users(call.app.app_id, task.task_id, users)
@@ -187,7 +195,7 @@ def update_layout(call: Call) -> dict[str, Any]:
     task = _task(call)
     cname, uid, client = parse_names(call.body())
     _same_names(task, cname, uid)
-    if task.desired is Desired.STOPPED or task.state in (TaskState.STOPPING, TaskState.UPLOADING):
+    if _exiting(task):
         raise CloudrecError.not_found("the task is exiting", reason="worker_unknown")
     mix = parse_update_layout(client, MixSpec.from_json(task.spec.mix or {}), cname)
     if mix.background_image is not None:
@@ -225,7 +233,7 @@ def stop(call: Call) -> dict[str, Any]:
     task = _task(call)
     cname, uid, async_stop = parse_stop(call.body())
     _same_names(task, cname, uid)
-    if task.desired is Desired.STOPPED or task.state in (TaskState.STOPPING, TaskState.UPLOADING):
+    if _exiting(task):
         raise CloudrecError.failed_precondition("the task is already exiting", reason="task_ended")
     task = c.tasks.stop(app_id, task.task_id)
     deadline = time.monotonic() + (0.0 if async_stop else call.stop_wait_s)
