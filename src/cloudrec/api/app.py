@@ -17,6 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudrec import __version__
 from cloudrec.api import hooks, rooms, tasks
+from cloudrec.api.agora import codes as agora_codes
+from cloudrec.api.agora import routes as agora_routes
 from cloudrec.api.bodies import BodyLimit, Scope
 from cloudrec.api.errors import (
     HTTP_STATUS,
@@ -70,6 +72,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(jocloud_routes.router)
     app.include_router(zego_routes.router)
+    app.include_router(agora_routes.router)
     publish(app, {**jocloud_openapi.COMPONENTS, **zego_openapi.COMPONENTS})
 
     @app.get("/healthz", tags=["service"], summary="Liveness: the process answers")
@@ -120,6 +123,8 @@ def too_large(scope: Scope, message: str) -> JSONResponse:
             "message": message,
             "traceId": trace_id,
         }
+    elif path.startswith("/v1/apps/") and "/cloud_recording/" in path:
+        body = agora_codes.INVALID.body(message)
     elif path == "/" or path.startswith(zego_routes.PUBLISHED_PREFIX + "/"):
         body = {
             "Code": zego_codes.INVALID_PARAMETER,

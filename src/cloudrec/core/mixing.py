@@ -122,6 +122,9 @@ class MixSpec:
     template_id: int | None = None
     zego_layout: str | None = None
     main_stream_id: str | None = None
+    # The user of the large region instead (layouts keyed by user): not publishing, the
+    # background shows there.
+    main_user_id: str | None = None
     crop: str = "fill"
     inputs: tuple[MixInput, ...] = ()
     patch: int = 0  # 0 nothing, 1 black, 2 last frame, 3 the picture at patch_url

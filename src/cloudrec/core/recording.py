@@ -366,15 +366,41 @@ class TaskService:
         with self._uow() as uow:
             return uow.tasks.page(app_id, room_id, active, since, until, offset, limit)
 
-    def update_mix(self, app_id: int, task_id: str, mix: dict[str, object]) -> Task:
+    def update_mix(
+        self,
+        app_id: int,
+        task_id: str,
+        mix: dict[str, object],
+        user_ids: tuple[str, ...] | None = None,
+    ) -> Task:
         """A new layout for a running mixed recording: its worker uses it from the next
-        frame on (the task's version moves: its worker reads the task at its next tick)."""
+        frame on (the task's version moves: its worker reads the task at its next tick).
+        ``user_ids``: the users to record from now on; None, those the layout's views name
+        (every user for a template layout)."""
         task = self.get(app_id, task_id)
         spec = MixSpec.from_json(mix)
         users = tuple(sorted({i.user_id for i in spec.inputs})) if spec.template_id is None else ()
+        if user_ids is not None:
+            users = user_ids
         new = replace(task.spec, mix=mix, user_ids=users)
         with self._uow() as uow:
             uow.tasks.update(task_id, spec_json=json.dumps(new.to_json()))
             uow.tasks.add_event(task_id, "layout_updated", self._clock())
+            uow.commit()
+        return self.get(app_id, task_id)
+
+    def update_users(self, app_id: int, task_id: str, user_ids: tuple[str, ...]) -> Task:
+        """Record the streams of ``user_ids`` (empty: every user) from now on: the worker
+        closes the files of users no longer wanted and opens files for new ones at its next
+        tick (the task's version moves)."""
+        task = self.get(app_id, task_id)
+        if task.state.terminal or task.desired is Desired.STOPPED:
+            raise CloudrecError.failed_precondition(
+                f"recording {task_id!r} has already stopped", reason="task_ended"
+            )
+        new = replace(task.spec, user_ids=user_ids)
+        with self._uow() as uow:
+            uow.tasks.update(task_id, spec_json=json.dumps(new.to_json()))
+            uow.tasks.add_event(task_id, "users_updated", self._clock(), ",".join(user_ids))
             uow.commit()
         return self.get(app_id, task_id)

@@ -51,6 +51,7 @@ from cloudrec.core.tasks import (
     FileStatus,
     Media,
     RecordedFile,
+    RecordingSpec,
     RecordMode,
     SoundWaveKey,
     Task,
@@ -178,6 +179,8 @@ def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str])
     keeps it).  None when none is named (the first to join goes there); a stream never seen
     gets a key no input has (``room/s:stream``, the key of a view named by stream), so the
     region shows the background, as ZEGO says for MixMaxResolutionStreamId."""
+    if mix.main_user_id is not None:
+        return f"{room_id}/{mix.main_user_id}"  # the key of a user's stream (_layout_key)
     if mix.main_stream_id is None:
         return None
     return keys_by_stream.get(mix.main_stream_id, f"{room_id}/s:{mix.main_stream_id}")
@@ -261,6 +264,13 @@ class TaskWorker:
         self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
         self.shot_error: str | None = None  # the last screenshot of the mix that failed
         self.live_sessions: set[tuple[str, str]] = set()  # (stream id, started), last poll
+        # Sessions stopped because the task no longer wants their stream (its users changed):
+        # recorded anew, in a new file, if it is wanted again.
+        self.unwanted: set[tuple[str, str]] = set()
+        # Live sessions the task did not want at some tick, and when (Unix s) each came to be
+        # wanted after that: its file begins there, not in the backlog before it.
+        self.seen_unwanted: set[tuple[str, str]] = set()
+        self.wanted_at: dict[tuple[str, str], float] = {}
         self.session_files: dict[tuple[str, str], list[int]] = {}  # each session's file ids
         self.failed: _Session | None = None  # the session whose recorder gave up for good
 
@@ -387,14 +397,19 @@ class TaskWorker:
                 reason, stop_at = END_MAX_DURATION, task.created_at.timestamp() + max_duration
                 break
             self._reap()
-            live = [s for s in room if spec.wants(s.user_id, s.stream_id)]
+            # The task's spec as last read: its users may change while it records.
+            live = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
             if spec.mode is RecordMode.MIXED:
                 live = self._mix(task, room)
                 self._mix_screenshots(task, now)
             else:
+                self._drop_unwanted(task.spec, room, now)
                 for stream in live:
                     key = (stream.stream_id, stream.started_at.isoformat())
                     old = self.sessions.get(key)
+                    if old is not None and key in self.unwanted and not old.recorder.is_alive():
+                        self.unwanted.discard(key)  # wanted again: a new file from now on
+                        old = None
                     if old is not None and old.restartable(key in self.live_sessions):
                         self._start_recorder(task, stream, key)
                         self.sessions[key].restarts = old.restarts + 1
@@ -535,15 +550,16 @@ class TaskWorker:
         elif not want_paused and task.state is TaskState.PAUSED:
             self.control.set_state(TaskState.RECORDING, "resumed", callback="task_resumed")
 
-    @staticmethod
-    def _start_at(task: Task, stream: LiveStream) -> float:
+    def _start_at(self, task: Task, stream: LiveStream) -> float:
         """Where a stream's file begins: when the recording was asked for or the stream came,
-        and for a later attempt where the previous one was last known to record (its parts
-        meet there, from the ingest's backlog)."""
+        for a later attempt where the previous one was last known to record (its parts meet
+        there, from the ingest's backlog), and for a stream the task came to want while it
+        was live (its users changed) when the worker saw that."""
         moments = [task.created_at, stream.started_at]
         if task.resume_at is not None:
             moments.append(task.resume_at)
-        return max(m.timestamp() for m in moments)
+        begin = max(m.timestamp() for m in moments)
+        return max(begin, self.wanted_at.get((stream.stream_id, stream.started_at.isoformat()), 0))
 
     def _start_snapshotter(self, task: Task, stream: LiveStream, key: tuple[str, str]) -> None:
         """Screenshots only (jpg): a JPG of the stream every ``snapshot_interval_s``, from the
@@ -789,6 +805,26 @@ class TaskWorker:
                 callback="task_started",
                 started_at=datetime.now(UTC),
             )
+
+    def _drop_unwanted(self, spec: RecordingSpec, room: list[LiveStream], now: float) -> None:
+        """Stop the recorders of streams the task no longer wants (its user list was changed
+        while it records); they close their files at ``now``.  Note when a live stream the
+        task did not want becomes wanted."""
+        for s in room:
+            key = (s.stream_id, s.started_at.isoformat())
+            if not spec.wants(s.user_id, s.stream_id):
+                self.seen_unwanted.add(key)
+            elif key in self.seen_unwanted:
+                self.seen_unwanted.discard(key)
+                self.wanted_at[key] = now
+        for key, session in self.sessions.items():
+            stream = session.stream
+            if key in self.unwanted or spec.wants(stream.user_id, stream.stream_id):
+                continue
+            if session.recorder.is_alive():
+                session.recorder.stop(now)
+                self.unwanted.add(key)
+                self.control.event("stream_unwanted", f"{stream.user_id}/{stream.stream_id}")
 
     def _reap(self) -> None:
         for s in self.sessions.values():
