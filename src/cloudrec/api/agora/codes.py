@@ -62,6 +62,7 @@ BY_REASON = {
     "task_conflict": TASK_CONFLICT,
     "too_many_tasks": NO_WORKER,  # the app's limit, met at start
     "disk_full": NO_WORKER,
+    "no_room": NO_WORKER,  # no node of a cluster has room for the recording (docs/cluster.md)
     "worker_unknown": WORKER_NOT_FOUND,
     "task_unknown": WORKER_NOT_FOUND,
     "task_ended": INVALID_OPERATION,  # stop of a task that is already exiting
