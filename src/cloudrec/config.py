@@ -22,6 +22,19 @@ ENV_PREFIX = "CLOUDREC_"
 EXECUTORS = ("process", "host", "ray")
 
 
+def fragment_store(settings: Settings) -> Any:
+    """The fragment store of ``settings``, or None when files are not shipped."""
+    if not settings.fragment_store:
+        return None
+    from cloudrec.storage.fragments import FragmentStore
+
+    return FragmentStore(
+        settings.fragment_store,
+        settings.fragment_store_access_key,
+        settings.fragment_store_secret_key,
+    )
+
+
 def node_name(settings: Settings) -> str:
     """The name of the machine this process runs on, as tasks report it."""
     return settings.node_name or socket.gethostname()
@@ -127,6 +140,12 @@ class Settings:
     # Where recordings spool ("": <data_dir>/spool); ``cloudrec worker --data-dir`` sets it for
     # the recordings of its node.
     spool_root: str = ""
+    # Cluster: the operator's S3-protocol bucket that recording nodes ship their open files
+    # into (http(s)://HOST[:PORT]/BUCKET[/PREFIX]; "": not shipped), so that a lost node's
+    # part is assembled from it (docs/cluster.md, "Fragments"), and its keys.
+    fragment_store: str = ""
+    fragment_store_access_key: str = ""
+    fragment_store_secret_key: str = ""
     # A worker that dies is replaced by a new attempt this many times, then its task fails.
     max_worker_restarts: int = 5
     # New recordings are refused while the spool's disk has less than this free (MiB).

@@ -29,7 +29,8 @@ import uvicorn
 from cloudrec.api.app import create_app
 from cloudrec.api_processes import ApiProcesses, answer_starts, write_ingest_stats
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
-from cloudrec.core.reconcile import Reconciler, RestartPolicy
+from cloudrec.config import Settings, fragment_store
+from cloudrec.core.reconcile import FileFinaliser, Reconciler, RestartPolicy
 from cloudrec.core.tasks import RecordedFile
 from cloudrec.media.ingest.limits import IngestLimits
 from cloudrec.media.ingest.server import RtmpServer
@@ -116,8 +117,28 @@ async def _watch_api(
             await asyncio.wait_for(stopping.wait(), 1.0)
 
 
-def _finalise(file: RecordedFile) -> dict[str, object]:
-    return probe_file(Path(file.path), file.format)
+def finaliser(settings: Settings) -> FileFinaliser:
+    """How the reconciler keeps a lost attempt's file: cut back to its last whole fragment and
+    probed; when its node's spool is gone (the machine lost with its disk), first assembled
+    from what the node shipped to the fragment store, into this service's spool."""
+    store = fragment_store(settings)
+
+    def finalise(file: RecordedFile) -> dict[str, object]:
+        path, fields = Path(file.path), dict[str, object]()
+        if store is not None and not path.exists() and file.id is not None:
+            dest = settings.spool_dir / "assembled" / file.task_id / f"{file.id}-{path.name}"
+            try:  # the recording goes on meanwhile: a store that fails costs this part only
+                if store.assemble(file.task_id, file.attempt, file.id, dest):
+                    path, fields["path"] = dest, str(dest)
+                    log.info("file.assembled", extra={"fields": {"file": file.name}})
+                    store.delete(file.task_id, file.attempt, file.id)
+            except Exception:
+                log.warning(
+                    "file.assemble_failed", extra={"fields": {"file": file.name}}, exc_info=True
+                )
+        return fields | probe_file(path, file.format)
+
+    return finalise
 
 
 class _Server(uvicorn.Server):
@@ -244,7 +265,7 @@ async def serve(container: Container) -> None:
         container.uow,
         container.clock,
         container.executor,
-        _finalise,
+        finaliser(s),
         RestartPolicy(max_restarts=s.max_worker_restarts),
         callbacks=container.callbacks,
     )

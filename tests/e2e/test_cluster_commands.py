@@ -9,6 +9,9 @@ and both parts are delivered, holding the published packets."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -79,6 +82,36 @@ def live_nodes(address: str) -> dict[str, dict[str, float]]:
     return {names[u.node_id]: dict(u.resources_total) for u in usage if u.node_id in names}
 
 
+def join(tmp_path: Path, address: str, name: str, log: str) -> subprocess.Popen[bytes]:
+    """``cloudrec worker --ray-address`` for node ``name`` (4 units, its own data directory),
+    once it has joined the cluster."""
+    proc = worker(
+        tmp_path / log,
+        *("--ray-address", address, "--capacity", "4", "--name", name),
+        *("--data-dir", str(tmp_path / name)),
+    )
+    deadline = time.monotonic() + 90
+    while name not in live_nodes(address):
+        assert proc.poll() is None, (tmp_path / log).read_text()
+        assert time.monotonic() < deadline, live_nodes(address)
+        time.sleep(0.5)
+    return proc
+
+
+def kill_node(proc: subprocess.Popen[bytes], name: str) -> None:
+    """The machine is lost: SIGKILL of its ``cloudrec worker`` and of every process of the
+    node (Ray's and its recordings', all started with the node's ``CLOUDREC_NODE_NAME``)."""
+    proc.kill()
+    proc.wait()
+    mark = f"CLOUDREC_NODE_NAME={name}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
 @pytest.fixture
 def nodes(tmp_path):
     port = free_port()
@@ -96,22 +129,7 @@ def nodes(tmp_path):
                 assert time.monotonic() < deadline, "the head did not come up"
                 time.sleep(0.5)
         for name in NODES:  # one after the other, as on a loaded machine Ray's start is slow
-            procs[name] = worker(
-                tmp_path / f"{name}.log",
-                "--ray-address",
-                address,
-                "--capacity",
-                "4",
-                "--name",
-                name,
-                "--data-dir",
-                str(tmp_path / name),
-            )
-            deadline = time.monotonic() + 90
-            while name not in live_nodes(address):
-                assert procs[name].poll() is None, (tmp_path / f"{name}.log").read_text()
-                assert time.monotonic() < deadline, live_nodes(address)
-                time.sleep(0.5)
+            procs[name] = join(tmp_path, address, name, f"{name}.log")
         yield address, procs
     finally:
         for proc in procs.values():
@@ -130,6 +148,7 @@ def svc(tmp_path, nodes, database_url, monkeypatch):
     address, _ = nodes
     s3 = FaultyS3().start()
     s3.client().create_bucket(Bucket="own")
+    s3.client().create_bucket(Bucket="frags")
     monkeypatch.setenv("CLOUDREC_DATABASE_URL", database_url)
     data = tmp_path / "service"
     data.mkdir()
@@ -139,6 +158,10 @@ def svc(tmp_path, nodes, database_url, monkeypatch):
             "CLOUDREC_STORAGE_ENDPOINT_OVERRIDE": s3.url,
             "CLOUDREC_EXECUTOR": "ray",
             "CLOUDREC_RAY_ADDRESS": address,
+            # The nodes ship their open files here (docs/cluster.md, "Fragments").
+            "CLOUDREC_FRAGMENT_STORE": f"{s3.url}/frags",
+            "CLOUDREC_FRAGMENT_STORE_ACCESS_KEY": "operator",
+            "CLOUDREC_FRAGMENT_STORE_SECRET_KEY": "operator-secret",
         },
     )
     service.app = service.create_app(APP)
@@ -152,7 +175,7 @@ def svc(tmp_path, nodes, database_url, monkeypatch):
         s3.stop()
 
 
-def test_the_cluster_commands_record_on_a_named_node_and_a_drained_node_hands_its_recording_over(
+def test_the_cluster_commands_record_on_named_nodes_through_a_drain_and_a_lost_machine(
     tmp_path, nodes, svc, source, source_hashes
 ):
     address, procs = nodes
@@ -199,15 +222,38 @@ def test_the_cluster_commands_record_on_a_named_node_and_a_drained_node_hands_it
         assert procs[first].wait(40) == 0  # the drained node stopped by itself
         log = (tmp_path / f"{first}.log").read_text()
         assert f"draining {first}" in log and f"{first} stopped" in log, log
+        # The drained node comes back (its operator restarts it) and the other machine is
+        # lost with its disk: its processes killed, its data directory deleted.
+        procs[first] = join(tmp_path, address, first, f"{first}-again.log")
+        time.sleep(6)  # the part on the other node is shipped (every 2 s) as it grows
+        kill_node(procs[other], other)
+        shutil.rmtree(tmp_path / other)
+        killed = time.monotonic()
+        back = wait(
+            svc, record_id, lambda t: t["node"] == first and len(t["files"]) >= 3, timeout_s=30
+        )
+        back_in = time.monotonic() - killed
+        assert back_in < 10, back_in
+        assert [e["detail"] for e in back["events"] if e["kind"] == "failover"][-1].endswith(
+            f"from node {other} to node {first}"
+        )
         time.sleep(5)
         spans = stop_and_check_parts(
             svc, jo, resid, record_id, tmp_path, source_hashes, time.monotonic() - started
         )
-        assert len(spans) == 2, spans
+        assert len(spans) == 3, spans
         done: dict[str, Any] = svc.task(svc.app, record_id)
         parts = sorted(done["files"], key=lambda f: f["begin_ms"])
         assert parts[0]["complete"], parts  # the drained attempt closed its file whole
-        print(f"drained node: recording on {other} {moved_in:.1f} s after SIGTERM")
+        assert not parts[1]["complete"] and parts[1]["duration_ms"] > 3000, parts  # assembled
+        deadline = time.monotonic() + 20  # the last attempt drops its own as its actor ends
+        while leftover := svc.s3.client().list_objects_v2(Bucket="frags").get("Contents", []):
+            assert time.monotonic() < deadline, leftover  # nothing shipped stays behind
+            time.sleep(0.5)
+        print(
+            f"drained node: recording on {other} {moved_in:.1f} s after SIGTERM; "
+            f"killed node: back on {first} {back_in:.1f} s later"
+        )
     finally:
         pub.kill()
         pub.wait()

@@ -69,18 +69,21 @@ class RecordingActor:
 
     def _run(self, env: dict[str, str], task_id: str, attempt: int) -> None:
         detail = "ended"
+        shipper: Any = None
+        state: Any = None
         linger_s = LOST_LINGER_S  # nobody waits for the outcome of an attempt that lost its task
         try:
             # What the worker needs and no more (not the API, the uploader or the callback
             # sender that ``bootstrap`` builds too): a failover waits for these imports.
             from cloudrec.callbacks.formats import callback_formats
-            from cloudrec.config import load_settings, node_name
+            from cloudrec.config import fragment_store, load_settings, node_name
             from cloudrec.core.control import TaskControl
             from cloudrec.db.engine import make_engine
             from cloudrec.db.repositories import uow_factory
             from cloudrec.db.tasks import SqlTaskWatch
             from cloudrec.media.recorder.worker import TaskWorker
             from cloudrec.secretbox import FernetSecretBox, load_key
+            from cloudrec.storage.fragments import SHIPPED, Shipper
 
             settings = load_settings(env=node_env(env))
             setup_logging(settings.log_level, settings.log_format)
@@ -96,8 +99,18 @@ class RecordingActor:
                 callbacks=callback_formats(),
                 node=node_name(settings),
             )
-            self._worker = TaskWorker(control, settings)
+            self._worker = worker = TaskWorker(control, settings)
             threading.Thread(target=self._drained, name="drain-watch", daemon=True).start()
+            store = fragment_store(settings)
+            if store is not None:  # what this node records is off it within SHIP_S
+                shipper = Shipper(
+                    store,
+                    task_id,
+                    attempt,
+                    lambda: ((i, str(p)) for i, (p, f) in worker.written.items() if f in SHIPPED),
+                    worker.heartbeat.lost.is_set,
+                )
+                shipper.start()
             state = self._worker.run()
             if state is not None:
                 linger_s = LINGER_S
@@ -105,6 +118,9 @@ class RecordingActor:
         except BaseException as exc:  # the outcome is this attempt's only
             detail = f"worker crashed: {type(exc).__name__}: {exc}"
         finally:
+            if shipper is not None:  # its files closed (ended, or given up): nobody assembles them
+                lost = self._worker.heartbeat.lost.is_set() or detail.startswith("worker crashed")
+                shipper.stop(ended_well=not lost)
             if self._worker is not None:
                 left = self._worker.stop_threads(LEFTOVER_WAIT_S)
                 if left:
