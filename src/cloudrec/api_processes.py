@@ -244,7 +244,11 @@ async def answer_starts(channel: socket.socket, executor: Executor) -> None:
             if not number.isdigit():
                 writer.write(b"error 0 a bad request\n")
             elif verb == "room" and len(args) == 1 and args[0].isdigit():
-                full = await asyncio.to_thread(executor.room_for, int(args[0]))
+                try:
+                    full = await asyncio.to_thread(executor.room_for, int(args[0]))
+                except Exception:  # cannot tell: the start is tried
+                    log.exception("api.room_failed")
+                    full = None
                 writer.write((f"full {number} {full}" if full else f"ok {number}").encode())
                 writer.write(b"\n")
             elif verb == "start" and len(args) == 3 and args[0].isdigit() and args[1].isdigit():

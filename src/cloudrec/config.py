@@ -37,7 +37,7 @@ def fragment_store(settings: Settings) -> Any:
 
 def node_name(settings: Settings) -> str:
     """The name of the machine this process runs on, as tasks report it."""
-    return settings.node_name or socket.gethostname()
+    return (settings.node_name or socket.gethostname())[:200]  # tasks.node
 
 
 class SettingsError(ValueError):

@@ -221,9 +221,12 @@ def test_the_cluster_commands_record_on_named_nodes_through_a_drain_and_a_lost_m
         assert "worker_released" in kinds and "worker_died" not in kinds, kinds
         assert procs[first].wait(40) == 0  # the drained node stopped by itself
         log = (tmp_path / f"{first}.log").read_text()
-        assert f"draining {first}" in log and f"{first} stopped" in log, log
+        assert f"draining {first} (1 node(s) told)" in log and f"{first} stopped" in log, log
         # The drained node comes back (its operator restarts it) and the other machine is
         # lost with its disk: its processes killed, its data directory deleted.
+        taken = worker(tmp_path / "same-name.log", "--ray-address", address, "--name", other)
+        assert taken.wait(60) == 2  # one live node per name: tasks and drains go by it
+        assert "already named" in (tmp_path / "same-name.log").read_text()
         procs[first] = join(tmp_path, address, first, f"{first}-again.log")
         time.sleep(6)  # the part on the other node is shipped (every 2 s) as it grows
         kill_node(procs[other], other)

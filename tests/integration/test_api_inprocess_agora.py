@@ -207,6 +207,17 @@ def test_authentication_is_401_with_a_message(api):
         headers={"Authorization": api.auth},
     )
     assert other.status_code == 401
+    # An app id of digits Python's int() refuses (a superscript, 5000 of them), named in the
+    # path and the header alike: 401 before any secret is read, never a 500.
+    for appid in ("\u00b2", "9" * 5000):
+        r = api.request(
+            "POST",
+            f"/v1/apps/{appid}/cloud_recording/acquire",
+            json=body,
+            headers={"Authorization": basic(appid, "x")},  # type: ignore[arg-type]
+        )
+        assert r.json() == {"message": "Invalid authentication credentials"}, appid
+        assert r.status_code == 401
 
 
 def test_wrong_routes_are_404_no_route(api):
@@ -305,6 +316,8 @@ def test_acquire_refusals(api):
     r = call(api, "POST", "/acquire", body)
     assert_failure(r, 400, 2)
     assert "resourceExpiredHour" in r.json()["reason"]
+    r = call(api, "POST", "/acquire", {"cname": ROOM, "uid": "9" * 5000, "clientRequest": {}})
+    assert_failure(r, 400, 2)  # a uid of 5000 digits: code 2, not a 500
 
 
 def test_a_stop_naming_another_cname_or_uid_is_code_2(api):

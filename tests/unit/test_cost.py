@@ -7,7 +7,7 @@ import pytest
 
 from cloudrec.core.cost import recording_units
 from cloudrec.core.errors import CloudrecError, Kind
-from cloudrec.core.mixing import MixSpec
+from cloudrec.core.mixing import MixInput, MixSpec
 from cloudrec.core.tasks import RecordingSpec, RecordMode
 
 
@@ -24,6 +24,10 @@ def test_a_remux_costs_a_unit_per_stream_and_a_mix_by_inputs_and_output_size():
     assert recording_units(mixed(1280, 720, 30), 4) == 17 + 28 + 1
     assert recording_units(mixed(1280, 720, 30), 9) == 17 + 63 + 1
     assert recording_units(mixed(640, 360, 15), 1) == 3 + 7 + 1  # a quarter the pixels, half fps
+    # A layout that names its views counts them, live or not yet (Agora starts on empty rooms).
+    views = tuple(MixInput(user_id=f"u{i}", room_id="r1") for i in range(5))
+    mix = MixSpec(width=1280, height=720, fps=30, inputs=views).to_json()
+    assert recording_units(RecordingSpec("r1", mode=RecordMode.MIXED, mix=mix), 0) == 17 + 35 + 1
 
 
 def test_a_start_that_fits_nowhere_is_refused_with_what_it_needs(tmp_path):

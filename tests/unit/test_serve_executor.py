@@ -26,6 +26,8 @@ class Serving(FakeExecutor):
         return f"host:1:{task_id}:{attempt}"
 
     def room_for(self, units: int) -> str | None:
+        if self.free < 0:
+            raise ConnectionError("the cluster is unreachable")
         return None if units <= self.free else f"{units} units do not fit in {self.free} free"
 
 
@@ -45,6 +47,9 @@ def test_serve_starts_the_worker_and_its_handle_comes_back():
     # The room for a start is serve's executor's to say (a cluster counts its nodes' units).
     assert executor.room_for(10) is None
     assert executor.room_for(11) == "11 units do not fit in 10 free"
+    serve.free = -1  # serve's executor cannot tell (its cluster unreachable): the start is tried
+    assert executor.room_for(1) is None
+    assert executor.start("t3") == "host:1:t3:1"  # and the channel still answers
     theirs.close()
     serving.join(5)
     assert not serving.is_alive()  # serve's side ends (and closes) when the API process goes

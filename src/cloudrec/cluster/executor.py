@@ -163,25 +163,21 @@ class RayExecutor:
         return handle
 
     def room_for(self, units: int) -> str | None:
-        """Whether a recording of ``units`` fits on one live node that is not draining, less
-        the units of attempts this service has placed that do not run yet (Ray's view of
-        what is free lags a placement)."""
+        """Whether a recording of ``units`` fits on one live node that is not draining, as
+        Ray last reported what each node has free (a placement of the last moments may not
+        be in it yet: two starts that close may both pass, docs/cluster.md)."""
         try:
             self._connect()
             free = free_units_by_node(_gcs())
         except Exception:  # cannot tell: the start is tried, and Ray keeps it pending
             log.warning("cluster.room_unknown", exc_info=True)
             return None
-        with self._lock:
-            runs = [r for r in self._runs.values() if r.detail is None]
-        placing = sum(r.units for r in runs if not ray.wait([r.placed], timeout=0)[0])
         best = max(free.values(), default=0.0)
-        if best - placing >= units:
+        if best >= units:
             return None
-        being = f", {placing} more being placed" if placing else ""
         return (
             f"no node of the cluster has room for this recording: it needs {units} recording "
-            f"unit(s), the most free on one node is {best:g}{being} ({len(free)} node(s) take "
+            f"unit(s), the most free on one node is {best:g} ({len(free)} node(s) take "
             "recordings; docs/cluster.md)"
         )
 

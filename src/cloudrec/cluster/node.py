@@ -44,6 +44,7 @@ ENV_NODE_NAME = "CLOUDREC_NODE_NAME"
 ENV_SPOOL = "CLOUDREC_SPOOL_ROOT"
 ENV_DRAIN_FILE = "CLOUDREC_NODE_DRAIN_FILE"
 DEFAULT_PORT = 6379
+MAX_NAME = 200  # tasks.node
 STOP_WAIT_S = 15.0
 
 
@@ -138,9 +139,22 @@ def _drain(address: str, name: str, deadline_s: float) -> int:
     count = 0
     for node_id, info in gcs.get_all_node_info().items():
         if info.state == 0 and info.labels.get(LABEL) == name:  # ALIVE
-            gcs.drain_node(node_id.hex(), reason, f"cloudrec worker {name}: SIGTERM", deadline_ms)
+            why = f"cloudrec worker {name}: SIGTERM"
+            accepted, refusal = gcs.drain_node(node_id.hex(), reason, why, deadline_ms)
+            if not accepted:
+                _say(f"Ray refused to drain {name}: {refusal}")
+                continue
             count += 1
     return count
+
+
+def _live_names(address: str) -> set[str]:
+    """The names of the cluster's live nodes (none when the head is not reached)."""
+    try:
+        nodes = _gcs(address).get_all_node_info().items()
+    except Exception:
+        return set()
+    return {str(info.labels.get(LABEL, "")) for _, info in nodes if info.state == 0}
 
 
 def _in_use(address: str, name: str) -> float:
@@ -195,6 +209,13 @@ def run(args: argparse.Namespace) -> int:
     if capacity < 0:
         _say("--capacity must be 0 or more")
         return 2
+    if not 0 < len(name) <= MAX_NAME or "," in name or "=" in name:
+        _say(f"--name must be 1 to {MAX_NAME} characters without ',' or '=': {name!r}")
+        return 2
+    if not args.head and name in _live_names(args.ray_address):
+        # Tasks name their node by it, and a drain finds its node by it: one live node each.
+        _say(f"a live node of the cluster is already named {name!r}: give this one --name")
+        return 2
     home = Path(tempfile.mkdtemp(prefix="cloudrec-worker-"))
     drain_file = home / "draining"
     stop = threading.Event()
@@ -213,12 +234,12 @@ def run(args: argparse.Namespace) -> int:
         _say(f"Ray exited with status {proc.returncode}")
         return proc.returncode or 1
     if not args.head and capacity:
-        drain_file.touch()  # each recording of the node closes its files and leaves
-        try:
+        try:  # first: nothing more is placed here while the recordings leave
             drained = _drain(args.ray_address, name, args.drain_timeout)
         except Exception as exc:  # the head gone: the recordings leave all the same
             _say(f"could not tell Ray to drain this node: {exc}")
             drained = 0
+        drain_file.touch()  # each recording of the node closes its files and leaves
         _say(f"draining {name} ({drained} node(s) told), up to {args.drain_timeout:g} s")
         if not _wait_drained(proc, args.ray_address, name, args.drain_timeout):
             _say("drain timeout: stopping with recordings still on the node")

@@ -25,10 +25,12 @@ _720P30 = 1280 * 720 * 30
 
 def recording_units(spec: RecordingSpec, live_inputs: int) -> int:
     """The units of a recording of ``spec`` whose room has ``live_inputs`` wanted streams now
-    (at least one is counted: a recording may start before its streams)."""
+    (at least one is counted: a recording may start before its streams; a mix counts at
+    least the views its layout names)."""
     inputs = max(1, live_inputs)
     if spec.mode is not RecordMode.MIXED or spec.mix is None:
         return REMUX_UNITS * inputs
+    inputs = max(inputs, len(spec.mix.get("inputs") or ()))  # a layout's views, known now
     size = [int(spec.mix.get(k, getattr(MixSpec, k))) for k in ("width", "height", "fps")]
     encode = math.ceil(ENCODE_UNITS_720P30 * math.prod(size) / _720P30)
     return encode + INPUT_UNITS * inputs + MIX_AUDIO_UNITS

@@ -155,6 +155,7 @@ class TaskService:
         together.  ``request``: the request as it was sent, secrets hidden (the detail of the
         task's ``created`` event)."""
         self._check_spool()
+        units = self._check_room(app_id, spec)
         now = self._clock()
         task = Task(
             task_id=task_id or new_task_id(),
@@ -166,6 +167,7 @@ class TaskService:
             resource_id=resource_id or client_ref,
             attempt=1,
             lease_until=now + START_GRACE,
+            units=units,
         )
         with self._uow() as uow:
             uow.tasks.lock_app(app_id)
@@ -191,10 +193,6 @@ class TaskService:
                     f"app {app_id} already runs {self._max_active} recordings",
                     reason="too_many_tasks",
                 )
-            task = replace(task, units=recording_units(spec, len(live)))
-            full = self._executor.room_for(task.units)
-            if full is not None:  # refused, never queued: the caller may try again later
-                raise CloudrecError.unavailable(full, reason="no_room")
             uow.tasks.add(task, storage)
             uow.tasks.update(task.task_id, worker=STARTING)
             uow.tasks.add_event(task.task_id, "created", now, request)
@@ -230,6 +228,22 @@ class TaskService:
             },
         )
         return task
+
+    def _check_room(self, app_id: int, spec: RecordingSpec) -> int:
+        """The units a recording of ``spec`` costs now; refused (never queued) when no
+        machine has room for it.  Asked before the start's transaction: the executor's
+        answer may take a round trip, and it is advisory (two starts may both pass it)."""
+        with self._uow() as uow:
+            live = [
+                s
+                for s in uow.rooms.live(app_id, spec.room_id)
+                if spec.wants(s.user_id, s.stream_id)
+            ]
+        units = recording_units(spec, len(live))
+        full = self._executor.room_for(units)
+        if full is not None:
+            raise CloudrecError.unavailable(full, reason="no_room")
+        return units
 
     def _check_spool(self) -> None:
         """Refuse a start while the spool's disk is nearly full: a recording that cannot be
@@ -371,19 +385,22 @@ class TaskService:
         app_id: int,
         task_id: str,
         mix: dict[str, object],
-        user_ids: tuple[str, ...] | None = None,
+        keep_users: bool = False,
     ) -> Task:
         """A new layout for a running mixed recording: its worker uses it from the next
         frame on (the task's version moves: its worker reads the task at its next tick).
-        ``user_ids``: the users to record from now on; None, those the layout's views name
-        (every user for a template layout)."""
-        task = self.get(app_id, task_id)
+        The users recorded from then on: those the layout's views name (every user for a
+        template layout), or with ``keep_users`` those the task records now.  Read and
+        written in one transaction serialised per app: two updates at once cannot undo
+        each other."""
+        self.get(app_id, task_id)  # the app's own, or not found
         spec = MixSpec.from_json(mix)
         users = tuple(sorted({i.user_id for i in spec.inputs})) if spec.template_id is None else ()
-        if user_ids is not None:
-            users = user_ids
-        new = replace(task.spec, mix=mix, user_ids=users)
         with self._uow() as uow:
+            uow.tasks.lock_app(app_id)
+            task = uow.tasks.get(task_id)
+            assert task is not None
+            new = replace(task.spec, mix=mix, user_ids=task.spec.user_ids if keep_users else users)
             uow.tasks.update(task_id, spec_json=json.dumps(new.to_json()))
             uow.tasks.add_event(task_id, "layout_updated", self._clock())
             uow.commit()
@@ -398,8 +415,11 @@ class TaskService:
             raise CloudrecError.failed_precondition(
                 f"recording {task_id!r} has already stopped", reason="task_ended"
             )
-        new = replace(task.spec, user_ids=user_ids)
-        with self._uow() as uow:
+        with self._uow() as uow:  # the spec as it is now (a layout update may have moved it)
+            uow.tasks.lock_app(app_id)
+            current = uow.tasks.get(task_id)
+            assert current is not None
+            new = replace(current.spec, user_ids=user_ids)
             uow.tasks.update(task_id, spec_json=json.dumps(new.to_json()))
             uow.tasks.add_event(task_id, "users_updated", self._clock(), ",".join(user_ids))
             uow.commit()

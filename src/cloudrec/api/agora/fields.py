@@ -76,7 +76,7 @@ def text(
 
 def uid(value: Any, where: str) -> str:
     """A UID as Agora has them: an integer in [1, 2³²−1] written as a string ("527841")."""
-    if not isinstance(value, str) or not value.isdigit() or not value.isascii():
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 10:
         raise bad(f'{where} must be an integer in quotes, such as "527841", not {value!r}')
     if not 1 <= int(value) <= MAX_UID or value != str(int(value)):
         raise bad(f"{where} must be in [1, {MAX_UID}] without leading zeros, not {value!r}")

@@ -29,7 +29,8 @@ def redeem(secret: str, resource_id: str, cname: str, uid: str) -> tuple[str, in
     """(cloudrec's resource, resourceExpiredHour) of ``resource_id``; code 2 when it was not
     issued to this app for this ``cname`` and ``uid``."""
     parts = resource_id.split(".")
-    if len(parts) != 3 or not parts[1].isdigit() or len(parts[2]) != TAG_CHARS:
+    hours_ok = parts[1:2] != [] and parts[1].isascii() and parts[1].isdigit() and len(parts[1]) <= 3
+    if len(parts) != 3 or not hours_ok or len(parts[2]) != TAG_CHARS:
         raise bad(
             f"resourceid {resource_id!r} was not issued by acquire", reason="resource_unknown"
         )

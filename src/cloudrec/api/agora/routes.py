@@ -80,7 +80,7 @@ def _authenticate(c: Container, header: str | None, appid: str) -> App:
     if not header:
         raise CloudrecError.unauthenticated("no Authorization", reason="agora_no_credentials")
     customer_id, secret = parse_basic(header)
-    if customer_id != appid or not appid.isdigit():
+    if customer_id != appid or not (appid.isascii() and appid.isdigit() and len(appid) <= 10):
         raise CloudrecError.unauthenticated(f"customer ID {customer_id!r} is not app {appid!r}")
     return c.apps.authenticate(int(appid), secret)
 
@@ -201,7 +201,7 @@ def update_layout(call: Call) -> dict[str, Any]:
     if mix.background_image is not None:
         c.check_target("clientRequest.backgroundImage", mix.background_image.url)
     # The subscription lists of the start stay: the layout names where users go, not who.
-    c.tasks.update_mix(call.app.app_id, task.task_id, mix.to_json(), task.spec.user_ids)
+    c.tasks.update_mix(call.app.app_id, task.task_id, mix.to_json(), keep_users=True)
     return {**_names(task), "resourceId": p["resourceid"], "sid": p["sid"]}
 
 
@@ -278,6 +278,9 @@ async def _serve(request: Request, name: str, handler: Handler) -> Response:
             fields = {"endpoint": name, "status": failure.status, "code": failure.code}
             log.info("agora.refused", extra={"fields": {**fields, "message": exc.message}})
             return _answer(failure, exc.message)
+        except Exception:  # a defect: Agora's 500, one log line with its traceback
+            log.exception("agora.failed", extra={"fields": {"endpoint": name}})
+            return _answer(codes.INTERNAL, "internal error")
         return JSONResponse(result)
 
     return await run_in_threadpool(answer)

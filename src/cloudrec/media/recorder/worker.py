@@ -817,6 +817,10 @@ class TaskWorker:
             elif key in self.seen_unwanted:
                 self.seen_unwanted.discard(key)
                 self.wanted_at[key] = now
+        here = {(s.stream_id, s.started_at.isoformat()) for s in room}
+        self.seen_unwanted &= here  # a session gone from the room never comes back
+        for key in [k for k in self.wanted_at if k not in here]:
+            del self.wanted_at[key]
         for key, session in self.sessions.items():
             stream = session.stream
             if key in self.unwanted or spec.wants(stream.user_id, stream.stream_id):
