@@ -42,7 +42,8 @@ from tests.e2e.test_cluster import (
     recording_on,
     start_recording,
 )
-from tests.e2e.test_ownership import make_source, publish, task_of, wait
+from tests.e2e.test_ownership import make_source, task_of, wait
+from tests.media import copy_publish as publish
 from tests.s3server import FaultyS3
 from tests.service import Service
 
