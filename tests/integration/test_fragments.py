@@ -28,6 +28,12 @@ def s3():
     server.stop()
 
 
+def service_settings(data_dir, url: str):  # type: ignore[no-untyped-def]
+    """The service's settings with the fragment store, as an operator sets them."""
+    store = {"fragment_store": url, "fragment_store_access_key": "ak"}
+    return load_settings({"data_dir": data_dir, **store, "fragment_store_secret_key": "sk"}, env={})
+
+
 def keys(s3: FaultyS3) -> list[str]:
     listed = s3.client().list_objects_v2(Bucket="frags")
     return sorted(o["Key"] for o in listed.get("Contents", []))
@@ -61,15 +67,7 @@ def test_a_lost_nodes_file_is_assembled_from_what_it_shipped_and_decodes(
 
     # The machine is gone with its disk: the service keeps the file from the store.
     path.unlink()
-    settings = load_settings(
-        {
-            "data_dir": tmp_path / "service",
-            "fragment_store": url,
-            "fragment_store_access_key": "ak",
-            "fragment_store_secret_key": "sk",
-        },
-        env={},
-    )
+    settings = service_settings(tmp_path / "service", url)
     row = RecordedFile(
         TASK,
         "cam.mp4",
@@ -106,15 +104,7 @@ def test_an_attempt_that_ends_well_drops_what_it_shipped_and_a_file_still_there_
     store = FragmentStore(url, "ak", "sk")
     Shipper(store, TASK, 1, lambda: [(3, str(path))], lambda: False).ship_once()
     assert keys(s3) == [f"{TASK}/1/3/{0:012d}"]
-    settings = load_settings(
-        {
-            "data_dir": tmp_path / "svc",
-            "fragment_store": url,
-            "fragment_store_access_key": "ak",
-            "fragment_store_secret_key": "sk",
-        },
-        env={},
-    )
+    settings = service_settings(tmp_path / "svc", url)
     row = RecordedFile(
         TASK,
         "a.mp4",

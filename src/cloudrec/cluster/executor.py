@@ -32,7 +32,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from cloudrec.cluster.actor import RecordingActor
-from cloudrec.cluster.node import RESOURCE
+from cloudrec.cluster.node import RESOURCE, gcs_client, live_nodes
 from cloudrec.config import Settings
 from cloudrec.executor import KEEP_ENDED_S, settings_env
 
@@ -71,28 +71,10 @@ def _reachable(address: str, timeout_s: float = 5.0) -> None:
         raise ConnectionError(f"cannot join the Ray cluster at {address}: {exc}") from exc
 
 
-def _gcs() -> Any:
-    """A client of the cluster's control plane (this driver's cluster)."""
-    from ray._raylet import GcsClient  # type: ignore[attr-defined]
-
-    return GcsClient(address=ray.get_runtime_context().gcs_address)
-
-
 def free_units_by_node(gcs: Any) -> dict[str, float]:
     """The recording units free on each live node that takes recordings and is not draining
     (``cloudrec worker`` drains on SIGTERM), by node id."""
-    draining = set(gcs.get_draining_nodes())  # node ids in hex
-    alive = {
-        node_id.hex()
-        for node_id, info in gcs.get_all_node_info().items()
-        if info.state == 0 and node_id.hex() not in draining
-    }
-    usage = gcs.get_all_resource_usage().resource_usage_data.batch
-    return {
-        u.node_id.hex(): float(u.resources_available.get(RESOURCE, 0))
-        for u in usage
-        if u.node_id.hex() in alive and u.resources_total.get(RESOURCE, 0) > 0
-    }
+    return {n.node_id: n.free for n in live_nodes(gcs) if n.total > 0 and not n.draining}
 
 
 @dataclass
@@ -168,7 +150,7 @@ class RayExecutor:
         be in it yet: two starts that close may both pass, docs/cluster.md)."""
         try:
             self._connect()
-            free = free_units_by_node(_gcs())
+            free = free_units_by_node(gcs_client(ray.get_runtime_context().gcs_address))
         except Exception:  # cannot tell: the start is tried, and Ray keeps it pending
             log.warning("cluster.room_unknown", exc_info=True)
             return None

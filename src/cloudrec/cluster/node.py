@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,18 +121,45 @@ def _say(what: str) -> None:
     print(f"cloudrec worker: {what}", file=sys.stderr, flush=True)
 
 
-def _gcs(address: str) -> Any:
+def gcs_client(address: str) -> Any:
     """A client of the cluster's control plane (Ray's own, as ``ray drain-node`` uses)."""
     from ray._raylet import GcsClient  # type: ignore[attr-defined]
 
     return GcsClient(address=address)
 
 
+@dataclass(frozen=True)
+class LiveNode:
+    node_id: str  # hex
+    name: str  # its ``cloudrec-node`` label
+    total: float  # recording units it declares
+    free: float  # of them, as Ray last reported
+    draining: bool
+
+
+def live_nodes(gcs: Any) -> list[LiveNode]:
+    """The cluster's live nodes with their recording units (one read of each table)."""
+    draining = set(gcs.get_draining_nodes())  # node ids in hex
+    alive = {
+        node_id.binary(): str(info.labels.get(LABEL, ""))
+        for node_id, info in gcs.get_all_node_info().items()
+        if info.state == 0  # ALIVE
+    }
+    usage = {u.node_id: u for u in gcs.get_all_resource_usage().resource_usage_data.batch}
+    nodes = []
+    for node_id, name in alive.items():
+        u = usage.get(node_id)
+        total = float(u.resources_total.get(RESOURCE, 0)) if u is not None else 0.0
+        free = float(u.resources_available.get(RESOURCE, 0)) if u is not None else 0.0
+        nodes.append(LiveNode(node_id.hex(), name, total, free, node_id.hex() in draining))
+    return nodes
+
+
 def _drain(address: str, name: str, deadline_s: float) -> int:
     """Ask Ray to place nothing more on the live nodes named ``name``; how many."""
     from ray.core.generated import autoscaler_pb2
 
-    gcs = _gcs(address)
+    gcs = gcs_client(address)
     reason = autoscaler_pb2.DrainNodeReason.Value(  # type: ignore[attr-defined]
         "DRAIN_NODE_REASON_PREEMPTION"
     )
@@ -151,28 +179,14 @@ def _drain(address: str, name: str, deadline_s: float) -> int:
 def _live_names(address: str) -> set[str]:
     """The names of the cluster's live nodes (none when the head is not reached)."""
     try:
-        nodes = _gcs(address).get_all_node_info().items()
+        return {n.name for n in live_nodes(gcs_client(address))}
     except Exception:
         return set()
-    return {str(info.labels.get(LABEL, "")) for _, info in nodes if info.state == 0}
 
 
 def _in_use(address: str, name: str) -> float:
     """Recording units still taken on the live nodes named ``name``."""
-    gcs = _gcs(address)
-    ours = {
-        node_id.binary()
-        for node_id, info in gcs.get_all_node_info().items()
-        if info.state == 0 and info.labels.get(LABEL) == name
-    }
-    usage = gcs.get_all_resource_usage().resource_usage_data.batch
-    return float(
-        sum(
-            u.resources_total.get(RESOURCE, 0) - u.resources_available.get(RESOURCE, 0)
-            for u in usage
-            if u.node_id in ours
-        )
-    )
+    return sum(n.total - n.free for n in live_nodes(gcs_client(address)) if n.name == name)
 
 
 def _wait_drained(proc: subprocess.Popen[bytes], address: str, name: str, timeout_s: float) -> bool:
