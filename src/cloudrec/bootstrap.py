@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from cloudrec.api.zego.auth import NONCE_WINDOW_S, LimitsNonceStore, NonceStore
 from cloudrec.callbacks.formats import callback_formats
 from cloudrec.callbacks.sender import HttpCallbackSender
-from cloudrec.config import Settings
+from cloudrec.config import Settings, node_files
 from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.delivery import DeliveryPolicy, DeliveryService
 from cloudrec.core.errors import CloudrecError
@@ -143,6 +143,7 @@ def bootstrap(
                 callback_backoff_max_s=settings.callback_backoff_max_s,
             ),
             callbacks=callbacks,
+            remote=node_files(settings),
         ),
         executor=executor,
         clock=clock,

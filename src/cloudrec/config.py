@@ -35,6 +35,17 @@ def fragment_store(settings: Settings) -> Any:
     )
 
 
+def node_files(settings: Settings) -> Any:
+    """How this service takes the files other nodes wrote (from the fragment store), or None
+    when files are not shipped (every file is read where its row says)."""
+    store = fragment_store(settings)
+    if store is None:
+        return None
+    from cloudrec.storage.fragments import NodeFiles
+
+    return NodeFiles(store, node_name(settings), settings.spool_dir)
+
+
 def node_name(settings: Settings) -> str:
     """The name of the machine this process runs on, as tasks report it."""
     return (settings.node_name or socket.gethostname())[:200]  # tasks.node

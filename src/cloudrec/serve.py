@@ -29,7 +29,7 @@ import uvicorn
 from cloudrec.api.app import create_app
 from cloudrec.api_processes import ApiProcesses, answer_starts, write_ingest_stats
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
-from cloudrec.config import Settings, fragment_store
+from cloudrec.config import Settings, node_files
 from cloudrec.core.reconcile import FileFinaliser, Reconciler, RestartPolicy
 from cloudrec.core.tasks import RecordedFile
 from cloudrec.media.ingest.limits import IngestLimits
@@ -119,23 +119,15 @@ async def _watch_api(
 
 def finaliser(settings: Settings) -> FileFinaliser:
     """How the reconciler keeps a lost attempt's file: cut back to its last whole fragment and
-    probed; when its node's spool is gone (the machine lost with its disk), first assembled
-    from what the node shipped to the fragment store, into this service's spool."""
-    store = fragment_store(settings)
+    probed; a file another node wrote (its disk may be gone with the machine) is first
+    assembled from what the node shipped to the fragment store, into this service's spool."""
+    remote = node_files(settings)
 
     def finalise(file: RecordedFile) -> dict[str, object]:
         path, fields = Path(file.path), dict[str, object]()
-        if store is not None and not path.exists() and file.id is not None:
-            dest = settings.spool_dir / "assembled" / file.task_id / f"{file.id}-{path.name}"
-            try:  # the recording goes on meanwhile: a store that fails costs this part only
-                if store.assemble(file.task_id, file.attempt, file.id, dest):
-                    path, fields["path"] = dest, str(dest)
-                    log.info("file.assembled", extra={"fields": {"file": file.name}})
-                    store.delete(file.task_id, file.attempt, file.id)
-            except Exception:
-                log.warning(
-                    "file.assemble_failed", extra={"fields": {"file": file.name}}, exc_info=True
-                )
+        local = remote.fetch(file) if remote is not None else None
+        if local is not None:  # what was shipped stays until the row names the copy
+            path, fields["path"] = Path(local), local
         return fields | probe_file(path, file.format)
 
     return finalise

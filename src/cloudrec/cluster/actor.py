@@ -83,13 +83,16 @@ class RecordingActor:
             from cloudrec.db.tasks import SqlTaskWatch
             from cloudrec.media.recorder.worker import TaskWorker
             from cloudrec.secretbox import FernetSecretBox, load_key
-            from cloudrec.storage.fragments import SHIPPED, Shipper
+            from cloudrec.storage.fragments import Shipper
 
             settings = load_settings(env=node_env(env))
             setup_logging(settings.log_level, settings.log_format)
             box = FernetSecretBox(load_key(settings.secret_key, settings.data_dir))
             engine = make_engine(settings.database)
             uow = uow_factory(engine, box)
+            store = fragment_store(settings)
+            if store is not None:  # what this node records is off it within SHIP_S
+                shipper = Shipper(store, task_id, attempt)
             control = TaskControl(
                 uow,
                 lambda: datetime.now(UTC),
@@ -98,18 +101,12 @@ class RecordingActor:
                 watch=SqlTaskWatch(engine),  # the cheaper poll, as in a recorder host
                 callbacks=callback_formats(),
                 node=node_name(settings),
+                shipper=shipper,
             )
             self._worker = worker = TaskWorker(control, settings)
             threading.Thread(target=self._drained, name="drain-watch", daemon=True).start()
-            store = fragment_store(settings)
-            if store is not None:  # what this node records is off it within SHIP_S
-                shipper = Shipper(
-                    store,
-                    task_id,
-                    attempt,
-                    lambda: ((i, str(p)) for i, (p, f) in worker.written.items() if f in SHIPPED),
-                    worker.heartbeat.lost.is_set,
-                )
+            if shipper is not None:
+                shipper.lost = worker.heartbeat.lost.is_set  # its shipments end with the task
                 shipper.start()
             state = self._worker.run()
             if state is not None:
@@ -118,7 +115,7 @@ class RecordingActor:
         except BaseException as exc:  # the outcome is this attempt's only
             detail = f"worker crashed: {type(exc).__name__}: {exc}"
         finally:
-            if shipper is not None:  # its files closed (ended, or given up): nobody assembles them
+            if shipper is not None:  # its files closed (ended, or given up)
                 lost = self._worker.heartbeat.lost.is_set() or detail.startswith("worker crashed")
                 shipper.stop(ended_well=not lost)
             if self._worker is not None:

@@ -12,6 +12,7 @@ was given up for dead (frozen, cut off) can never overwrite what its successor w
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 
 from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.ports import TaskWatch, UnitOfWork
+from cloudrec.core.ports import FileShipper, TaskWatch, UnitOfWork
 from cloudrec.core.rooms import LiveStream
 from cloudrec.core.tasks import (
     FileStatus,
@@ -88,6 +89,7 @@ class TaskControl:
         *,
         callbacks: Callbacks,
         node: str = "",
+        shipper: FileShipper | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -97,6 +99,9 @@ class TaskControl:
         self._lease = lease
         self._watch = watch
         self.node = node  # the machine this attempt runs on (``Settings.node_name``)
+        # Files go off this machine as they are written (a cluster node); told of each file.
+        self.shipper = shipper
+        self._paths: dict[int, str] = {}  # the files this attempt opened, by id
         self._seen: tuple[int, ...] | None = None  # the watch's value at the last full read
         self._read_at = 0.0  # monotonic, the last full read
 
@@ -228,27 +233,60 @@ class TaskControl:
         )
         return state
 
+    def _ours(self, file: RecordedFile, status: FileStatus | None = None) -> RecordedFile:
+        status = status or file.status
+        return replace(file, status=status, attempt=self.attempt, node=self.node or None)
+
     def file_opened(self, file: RecordedFile) -> int:
         with self._fenced() as uow:
-            file_id = uow.tasks.add_file(replace(file, attempt=self.attempt))
+            file_id = uow.tasks.add_file(self._ours(file))
             uow.tasks.add_event(self.task_id, "file_opened", self._clock(), file.name)
+        self._paths[file_id] = file.path
+        if self.shipper is not None:
+            self.shipper.opened(file_id, file.path, file.format.value)
         return file_id
 
     def file_written(self, file: RecordedFile) -> int:
         """A file written whole at once (a screenshot): recorded, so delivered from now on."""
+        if self.shipper is None:
+            with self._fenced() as uow:
+                file_id = uow.tasks.add_file(self._ours(file, FileStatus.RECORDED))
+                uow.tasks.add_event(self.task_id, "file_written", self._clock(), file.name)
+            return file_id
+        # Shipped before its row says it is recorded: delivery never finds half of it.
         with self._fenced() as uow:
-            file_id = uow.tasks.add_file(
-                replace(file, status=FileStatus.RECORDED, attempt=self.attempt)
-            )
+            file_id = uow.tasks.add_file(self._ours(file, FileStatus.RECORDING))
+        whole = self.shipper.finish(file_id, file.path)
+        with self._fenced() as uow:
+            uow.tasks.update_file(file_id, status=FileStatus.RECORDED)
             uow.tasks.add_event(self.task_id, "file_written", self._clock(), file.name)
+        self._shipped(whole, file.path)
         return file_id
 
     def file_closed(self, file_id: int, name: str, **fields: object) -> None:
+        path = self._finish(file_id)
         with self._fenced() as uow:
             uow.tasks.update_file_if(
                 file_id, (FileStatus.RECORDING,), status=FileStatus.RECORDED, **fields
             )
             uow.tasks.add_event(self.task_id, "file_closed", self._clock(), name)
+        self._shipped(*path)
+
+    def _finish(self, file_id: int) -> tuple[bool, str | None]:
+        """Before a file's row says it is recorded: its shipped copy made whole."""
+        path = self._paths.pop(file_id, None)
+        if self.shipper is None or path is None:
+            return False, None
+        return self.shipper.finish(file_id, path), path
+
+    def _shipped(self, whole: bool, path: str | None) -> None:
+        """A file whole in the fragment store and recorded: the service takes it from there,
+        so this machine's copy goes (its disk does not fill with what it recorded)."""
+        if whole and path is not None:
+            try:
+                os.unlink(path)
+            except OSError:
+                log.warning("file.unlink_failed", extra={"fields": {"path": path}}, exc_info=True)
 
     def files_incomplete(self, file_ids: list[int], why: str) -> None:
         """Files of a stream whose recording broke off (``complete: false``)."""
@@ -260,12 +298,18 @@ class TaskControl:
     def files_merged(self, into: int, merged: list[int], **fields: object) -> None:
         """Files of a stream that left and came back, now one file (``into``): the others'
         rows go, the one left is finished."""
+        for file_id in merged:
+            self._paths.pop(file_id, None)
+        if self.shipper is not None:
+            self.shipper.forget(merged)
+        path = self._finish(into)
         with self._fenced() as uow:
             for file_id in merged:
                 uow.tasks.remove_file(file_id)
             uow.tasks.update_file(into, status=FileStatus.RECORDED, **fields)
             detail = f"{len(merged) + 1} sessions into file {into}"
             uow.tasks.add_event(self.task_id, "files_merged", self._clock(), detail)
+        self._shipped(*path)
 
     def event(self, kind: str, detail: str = "") -> None:
         with self._fenced() as uow:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.errors import CloudrecError
-from cloudrec.core.ports import UnitOfWork
+from cloudrec.core.ports import RemoteFiles, UnitOfWork
 from cloudrec.core.tasks import (
     Callback,
     CallbackAttempt,
@@ -113,8 +113,10 @@ class DeliveryService:
         sleep: Callable[[float], None] = time.sleep,
         *,
         callbacks: Callbacks,
+        remote: RemoteFiles | None = None,
     ) -> None:
         self._uow = uow
+        self._remote = remote  # files other machines wrote (a cluster's fragment store)
         self._callbacks = callbacks
         self._clock = clock
         self._store = store
@@ -169,7 +171,7 @@ class DeliveryService:
             if claimed.status is FileStatus.RECORDED:
                 uow.tasks.update_file(file_id, status=FileStatus.UPLOADING)
             uow.commit()
-        file = claimed
+        file = self._local(claimed)
         assert file.id is not None
         if not self._spool.exists(file.backup_path or file.path):
             kept = self._backup.where(task.app_id, task.task_id, file.name)
@@ -231,6 +233,23 @@ class DeliveryService:
             return status
         assert last is not None
         return self._after_failure(task, file, last)
+
+    def _local(self, file: RecordedFile) -> RecordedFile:
+        """The file as this service reads it: one another machine wrote is first brought
+        here, and its row made to say so before what was shipped of it goes."""
+        if file.backup_path or self._remote is None:
+            return file
+        local = self._remote.fetch(file)
+        if local is None:
+            return file
+        assert file.id is not None
+        if local != file.path:
+            with self._uow() as uow:
+                uow.tasks.update_file(file.id, path=local)
+                uow.commit()
+            file = replace(file, path=local)
+        self._remote.fetched(file)
+        return file
 
     def register_segments(self) -> int:
         """RealtimeUploadFragment: every finished segment of an HLS recording becomes a file of

@@ -228,3 +228,29 @@ class TaskRepository(Protocol):
 
     def use_resource(self, resource_id: str, task_id: str) -> bool:
         """Bind a resource to a task; False if it was already bound."""
+
+
+class FileShipper(Protocol):
+    """Where a recording node's files go off its disk while and when it writes them (the
+    cluster's fragment store): the attempt's control tells it of every file."""
+
+    def opened(self, file_id: int, path: str, fmt: str) -> None:
+        """A file being written from now on (shipped as it grows, where its format allows)."""
+
+    def finish(self, file_id: int, path: str) -> bool:
+        """The file is written: make the shipped copy whole; True when it is (the node's own
+        copy may then go)."""
+
+    def forget(self, file_ids: list[int]) -> None:
+        """Files whose rows are gone (merged into another): drop what was shipped of them."""
+
+
+class RemoteFiles(Protocol):
+    """Files another machine wrote, as the service that delivers them gets them."""
+
+    def fetch(self, file: RecordedFile) -> str | None:
+        """The file's copy in this service's spool when it was written elsewhere (or is not
+        on this disk): brought here now, or earlier; None to read it where its row says."""
+
+    def fetched(self, file: RecordedFile) -> None:
+        """The file's row now names the local copy: what was shipped of it may go."""

@@ -323,6 +323,7 @@ class RecordedFile:
     # CustomBeginTimestamp).
     custom_begin_ms: int = 0
     attempt: int = 1  # the task's attempt that wrote it
+    node: str | None = None  # the machine that attempt ran on (``Settings.node_name``)
 
 
 def new_task_id() -> str:

@@ -153,6 +153,8 @@ class TaskFileRow(Base):
     keep_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     custom_begin_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The machine (its ``node_name``) whose attempt wrote it; NULL before migration 0010.
+    node: Mapped[str | None] = mapped_column(String(200))
     # An uploader holds the file until then (a claimed row: one uploader at a time).
     claim_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

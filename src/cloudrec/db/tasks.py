@@ -82,6 +82,7 @@ def _to_file(r: TaskFileRow) -> RecordedFile:
         keep_until=_opt(r.keep_until),
         custom_begin_ms=r.custom_begin_ms,
         attempt=r.attempt or 1,
+        node=r.node,
     )
 
 
@@ -251,6 +252,7 @@ class SqlTaskRepository:
             width=file.width,
             height=file.height,
             attempt=file.attempt,
+            node=file.node,
         )
         self._s.add(row)
         self._s.flush()
