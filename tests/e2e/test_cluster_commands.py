@@ -255,8 +255,8 @@ def test_the_cluster_commands_record_on_named_nodes_through_a_drain_and_a_lost_m
         while leftover := svc.s3.client().list_objects_v2(Bucket="frags").get("Contents", []):
             assert time.monotonic() < deadline, leftover
             time.sleep(0.5)
-        taken = [e for e in svc.log_events() if e.get("event") == "file.assembled"]
-        assert len(taken) == 3, taken  # each part assembled from the store by the service
+        assembled = [e for e in svc.log_events() if e.get("event") == "file.assembled"]
+        assert len(assembled) == 3, assembled  # each part assembled from the store by the service
         left = [p for p in (tmp_path / first / "spool").rglob("*") if p.is_file()]
         assert not [p for p in left if record_id in str(p)], left  # off the node once shipped
         print(
