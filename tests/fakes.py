@@ -55,6 +55,7 @@ class FakeRooms:
         self.streams: dict[tuple[int, str, str], LiveStream] = {}
         self.ended: list[tuple[LiveStream, str]] = []
         self.events: list[RoomEvent] = []
+        self.seen: dict[str, datetime] = {}  # ingest nodes' last beats
 
     def open(self, stream: LiveStream) -> None:
         key = (stream.app_id, stream.room_id, stream.stream_id)
@@ -62,17 +63,37 @@ class FakeRooms:
             raise CloudrecError.conflict("already live", reason="stream_live")
         self.streams[key] = stream
 
-    def close(self, app_id: int, room_id: str, stream_id: str, at: datetime, reason: str) -> bool:
-        stream = self.streams.pop((app_id, room_id, stream_id), None)
-        if stream is not None:
-            self.ended.append((stream, reason))
-        return stream is not None
+    def close(
+        self,
+        app_id: int,
+        room_id: str,
+        stream_id: str,
+        at: datetime,
+        reason: str,
+        node: str | None = None,
+    ) -> bool:
+        key = (app_id, room_id, stream_id)
+        stream = self.streams.get(key)
+        if stream is None or (node is not None and stream.node != node):
+            return False
+        self.ended.append((self.streams.pop(key), reason))
+        return True
 
-    def close_all(self, source: str, at: datetime, reason: str) -> int:
-        keys = [k for k, s in self.streams.items() if s.source == source]
+    def close_all(self, source: str, node: str, at: datetime, reason: str) -> int:
+        keys = [k for k, s in self.streams.items() if s.source == source and s.node in (node, "")]
         for k in keys:
             self.ended.append((self.streams.pop(k), reason))
         return len(keys)
+
+    def beat(self, node: str, at: datetime) -> None:
+        self.seen[node] = at
+
+    def lost(self, source: str, before: datetime, alive: str) -> list[LiveStream]:
+        return [
+            s
+            for s in self.streams.values()
+            if s.source == source and s.node != alive and self.seen.get(s.node, before) < before
+        ]
 
     def is_live(self, app_id: int, room_id: str, stream_id: str) -> bool:
         return (app_id, room_id, stream_id) in self.streams

@@ -13,13 +13,13 @@ from sqlalchemy import Engine
 from cloudrec.api.zego.auth import NONCE_WINDOW_S, LimitsNonceStore, NonceStore
 from cloudrec.callbacks.formats import callback_formats
 from cloudrec.callbacks.sender import HttpCallbackSender
-from cloudrec.config import Settings, node_files
+from cloudrec.config import Settings, node_files, node_name
 from cloudrec.core.callbacks import Callbacks
 from cloudrec.core.delivery import DeliveryPolicy, DeliveryService
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import TaskWatch, UnitOfWork
 from cloudrec.core.recording import Executor, TaskService
-from cloudrec.core.rooms import PublishRequest, StreamMeta
+from cloudrec.core.rooms import EMBEDDED, PublishRequest, StreamMeta
 from cloudrec.core.service import AppService, Clock, PublishTarget, RoomService
 from cloudrec.db.engine import make_engine, upgrade
 from cloudrec.db.nonces import DatabaseNonceStore
@@ -104,7 +104,9 @@ def bootstrap(
         engine=engine,
         uow=uow,
         apps=AppService(uow, clock),
-        rooms=RoomService(uow, clock),
+        rooms=RoomService(
+            uow, clock, node_name(settings), timedelta(seconds=settings.ingest_lease_s)
+        ),
         tasks=TaskService(
             uow,
             clock,
@@ -167,7 +169,7 @@ class EmbeddedIngestGate:
     Database work runs in a thread so that it never blocks the ingest's event loop.
     """
 
-    SOURCE = "embedded"
+    SOURCE = EMBEDDED
 
     def __init__(self, container: Container) -> None:
         self._c = container
@@ -187,7 +189,7 @@ class EmbeddedIngestGate:
     async def unpublished(self, req: PublishRequest) -> None:
         target = self._target(req)
         await asyncio.to_thread(
-            self._c.rooms.unpublished, target, "publisher left", req.remote_addr
+            self._c.rooms.unpublished_here, target, "publisher left", req.remote_addr
         )
 
     async def authorize_play(self, req: PublishRequest) -> None:

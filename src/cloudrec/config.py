@@ -148,6 +148,10 @@ class Settings:
     # This machine's name as ``GET …/tasks/{id}`` and the ``failover`` event give it (the
     # task's ``node``); empty: the host name.  ``cloudrec worker --name`` sets it for a node.
     node_name: str = ""
+    # Ingest nodes: each beats every fifth of this (seconds); the live streams of one that has
+    # not beaten for this long are ended by another (its publishers reconnect elsewhere;
+    # docs/cluster.md, "Ingest nodes").
+    ingest_lease_s: float = 10.0
     # Where recordings spool ("": <data_dir>/spool); ``cloudrec worker --data-dir`` sets it for
     # the recordings of its node.
     spool_root: str = ""
@@ -277,6 +281,8 @@ def load_settings(
         )
     if settings.tasks_per_host < 1:
         raise SettingsError(f"setting tasks_per_host: {settings.tasks_per_host} is not positive")
+    if settings.ingest_lease_s < 1:
+        raise SettingsError(f"setting ingest_lease_s: {settings.ingest_lease_s} is less than 1 s")
     if settings.max_body_bytes < 1:
         raise SettingsError(f"setting max_body_bytes: {settings.max_body_bytes} is not positive")
     if not 0 <= settings.api_processes <= 64:

@@ -31,6 +31,7 @@ from cloudrec.api_processes import ApiProcesses, answer_starts, write_ingest_sta
 from cloudrec.bootstrap import Container, EmbeddedIngestGate
 from cloudrec.config import Settings, node_files
 from cloudrec.core.reconcile import FileFinaliser, Reconciler, RestartPolicy
+from cloudrec.core.service import RoomService
 from cloudrec.core.tasks import RecordedFile
 from cloudrec.media.ingest.limits import IngestLimits
 from cloudrec.media.ingest.server import RtmpServer
@@ -51,6 +52,19 @@ async def _reconcile(reconciler: Reconciler) -> None:
         except Exception:
             log.exception("reconcile.error")
         await asyncio.sleep(RECONCILE_S)
+
+
+async def _beat(rooms: RoomService, every_s: float) -> None:
+    """This ingest node is alive (its streams stay its own), and the streams of one that has
+    stopped beating end; apart from the reconciler, whose rounds can be slow."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            ended = await asyncio.to_thread(rooms.beat)
+            if ended:
+                log.info("streams.node_lost", extra={"fields": {"ended": ended}})
+        except Exception:
+            log.exception("beat.error")
 
 
 DELIVER_S = 0.5
@@ -192,11 +206,13 @@ async def serve(container: Container) -> None:
     http_socket = _bind(s.host, s.http_port)
     limits = IngestLimits.from_settings(s)
     rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port, limits=limits)
+    await asyncio.to_thread(container.rooms.beat)  # before a publisher: its streams are ours
     await rtmp.start()
     # Only now that this service owns the ports: the streams a previous one left open.
     await asyncio.to_thread(
         container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
     )
+    beating = asyncio.create_task(_beat(container.rooms, s.ingest_lease_s / 5))
     loop = asyncio.get_running_loop()
     server: _Server | None = None
     api: ApiProcesses | None = None
@@ -277,6 +293,7 @@ async def serve(container: Container) -> None:
         if api is not None:
             await asyncio.to_thread(api.stop)
         supervisor.cancel()
+        beating.cancel()
         stop_delivery.set()
         await asyncio.to_thread(delivery.join, 30)
         await rtmp.close()

@@ -179,3 +179,21 @@ def test_unpublish_ends_the_stream_once_and_stale_streams_are_closed_at_start(wo
     assert rooms.close_stale("hook", "service restarted") == 1
     assert rooms.live(7) == []
     assert [r for _, r in uow.rooms.ended] == ["publisher left", "service restarted"]
+
+
+def test_the_lost_node_sweep_ends_only_that_nodes_row_of_a_stream(world):
+    """The sweep reads the lost streams, then ends each: a publisher that reconnected to this
+    node in between keeps its stream (the end is conditional on the lost node's hold)."""
+    uow, clock, apps, _ = world
+    apps.create(7)
+    here = RoomService(uow, clock, "ingest-a")
+    gone = RoomService(uow, clock, "ingest-b")
+    target = gone.understand(7, "room1", "s1")
+    gone.beat()
+    stale = gone.published(target, StreamMeta(), "u1", "embedded", "")
+    clock.advance(11)
+    uow.rooms.streams.clear()  # b's row ended and the publisher is live here since the read
+    here.published(target, StreamMeta(), "u1", "embedded", "")
+    uow.rooms.lost = lambda source, before, alive: [stale]  # what the sweep had read
+    assert here.beat() == 0
+    assert [(s.stream_id, s.node) for s in here.live(7)] == [("s1", "ingest-a")]

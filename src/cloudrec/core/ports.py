@@ -55,10 +55,27 @@ class RoomDirectory(Protocol):
     def open(self, stream: LiveStream) -> None:
         """Record a stream as live; raise ``CloudrecError.conflict`` if that id is live."""
 
-    def close(self, app_id: int, room_id: str, stream_id: str, at: datetime, reason: str) -> bool:
-        """Mark a live stream ended; False if it was not live."""
+    def close(
+        self,
+        app_id: int,
+        room_id: str,
+        stream_id: str,
+        at: datetime,
+        reason: str,
+        node: str | None = None,
+    ) -> bool:
+        """Mark a live stream ended; False if it was not live (or, with ``node``, not held by
+        that ingest node; "" is no node)."""
 
-    def close_all(self, source: str, at: datetime, reason: str) -> int: ...
+    def close_all(self, source: str, node: str, at: datetime, reason: str) -> int:
+        """End the live streams of ``source`` held by ``node`` (and those of no node)."""
+
+    def beat(self, node: str, at: datetime) -> None:
+        """``node`` is alive at ``at``."""
+
+    def lost(self, source: str, before: datetime, alive: str) -> list[LiveStream]:
+        """The live streams of ``source`` whose node has not beaten since ``before``, but for
+        those of ``alive`` (the node asking)."""
 
     def is_live(self, app_id: int, room_id: str, stream_id: str) -> bool: ...
 

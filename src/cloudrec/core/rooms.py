@@ -109,6 +109,9 @@ def check_id(what: str, value: str) -> str:
     return value
 
 
+EMBEDDED = "embedded"  # the source of the streams the embedded RTMP ingest holds
+
+
 @dataclass(frozen=True)
 class LiveStream:
     """A stream that is live in a room, as the room directory lists it."""
@@ -120,7 +123,8 @@ class LiveStream:
     meta: StreamMeta
     started_at: datetime
     pull_url: str
-    source: str  # "embedded" or "hook" (an external media server)
+    source: str  # EMBEDDED or "hook" (an external media server)
+    node: str = ""  # the ingest node holding the publisher ("": a media server's stream)
 
 
 @dataclass(frozen=True)

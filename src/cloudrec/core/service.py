@@ -11,12 +11,13 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cloudrec.core.apps import MAX_APP_ID, SECRET_KINDS, App, check_app_id, new_secret
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.ports import UnitOfWork
 from cloudrec.core.rooms import (
+    EMBEDDED,
     LiveStream,
     PublishRequest,
     RoomAddress,
@@ -122,11 +123,23 @@ class AppService:
 
 
 class RoomService:
-    """Decides who may publish and play, and keeps the room directory."""
+    """Decides who may publish and play, and keeps the room directory.
 
-    def __init__(self, uow: Callable[[], UnitOfWork], clock: Clock) -> None:
+    ``node`` names this ingest node: the embedded ingest's streams are its own, and the
+    streams of another node that has not beaten for ``lease`` are ended (:meth:`beat`).
+    """
+
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        clock: Clock,
+        node: str = "",
+        lease: timedelta = timedelta(seconds=10),
+    ) -> None:
         self._uow = uow
         self._clock = clock
+        self._node = node
+        self._lease = lease
 
     def understand(self, app_id: int, room_id: str, stream_name: str) -> PublishTarget:
         name = StreamName.parse(stream_name)
@@ -245,6 +258,7 @@ class RoomService:
             started_at=self._clock(),
             pull_url=pull_url,
             source=source,
+            node=self._node if source == EMBEDDED else "",
         )
         event = RoomEvent(
             "published",
@@ -256,10 +270,14 @@ class RoomService:
             remote_addr,
             detail=source,
         )
-        with self._uow() as uow:
-            uow.rooms.open(stream)
-            uow.rooms.add_event(event)
-            uow.commit()
+        try:
+            self._open(stream, event)
+        except CloudrecError as exc:
+            # The id may be held by a node that died with its publisher, which reconnected
+            # here before that node's lease ran out: end what lost nodes hold and try again.
+            if exc.reason != "stream_live" or not self._end_lost():
+                raise
+            self._open(stream, event)
         log.info(
             "stream.published",
             extra={
@@ -272,7 +290,10 @@ class RoomService:
         )
         return stream
 
-    def unpublished(self, target: PublishTarget, reason: str, remote_addr: str = "") -> bool:
+    def unpublished(
+        self, target: PublishTarget, reason: str, remote_addr: str = "", node: str | None = None
+    ) -> bool:
+        """The stream has ended; with ``node``, only if that ingest node holds it."""
         a = target.address
         at = self._clock()
         event = RoomEvent(
@@ -286,13 +307,18 @@ class RoomService:
             detail=reason,
         )
         with self._uow() as uow:
-            was_live = uow.rooms.close(a.app_id, a.room_id, target.stream_id, at, reason)
+            was_live = uow.rooms.close(a.app_id, a.room_id, target.stream_id, at, reason, node)
             if was_live:
                 uow.rooms.add_event(event)
             uow.commit()
         if was_live:
             log.info("stream.unpublished", extra={"fields": _event_fields(event)})
         return was_live
+
+    def unpublished_here(self, target: PublishTarget, reason: str, remote_addr: str) -> bool:
+        """The embedded ingest of this node saw the publisher leave: ends the stream if this
+        node still holds it (after a stall, another node may hold it now)."""
+        return self.unpublished(target, reason, remote_addr, node=self._node)
 
     def unpublished_by_url(self, source: str, pull_url: str, reason: str, remote_addr: str) -> bool:
         """An external media server says the stream it serves at ``pull_url`` has ended."""
@@ -312,13 +338,41 @@ class RoomService:
             uow.commit()
 
     def close_stale(self, source: str, reason: str) -> int:
-        """At start-up: streams a previous process left open can no longer be live."""
+        """At start-up: the streams this node's previous process left open can no longer be
+        live (another ingest node's are its own)."""
         with self._uow() as uow:
-            count = uow.rooms.close_all(source, self._clock(), reason)
+            count = uow.rooms.close_all(source, self._node, self._clock(), reason)
             uow.commit()
         if count:
             log.info("streams.closed_stale", extra={"fields": {"count": count, "reason": reason}})
         return count
+
+    def beat(self) -> int:
+        """This ingest node is alive; the embedded streams of nodes that have not said so for
+        the lease end now (their publishers went with them and reconnect elsewhere). Returns
+        how many ended."""
+        with self._uow() as uow:
+            uow.rooms.beat(self._node, self._clock())
+            uow.commit()
+        return self._end_lost()
+
+    def _end_lost(self) -> int:
+        with self._uow() as uow:
+            lost = uow.rooms.lost(EMBEDDED, self._clock() - self._lease, self._node)
+        ended = 0
+        for stream in lost:
+            target = PublishTarget(
+                RoomAddress(stream.app_id, stream.room_id), stream.stream_id, stream.user_id, None
+            )
+            # Only that node's row: the publisher may already be live again on another node.
+            ended += self.unpublished(target, f"ingest node {stream.node} lost", node=stream.node)
+        return ended
+
+    def _open(self, stream: LiveStream, event: RoomEvent) -> None:
+        with self._uow() as uow:
+            uow.rooms.open(stream)
+            uow.rooms.add_event(event)
+            uow.commit()
 
     def live(self, app_id: int, room_id: str | None = None) -> list[LiveStream]:
         with self._uow() as uow:

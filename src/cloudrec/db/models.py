@@ -56,9 +56,21 @@ class StreamSessionRow(Base):
     encoder: Mapped[str | None] = mapped_column(String(200))
     pull_url: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(32))
+    # The ingest node holding the publisher (embedded ingest); NULL: a media server's stream,
+    # or a row from before there were several.
+    node: Mapped[str | None] = mapped_column(String(200), nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class IngestNodeRow(Base):
+    """An ingest node's last beat: its live streams are its own while it beats."""
+
+    __tablename__ = "ingest_nodes"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class RoomEventRow(Base):

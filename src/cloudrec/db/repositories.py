@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import ColumnElement, Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +20,7 @@ from cloudrec.core.ports import (
 )
 from cloudrec.core.rooms import LiveStream, RoomEvent, StreamMeta
 from cloudrec.db.delivery import SqlDeliveryRepository
-from cloudrec.db.models import AppRow, RoomEventRow, StreamSessionRow, utc
+from cloudrec.db.models import AppRow, IngestNodeRow, RoomEventRow, StreamSessionRow, utc
 from cloudrec.db.tasks import SqlTaskRepository
 
 
@@ -94,6 +94,7 @@ class SqlRoomDirectory:
             encoder=m.encoder,
             pull_url=stream.pull_url,
             source=stream.source,
+            node=stream.node or None,
             started_at=stream.started_at,
         )
         try:
@@ -105,21 +106,53 @@ class SqlRoomDirectory:
                 reason="stream_live",
             ) from exc
 
-    def close(self, app_id: int, room_id: str, stream_id: str, at: datetime, reason: str) -> bool:
-        result = self._s.execute(
-            update(StreamSessionRow)
-            .where(StreamSessionRow.live_key == _live_key(app_id, room_id, stream_id))
-            .values(live_key=None, ended_at=at, end_reason=reason)
+    def close(
+        self,
+        app_id: int,
+        room_id: str,
+        stream_id: str,
+        at: datetime,
+        reason: str,
+        node: str | None = None,
+    ) -> bool:
+        query = update(StreamSessionRow).where(
+            StreamSessionRow.live_key == _live_key(app_id, room_id, stream_id)
         )
+        if node is not None:
+            query = query.where(_held_by(node))
+        result = self._s.execute(query.values(live_key=None, ended_at=at, end_reason=reason))
         return bool(getattr(result, "rowcount", 0))
 
-    def close_all(self, source: str, at: datetime, reason: str) -> int:
+    def close_all(self, source: str, node: str, at: datetime, reason: str) -> int:
         result = self._s.execute(
             update(StreamSessionRow)
-            .where(StreamSessionRow.live_key.is_not(None), StreamSessionRow.source == source)
+            .where(
+                StreamSessionRow.live_key.is_not(None),
+                StreamSessionRow.source == source,
+                or_(_held_by(node), StreamSessionRow.node.is_(None)),
+            )
             .values(live_key=None, ended_at=at, end_reason=reason)
         )
         return int(getattr(result, "rowcount", 0))
+
+    def beat(self, node: str, at: datetime) -> None:
+        seen = update(IngestNodeRow).where(IngestNodeRow.name == node).values(seen_at=at)
+        if not getattr(self._s.execute(seen), "rowcount", 0):
+            self._s.add(IngestNodeRow(name=node, seen_at=at))
+            self._s.flush()
+
+    def lost(self, source: str, before: datetime, alive: str) -> list[LiveStream]:
+        rows = self._s.scalars(
+            select(StreamSessionRow)
+            .join(IngestNodeRow, IngestNodeRow.name == StreamSessionRow.node)
+            .where(
+                StreamSessionRow.live_key.is_not(None),
+                StreamSessionRow.source == source,
+                IngestNodeRow.seen_at < before,
+                IngestNodeRow.name != alive,
+            )
+        )
+        return [_to_live(r) for r in rows]
 
     def is_live(self, app_id: int, room_id: str, stream_id: str) -> bool:
         key = _live_key(app_id, room_id, stream_id)
@@ -156,6 +189,12 @@ class SqlRoomDirectory:
         self._s.add(RoomEventRow(**vars(event)))
 
 
+def _held_by(node: str) -> ColumnElement[bool]:
+    if not node:
+        return StreamSessionRow.node.is_(None)
+    return StreamSessionRow.node == node
+
+
 def _to_live(r: StreamSessionRow) -> LiveStream:
     return LiveStream(
         app_id=r.app_id,
@@ -177,6 +216,7 @@ def _to_live(r: StreamSessionRow) -> LiveStream:
         started_at=utc(r.started_at),
         pull_url=r.pull_url,
         source=r.source,
+        node=r.node or "",
     )
 
 
