@@ -29,6 +29,7 @@ def stream_view(s: LiveStream) -> dict[str, Any]:
         "started_at": s.started_at.isoformat(),
         "pull_url": s.pull_url,
         "source": s.source,
+        "node": s.node or None,  # the ingest node holding the publisher (docs/cluster.md)
     }
 
 

@@ -1,0 +1,125 @@
+"""Two ingest nodes on one PostgreSQL, each a real ``cloudrec serve`` with its own data dir and
+node name, publishers on both (issue 14, "Ingest nodes"): a node that starts again ends only its
+own streams; a node killed with -9 loses its streams on the other within its lease, and its
+publisher reconnecting to the other node is recorded on by the same task."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.conftest import POSTGRES_URL
+from tests.service import Service, ffmpeg_publish
+
+pytestmark = [
+    pytest.mark.skipif(
+        not POSTGRES_URL, reason="ingest nodes share PostgreSQL: set CLOUDREC_TEST_POSTGRES_URL"
+    ),
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
+
+APP, ROOM = 77, "hall"
+LEASE_S = 10  # the default ingest_lease_s; nodes beat every fifth of it
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += [int(child), *descendants(int(child))]
+    return found
+
+
+def kill_machine(svc: Service) -> None:
+    """kill -9 of the node's serve and everything it started, as if its machine were gone."""
+    assert svc.proc is not None
+    everyone = [svc.proc.pid, *descendants(svc.proc.pid)]
+    for pid in everyone:
+        os.kill(pid, signal.SIGKILL)
+    svc.proc.wait(10)
+
+
+def nodes_of(svc: Service, app: dict) -> dict[str, str | None]:
+    return {s["stream_id"]: s["node"] for s in svc.streams(app, ROOM)}
+
+
+def wait_nodes(svc: Service, app: dict, want: dict, timeout_s: float) -> float:
+    """Seconds until the room's live streams are ``want`` (stream id -> node)."""
+    start = time.monotonic()
+    while (seen := nodes_of(svc, app)) != want:
+        assert time.monotonic() - start < timeout_s, seen
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def test_a_node_ends_only_its_own_streams_and_a_dead_nodes_publisher_is_recorded_elsewhere(
+    tmp_path, database_url, monkeypatch
+):
+    monkeypatch.setenv("CLOUDREC_DATABASE_URL", database_url)  # for the cli, as for the nodes
+    monkeypatch.setenv("CLOUDREC_SECRET_KEY", Fernet.generate_key().decode())
+    a, b = (Service(tmp_path / name, env={"CLOUDREC_NODE_NAME": f"ingest-{name}"}) for name in "ab")
+    for svc in (a, b):
+        svc.data_dir.mkdir()
+        svc.start()
+    app = a.create_app(APP)
+    auth = (str(APP), app["server_secret"])
+    pubs = [ffmpeg_publish(b.publish_url(APP, ROOM, "bob", "--uid", "bob"), 120)]
+    try:
+        pubs.append(ffmpeg_publish(a.publish_url(APP, ROOM, "ann", "--uid", "ann"), 120))
+        wait_nodes(a, app, {"ann": "ingest-a", "bob": "ingest-b"}, 20)
+        # A restarts (its publisher is cut off with it): B's stream is B's, and stays live.
+        assert a.stop() == 0
+        a.start()
+        assert nodes_of(a, app) == {"bob": "ingest-b"}
+        pubs.append(ffmpeg_publish(a.publish_url(APP, ROOM, "ann", "--uid", "ann"), 120))
+        wait_nodes(a, app, {"ann": "ingest-a", "bob": "ingest-b"}, 20)
+
+        base = f"{a.http}/v1/apps/{APP}/tasks"
+        r = httpx.post(base, json={"room_id": ROOM}, auth=auth, timeout=10)
+        assert r.status_code == 201, r.text
+        task_id = r.json()["task_id"]
+        a.wait_task(app, task_id, lambda t: len(t["files"]) == 2)
+        time.sleep(4)
+
+        kill_machine(b)  # bob's machine is gone: its ingest, its API, its publisher's link
+        ended_in = wait_nodes(a, app, {"ann": "ingest-a"}, LEASE_S + 8)
+        assert ended_in > LEASE_S - 3  # not before B's lease ran out (B beat <= 2 s before)
+        ends = [e for e in a.log_events() if e.get("event") == "stream.unpublished"]
+        assert [(e.get("stream_id"), e.get("detail")) for e in ends][-1:] == [
+            ("bob", "ingest node ingest-b lost")
+        ], ends
+        # bob's publisher reconnects to A: accepted at once, and the task records it again
+        pubs.append(ffmpeg_publish(a.publish_url(APP, ROOM, "bob", "--uid", "bob"), 120))
+        wait_nodes(a, app, {"ann": "ingest-a", "bob": "ingest-a"}, 15)
+        a.wait_task(app, task_id, lambda t: len(t["files"]) == 3)
+        time.sleep(4)
+        assert httpx.post(f"{base}/{task_id}/stop", auth=auth, timeout=10).status_code == 200
+        task = a.wait_task(app, task_id, lambda t: t["state"] in ("completed", "failed"))
+        assert task["state"] == "completed", task
+        files = sorted(task["files"], key=lambda f: (f["stream_id"], f["begin_ms"]))
+        assert [f["stream_id"] for f in files] == ["ann", "bob", "bob"]
+        assert all(f["status"] == "recorded" for f in files), files
+        first, second = files[1:]
+        assert second["begin_ms"] >= first["begin_ms"] + first["duration_ms"]
+        frames = {}
+        for f in files:  # each file plays: bob's from B's ingest, then from A's
+            path = tmp_path / f["name"].replace("/", "_")
+            got = httpx.get(f"{base}/{task_id}/files/{f['name']}", auth=auth, timeout=30)
+            path.write_bytes(got.content)
+            with av.open(str(path)) as c:
+                frames[f["name"]] = sum(1 for _ in c.decode(c.streams.video[0]))
+        assert min(frames.values()) >= 2 * 25, frames  # at least ~2 s of 25 fps each
+    finally:
+        for pub in pubs:
+            pub.kill()
+            pub.wait()
+        if b.proc is not None and b.proc.poll() is None:
+            b.stop()
+        assert a.stop() == 0
