@@ -3,7 +3,7 @@
 "Notifications")
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-03 10:45:00.000000
 """
 
@@ -13,9 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-# 0011 (ingest nodes) is being written beside this one: whichever is merged second revises
-# the other (one line), so that the chain stays linear.
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
