@@ -62,3 +62,20 @@ class Agora:
                 return server
             assert time.monotonic() < deadline, server
             time.sleep(0.3)
+
+
+def ncs_signatures_verify(secret: str, request_body: bytes, headers: dict[str, str]) -> bool:
+    """A receiver's check of an NCS callback, as ncs-signature-verification-python.mdx writes
+    it (its elided ``import`` lines are hmac and hashlib; its ``secret`` and ``request_body``
+    are bytes in Python 3: "a binary byte array before deserialization"), header names
+    looked up case-insensitively as HTTP's are."""
+    import hashlib
+    import hmac
+
+    lower = {k.lower(): v for k, v in headers.items()}
+    secret_bytes = secret.encode()
+    signature = hmac.new(secret_bytes, request_body, hashlib.sha1).hexdigest()
+    signature2 = hmac.new(secret_bytes, request_body, hashlib.sha256).hexdigest()
+    return (
+        lower.get("agora-signature") == signature and lower.get("agora-signature-v2") == signature2
+    )

@@ -49,6 +49,9 @@ class FakeApps:
     def set_secret(self, app_id: int, kind: str, secret: str) -> None:
         self.rows[app_id] = dataclasses.replace(self.rows[app_id], **{f"{kind}_secret": secret})
 
+    def set_callback_url(self, app_id: int, url: str | None) -> None:
+        self.rows[app_id] = dataclasses.replace(self.rows[app_id], callback_url=url)
+
 
 class FakeRooms:
     def __init__(self) -> None:

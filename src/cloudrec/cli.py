@@ -98,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--json", action="store_true", help="print JSON")
     _common(rotate)
+    callback = app_sub.add_parser(
+        "set-callback-url",
+        help="set the app's callback URL (Agora's notifications: docs/agora.md)",
+        description="Where the callbacks go of tasks whose requests name no URL (the Agora "
+        "dialect's notifications), signed with the app's callback secret. Tasks started "
+        "afterwards use it.",
+    )
+    callback.add_argument("--app-id", type=int, required=True)
+    callback.add_argument("--url", required=True, help='http(s) URL; "" for none')
+    callback.add_argument("--json", action="store_true", help="print JSON")
+    _common(callback)
     url = app_sub.add_parser("publish-url", help="print an RTMP publish URL with a token")
     url.add_argument("--app-id", type=int, required=True)
     url.add_argument("--room", required=True)
@@ -217,6 +228,8 @@ def _run(args: argparse.Namespace) -> int:
         _print([a.public_view() for a in container.apps.list()], args.json)
     elif args.app_command == "rotate-secret":
         _print(container.apps.rotate_secret(args.app_id, args.kind).credentials(), args.json)
+    elif args.app_command == "set-callback-url":
+        _print(container.apps.set_callback_url(args.app_id, args.url).public_view(), args.json)
     elif args.app_command == "publish-url":
         ttl = args.ttl or settings.publish_token_ttl_s
         token = container.apps.publish_token(args.app_id, args.room, args.stream, ttl)

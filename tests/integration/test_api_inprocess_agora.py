@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import FileFormat, FileStatus, RecordedFile, TaskState, TrackType
 from tests.fakes import FakeClock
 from tests.inprocess import InProcess, basic, in_process
@@ -465,3 +466,29 @@ def test_a_stopped_tasks_cname_and_uid_are_free_for_a_new_start(api):
     )
     rid, again = start(api)  # the first is still exiting (no worker here to end it)
     assert again != sid
+
+
+def test_a_start_takes_the_apps_callback_url_and_refuses_a_private_one(database_url, data_dir):
+    """Agora's notifications go where the app's callback URL says (Agora's requests name no
+    URL); a task started before it was set has none, and one set to a private address is
+    refused at the start, as a private callbackurl is in the other dialects."""
+    with in_process(database_url, data_dir, allow_private_targets=False) as api:
+        app = api.container.apps.create(APP)
+        api.auth = basic(APP, app.server_secret)
+        api.publish(APP, ROOM, "s1", "123")
+        _, before = start(api, uid="1001")
+        assert api.container.tasks.get(APP, before).spec.callback_url is None
+        with pytest.raises(CloudrecError, match="not an http"):
+            api.container.apps.set_callback_url(APP, "ftp://ncs.example.com/cb")
+        app = api.container.apps.set_callback_url(APP, "https://ncs.example.com/cb")
+        assert app.callback_url == api.container.apps.get(APP).callback_url
+        assert app.public_view()["callback_url"] == "https://ncs.example.com/cb"
+        _, after = start(api, uid="1002")
+        task = api.container.tasks.get(APP, after)
+        assert task.spec.callback_url == "https://ncs.example.com/cb"
+        api.container.apps.set_callback_url(APP, "http://127.0.0.1:9/cb")
+        rid = acquire(api, "1003")
+        r = call(api, "POST", f"/resourceid/{rid}/mode/individual/start", start_body("1003"))
+        assert_failure(r, 400, 2)
+        assert "the app's callback URL" in r.json()["reason"]
+        assert api.container.apps.set_callback_url(APP, "").callback_url is None

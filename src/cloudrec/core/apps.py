@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from cloudrec.core.errors import CloudrecError
@@ -11,12 +11,25 @@ from cloudrec.core.errors import CloudrecError
 # ZEGO AppIDs are unsigned 32-bit numbers; JoCloud appids fit too.
 MAX_APP_ID = 2**32 - 1
 SECRET_KINDS = ("server", "callback", "publish")
+MAX_CALLBACK_URL_CHARS = 1024
 
 
 def check_app_id(app_id: int) -> int:
     if not 1 <= app_id <= MAX_APP_ID:
         raise CloudrecError.invalid_argument(f"app id {app_id} is not in 1..{MAX_APP_ID}")
     return app_id
+
+
+def check_callback_url(url: str) -> str:
+    """An app's callback URL: http(s), at most MAX_CALLBACK_URL_CHARS characters."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest or any(c.isspace() for c in url):
+        raise CloudrecError.invalid_argument(f"callback URL {url!r} is not an http(s) URL")
+    if len(url) > MAX_CALLBACK_URL_CHARS:
+        raise CloudrecError.invalid_argument(
+            f"callback URL is longer than {MAX_CALLBACK_URL_CHARS} characters"
+        )
+    return url
 
 
 def new_secret() -> str:
@@ -30,6 +43,8 @@ class App:
 
     ``server_secret`` signs ZEGO requests and is the JoCloud Basic-auth password (user = app id);
     ``callback_secret`` signs callbacks to the app; ``publish_secret`` keys publish tokens.
+    ``callback_url``: where the callbacks of tasks go whose dialect's requests name no URL
+    (the vendor configures it per project instead), None when the app has none.
     """
 
     app_id: int
@@ -37,6 +52,7 @@ class App:
     callback_secret: str
     publish_secret: str
     created_at: datetime
+    callback_url: str | None = None
 
     @classmethod
     def create(cls, app_id: int, now: datetime) -> App:
@@ -48,8 +64,16 @@ class App:
             created_at=now,
         )
 
+    def with_callback_url(self, url: str | None) -> App:
+        """This app with ``url`` as its callback URL, checked (None or "": none)."""
+        return replace(self, callback_url=check_callback_url(url) if url else None)
+
     def public_view(self) -> dict[str, object]:
-        return {"app_id": self.app_id, "created_at": self.created_at.isoformat()}
+        return {
+            "app_id": self.app_id,
+            "created_at": self.created_at.isoformat(),
+            "callback_url": self.callback_url,
+        }
 
     def credentials(self) -> dict[str, object]:
         return {

@@ -2,9 +2,10 @@
 
 The core decides *when* an app is called back (a task started, stopped, failed; a file
 uploaded); each dialect decides *what* its callback says (:class:`CallbackFormat`, in the
-dialect's package), or that it has no such event.  ``bootstrap`` maps dialect names to
-formats; the stored body is sent as it is, later and perhaps by another process
-(:meth:`DeliveryService.send`).
+dialect's package): no callback, one, or several (one cloudrec event may be two of the
+vendor's, e.g. "every file uploaded" and "the service exited").  ``bootstrap`` maps dialect
+names to formats; the stored body is sent later, perhaps by another process
+(:meth:`DeliveryService.send`), as the format's :meth:`CallbackFormat.sign` makes it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def epoch_ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
+def nth_message_id(message_id: str, n: int) -> str:
+    """The message id the ``n``-th (from 0) of several bodies made for one event is stored
+    with: ``message_id`` itself for the first."""
+    return message_id if n == 0 else f"{message_id}-{n}"
+
+
 class CallbackFormat(Protocol):
     def body(
         self,
@@ -37,9 +44,16 @@ class CallbackFormat(Protocol):
         now: datetime,
         message_id: str,
         extra: dict[str, Any],
-    ) -> dict[str, Any] | None:
-        """The callback's JSON body for ``event``, or None when the dialect has no such
-        event.  ``extra``: the event's own detail.  Never any secret in it."""
+    ) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """The callback's JSON body for ``event``, or a list of bodies (stored as that many
+        callbacks, in that order, the ``n``-th with :func:`nth_message_id`), or None when
+        the dialect has no such event.  ``extra``: the event's own detail.  Never any
+        secret in it."""
+        ...
+
+    def sign(self, body: bytes, secret: str, now: datetime) -> tuple[bytes, dict[str, str]]:
+        """What one attempt (at ``now``) sends of a stored ``body``, and the dialect's own
+        headers (signatures keyed with ``secret``, the app's callback secret)."""
         ...
 
 
@@ -48,6 +62,14 @@ class Callbacks:
     """The callback formats by dialect name (``TaskSpec.dialect``)."""
 
     formats: Mapping[str, CallbackFormat]
+
+    def sign(
+        self, dialect: str, body: bytes, secret: str, now: datetime
+    ) -> tuple[bytes, dict[str, str]]:
+        """The bytes and the dialect's own headers of one attempt (:meth:`CallbackFormat.sign`);
+        a dialect without a format sends the body as stored, with no header of its own."""
+        fmt = self.formats.get(dialect)
+        return (body, {}) if fmt is None else fmt.sign(body, secret, now)
 
     def enqueue(
         self,
@@ -58,8 +80,8 @@ class Callbacks:
         files: list[RecordedFile],
         extra: dict[str, Any] | None = None,
     ) -> None:
-        """Store a callback for ``event`` in the task's unit of work, if the task has a
-        callback URL and its dialect has such an event."""
+        """Store a callback (or several) for ``event`` in the task's unit of work, if the task
+        has a callback URL and its dialect has such an event."""
         url = task.spec.callback_url
         if not url:
             return
@@ -71,21 +93,21 @@ class Callbacks:
             )
             return
         message_id = secrets.token_hex(16)
-        body = fmt.body(uow, task, event, files, now, message_id, dict(extra or {}))
-        if body is None:
-            return
-        uow.delivery.add_callback(
-            Callback(
-                id=None,
-                task_id=task.task_id,
-                app_id=task.app_id,
-                url=url,
-                event=event,
-                message_id=message_id,
-                body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-                status="pending",
-                attempts=0,
-                next_at=now,
-                created_at=now,
+        made = fmt.body(uow, task, event, files, now, message_id, dict(extra or {}))
+        bodies = [] if made is None else made if isinstance(made, list) else [made]
+        for n, body in enumerate(bodies):
+            uow.delivery.add_callback(
+                Callback(
+                    id=None,
+                    task_id=task.task_id,
+                    app_id=task.app_id,
+                    url=url,
+                    event=event,
+                    message_id=nth_message_id(message_id, n),
+                    body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                    status="pending",
+                    attempts=0,
+                    next_at=now,
+                    created_at=now,
+                )
             )
-        )

@@ -475,12 +475,15 @@ class DeliveryService:
             cb = fresh
             assert cb.id is not None
             app = uow.apps.get(cb.app_id)
+            task = uow.tasks.get(cb.task_id)
         secret = app.callback_secret if app is not None else ""
-        body = cb.body.encode()
+        dialect = task.spec.dialect if task is not None else ""
+        body, own = self._callbacks.sign(dialect, cb.body.encode(), secret, now)
         headers = {
             "Content-Type": "application/json",
             "X-Cloudrec-Message-Id": cb.message_id,
             "X-Cloudrec-Signature": "sha256=" + hmac_sha256(secret, body),
+            **own,
         }
         started = time.monotonic()
         status: int | None = None

@@ -48,6 +48,8 @@ class AppRepository(Protocol):
 
     def set_secret(self, app_id: int, kind: str, secret: str) -> None: ...
 
+    def set_callback_url(self, app_id: int, url: str | None) -> None: ...
+
 
 class RoomDirectory(Protocol):
     """The live streams of every room, and their history.  Owned by a unit of work."""

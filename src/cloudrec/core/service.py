@@ -98,6 +98,19 @@ class AppService:
         assert app is not None
         return app
 
+    def set_callback_url(self, app_id: int, url: str | None) -> App:
+        """The app's own callback URL (None or "": none), for dialects whose requests name
+        none; tasks started afterwards use it."""
+        with self._uow() as uow:
+            app = uow.apps.get(app_id)
+            if app is None:
+                raise CloudrecError.not_found(f"app {app_id} does not exist", reason="app_unknown")
+            uow.apps.set_callback_url(app_id, app.with_callback_url(url).callback_url)
+            uow.commit()
+            app = uow.apps.get(app_id)
+        assert app is not None
+        return app
+
     def authenticate(self, app_id: int, secret: str) -> App:
         """The app whose server secret is ``secret``; ``unauthenticated`` otherwise (an app id
         outside 1..MAX_APP_ID too, unread: issue 11, a 30-digit AppId answered HTTP 500

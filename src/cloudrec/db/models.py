@@ -25,6 +25,8 @@ class AppRow(Base):
     server_secret_enc: Mapped[str] = mapped_column(Text)
     callback_secret_enc: Mapped[str] = mapped_column(Text)
     publish_secret_enc: Mapped[str] = mapped_column(Text)
+    # Where the callbacks go of tasks whose requests name no URL (App.callback_url).
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

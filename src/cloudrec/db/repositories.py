@@ -36,6 +36,7 @@ class SqlAppRepository:
             callback_secret=self._box.open(row.callback_secret_enc),
             publish_secret=self._box.open(row.publish_secret_enc),
             created_at=utc(row.created_at),
+            callback_url=row.callback_url,
         )
 
     def add(self, app: App) -> None:
@@ -45,6 +46,7 @@ class SqlAppRepository:
                 server_secret_enc=self._box.seal(app.server_secret),
                 callback_secret_enc=self._box.seal(app.callback_secret),
                 publish_secret_enc=self._box.seal(app.publish_secret),
+                callback_url=app.callback_url,
                 created_at=app.created_at,
                 updated_at=app.created_at,
             )
@@ -63,6 +65,13 @@ class SqlAppRepository:
         if row is None:
             raise CloudrecError.not_found(f"app {app_id} does not exist")
         setattr(row, f"{kind}_secret_enc", self._box.seal(secret))
+        row.updated_at = datetime.now(UTC)
+
+    def set_callback_url(self, app_id: int, url: str | None) -> None:
+        row = self._s.get(AppRow, app_id)
+        if row is None:
+            raise CloudrecError.not_found(f"app {app_id} does not exist")
+        row.callback_url = url
         row.updated_at = datetime.now(UTC)
 
 

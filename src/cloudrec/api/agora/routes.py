@@ -123,6 +123,9 @@ def start(call: Call) -> dict[str, Any]:
     cname, uid, spec, storage = parse_start(mode, body)
     core, hours = redeem(call.app.server_secret, p["resourceid"], cname, uid)
     spec = replace(spec, extra={**spec.extra, "resourceExpiredHour": hours})
+    if call.app.callback_url:  # the app's NCS URL: Agora's requests name none
+        c.check_target("the app's callback URL", call.app.callback_url)
+        spec = replace(spec, callback_url=call.app.callback_url)
     if not c.settings.storage_endpoint_override:
         c.check_target("clientRequest.storageConfig", resolve_endpoint(storage).url)
     if spec.mix and spec.mix.get("background_image"):
