@@ -159,7 +159,12 @@ def main() -> None:
         print(
             f"  start answer median {statistics.median(took) * 1000:.0f} ms, "
             f"max {max(took) * 1000:.0f} ms; all starts in {started_in:.1f} s; "
-            f"every accepted one recording {all_in:.1f} s after the first start"
+            + (
+                f"every accepted one recording {all_in:.1f} s after the first start"
+                if sum(where.values()) == len(accepted)
+                else f"only {sum(where.values())} of {len(accepted)} recording when the wait "
+                f"ended, {all_in:.1f} s after the first start"
+            )
         )
         print(
             f"  machine: load {load0:.1f} -> {load1:.1f}, memory in use {mem0:.1f} -> "

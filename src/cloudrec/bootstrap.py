@@ -105,7 +105,12 @@ def bootstrap(
         uow=uow,
         apps=AppService(uow, clock),
         rooms=RoomService(
-            uow, clock, node_name(settings), timedelta(seconds=settings.ingest_lease_s)
+            uow,
+            clock,
+            node_name(settings),
+            timedelta(seconds=settings.ingest_lease_s),
+            settings.pull_secret,
+            settings.loopback_plays,
         ),
         tasks=TaskService(
             uow,

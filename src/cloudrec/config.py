@@ -152,6 +152,14 @@ class Settings:
     # not beaten for this long are ended by another (its publishers reconnect elsewhere;
     # docs/cluster.md, "Ingest nodes").
     ingest_lease_s: float = 10.0
+    # Recorders sign their RTMP play with this internal credential (the same on every node of
+    # a cluster; keep it secret like the database's password), and an ingest accepts a play
+    # signed with it without a publish token.  "": none (docs/cluster.md, "Pulling").
+    pull_secret: str = ""
+    # A player from a loopback address plays without a token (recorders on the ingest's own
+    # machine, without pull_secret).  Turn it off where other local users must not watch
+    # streams: then pull_secret is required.
+    loopback_plays: bool = True
     # Where recordings spool ("": <data_dir>/spool); ``cloudrec worker --data-dir`` sets it for
     # the recordings of its node.
     spool_root: str = ""
@@ -281,6 +289,10 @@ def load_settings(
         )
     if settings.tasks_per_host < 1:
         raise SettingsError(f"setting tasks_per_host: {settings.tasks_per_host} is not positive")
+    if not settings.loopback_plays and not settings.pull_secret:
+        raise SettingsError(
+            "setting loopback_plays: off needs pull_secret (else recorders could not pull)"
+        )
     if settings.ingest_lease_s < 1:
         raise SettingsError(f"setting ingest_lease_s: {settings.ingest_lease_s} is less than 1 s")
     if settings.max_body_bytes < 1:

@@ -197,3 +197,39 @@ def test_the_lost_node_sweep_ends_only_that_nodes_row_of_a_stream(world):
     uow.rooms.lost = lambda source, before, alive: [stale]  # what the sweep had read
     assert here.beat() == 0
     assert [(s.stream_id, s.node) for s in here.live(7)] == [("s1", "ingest-a")]
+
+
+def _pull(secret: str, stream: str, expires: int) -> str:
+    return make_publish_token(secret, 7, "room1", stream, expires)
+
+
+def test_a_recorder_signed_with_the_pull_secret_plays_from_anywhere_and_nothing_else_does(world):
+    uow, clock, apps, _ = world
+    apps.create(7)
+    rooms = RoomService(uow, clock, "ingest-a", pull_secret="cluster-pull", loopback_plays=False)
+    now = int(clock().timestamp())
+    good = _pull("cluster-pull", "s1", now + 60)
+    rooms.authorize_play(rooms.target_of(_req("7/room1", f"s1?pull={good}")), "203.0.113.5")
+    refused = {
+        "another stream's": f"s2?pull={good}",
+        "another secret's": f"s1?pull={_pull('guess', 's1', now + 60)}",
+        "an expired": f"s1?pull={_pull('cluster-pull', 's1', now - 1)}",
+        "no credential, from loopback": "s1",
+    }
+    reasons = {}
+    for what, name in refused.items():
+        with pytest.raises(CloudrecError) as err:
+            rooms.authorize_play(rooms.target_of(_req("7/room1", name)), "127.0.0.1")
+        assert err.value.kind is Kind.UNAUTHENTICATED, what
+        reasons[what] = err.value.reason
+    assert reasons == {
+        "another stream's": "token_invalid",
+        "another secret's": "token_invalid",
+        "an expired": "token_expired",
+        "no credential, from loopback": "token_missing",
+    }
+    # an ingest without a pull secret takes no pull credential, whatever it says
+    plain = RoomService(uow, clock)
+    with pytest.raises(CloudrecError) as err:
+        plain.authorize_play(plain.target_of(_req("7/room1", f"s1?pull={good}")), "127.0.0.1")
+    assert err.value.reason == "pull_invalid"

@@ -51,6 +51,7 @@ class PublishTarget:
     stream_id: str
     user_id: str
     token: str | None
+    pull: str | None = None  # a recorder's internal credential (``RoomService`` pull_secret)
 
 
 def _event_fields(event: RoomEvent) -> dict[str, object]:
@@ -148,11 +149,15 @@ class RoomService:
         clock: Clock,
         node: str = "",
         lease: timedelta = timedelta(seconds=10),
+        pull_secret: str = "",
+        loopback_plays: bool = True,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._node = node
         self._lease = lease
+        self._pull_secret = pull_secret
+        self._loopback_plays = loopback_plays
 
     def understand(self, app_id: int, room_id: str, stream_name: str) -> PublishTarget:
         name = StreamName.parse(stream_name)
@@ -161,7 +166,11 @@ class RoomService:
         check_id("stream id", name.stream_id)
         user_id = check_id("user id", name.args.get("uid") or name.stream_id)
         return PublishTarget(
-            RoomAddress(app_id, room_id), name.stream_id, user_id, name.args.get("token")
+            RoomAddress(app_id, room_id),
+            name.stream_id,
+            user_id,
+            name.args.get("token"),
+            name.args.get("pull"),
         )
 
     def target_of(self, req: PublishRequest) -> PublishTarget:
@@ -192,10 +201,26 @@ class RoomService:
             raise
 
     def authorize_play(self, target: PublishTarget, remote_addr: str) -> None:
-        """Players need a valid token, except from loopback (recorders pull that way)."""
-        if is_loopback(remote_addr):
-            return
+        """Players need a valid publish token; recorders sign with the internal pull
+        credential instead, or (``loopback_plays``) play from loopback without one."""
         try:
+            if target.pull is not None:
+                if not self._pull_secret:
+                    raise CloudrecError.unauthenticated(
+                        "a pull credential, but this ingest has no pull_secret", "pull_invalid"
+                    )
+                a = target.address
+                verify_publish_token(
+                    self._pull_secret,
+                    a.app_id,
+                    a.room_id,
+                    target.stream_id,
+                    target.pull,
+                    self._clock().timestamp(),
+                )
+                return
+            if self._loopback_plays and is_loopback(remote_addr):
+                return
             self._check_token(target)
         except CloudrecError as exc:
             self.refused(

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import av
 import numpy as np
@@ -39,7 +40,7 @@ from cloudrec.core.control import HEARTBEAT_S, LeaseLostError, TaskControl
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import MixSpec, assign_views
 from cloudrec.core.paths import check_parts, is_inside
-from cloudrec.core.rooms import LiveStream
+from cloudrec.core.rooms import EMBEDDED, LiveStream
 from cloudrec.core.tasks import (
     END_DISK_FULL,
     END_IDLE,
@@ -59,6 +60,7 @@ from cloudrec.core.tasks import (
     TrackType,
     file_stamp,
 )
+from cloudrec.core.tokens import make_publish_token
 from cloudrec.media.compositor.overlay import decode_image
 from cloudrec.media.recorder.concat import Part, compatible, concatenate
 from cloudrec.media.recorder.mixencode import MixOutput
@@ -97,6 +99,7 @@ POLL_FAILURES = 60
 # Ask the embedded ingest for a backlog so that the first file can start at the keyframe
 # nearest the moment the recording was asked for, even if the worker starts late.
 BACKLOG_MS = 8000
+PULL_TOKEN_S = 3600  # a recorder's pull credential: checked once, as its play starts
 
 
 @dataclass
@@ -184,6 +187,21 @@ def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str])
     if mix.main_stream_id is None:
         return None
     return keys_by_stream.get(mix.main_stream_id, f"{room_id}/s:{mix.main_stream_id}")
+
+
+def pull_url(stream: LiveStream, settings: Settings, backlog: bool, now: float) -> str:
+    """Where a recorder pulls ``stream``: from the embedded ingest with the backlog asked for
+    (``backlog``) and signed with the internal pull credential where there is one (valid for
+    an hour: it is checked when the play starts)."""
+    if stream.source != EMBEDDED:
+        return stream.pull_url
+    args = {"backlog_ms": str(BACKLOG_MS)} if backlog else {}
+    if settings.pull_secret:
+        expires = int(now) + PULL_TOKEN_S
+        args["pull"] = make_publish_token(
+            settings.pull_secret, stream.app_id, stream.room_id, stream.stream_id, expires
+        )
+    return f"{stream.pull_url}?{urlencode(args)}" if args else stream.pull_url
 
 
 def spool_free(settings: Settings) -> int:
@@ -277,6 +295,9 @@ class TaskWorker:
     def spool(self, task: Task) -> Path:
         app, task_id = check_parts((str(task.app_id), task.task_id), "task")
         return self.settings.spool_dir / app / task_id
+
+    def pull_url(self, stream: LiveStream, backlog: bool) -> str:
+        return pull_url(stream, self.settings, backlog, time.time())
 
     def out_dir(self, task: Task) -> Path:
         """The task's spool directory joined with its output prefix: refused unless it
@@ -514,9 +535,7 @@ class TaskWorker:
                 return
             self.control.file_closed(file_id, str(file_id), **fields)
 
-        url = stream.pull_url
-        if stream.source == "embedded":
-            url += f"?backlog_ms={BACKLOG_MS}"
+        url = self.pull_url(stream, backlog=True)
         wave_key = spec.sound_wave
         who = stream.stream_id if wave_key is SoundWaveKey.STREAM else stream.user_id
         plan = RecorderPlan(
@@ -571,9 +590,7 @@ class TaskWorker:
             file = jpg_file(task, path, stream.stream_id, stream.user_id, begin_ms, size, nbytes)
             return self.control.file_written(file)
 
-        url = stream.pull_url
-        if stream.source == "embedded":
-            url += f"?backlog_ms={BACKLOG_MS}"
+        url = self.pull_url(stream, backlog=True)
         plan = SnapshotPlan(
             url=url,
             directory=self.out_dir(task),
@@ -623,7 +640,7 @@ class TaskWorker:
             others = [s for r in sorted(rooms) for s in self.control.room(task.app_id, r)]
             shown = assign_views(mix.inputs, [*room, *others])
             wanted = list(shown.values())
-        urls = {key: s.pull_url for key, s in shown.items()}
+        urls = {key: self.pull_url(s, backlog=False) for key, s in shown.items()}
         media = {key: task.spec.media_of(s.stream_id) for key, s in shown.items()}
         if not mix.media.has_video:  # a sound-only mix: no picture to decode
             media = {k: Media.AUDIO if m.has_audio else m for k, m in media.items()}
