@@ -54,13 +54,15 @@ async def _reconcile(reconciler: Reconciler) -> None:
         await asyncio.sleep(RECONCILE_S)
 
 
-async def _beat(rooms: RoomService, every_s: float) -> None:
+async def _beat(rooms: RoomService, every_s: float, thread: ThreadPoolExecutor) -> None:
     """This ingest node is alive (its streams stay its own), and the streams of one that has
-    stopped beating end; apart from the reconciler, whose rounds can be slow."""
+    stopped beating end; on a thread of its own, so that slow starts or reconciler rounds in
+    the shared pool cannot hold a beat back past the lease."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(every_s)
         try:
-            ended = await asyncio.to_thread(rooms.beat)
+            ended = await loop.run_in_executor(thread, rooms.beat)
             if ended:
                 log.info("streams.node_lost", extra={"fields": {"ended": ended}})
         except Exception:
@@ -206,13 +208,14 @@ async def serve(container: Container) -> None:
     http_socket = _bind(s.host, s.http_port)
     limits = IngestLimits.from_settings(s)
     rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port, limits=limits)
-    await asyncio.to_thread(container.rooms.beat)  # before a publisher: its streams are ours
+    beat_thread = ThreadPoolExecutor(1, thread_name_prefix="beat")
+    await asyncio.get_running_loop().run_in_executor(beat_thread, container.rooms.beat)
     await rtmp.start()
     # Only now that this service owns the ports: the streams a previous one left open.
     await asyncio.to_thread(
         container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
     )
-    beating = asyncio.create_task(_beat(container.rooms, s.ingest_lease_s / 5))
+    beating = asyncio.create_task(_beat(container.rooms, s.ingest_lease_s / 5, beat_thread))
     loop = asyncio.get_running_loop()
     server: _Server | None = None
     api: ApiProcesses | None = None
@@ -293,10 +296,11 @@ async def serve(container: Container) -> None:
         if api is not None:
             await asyncio.to_thread(api.stop)
         supervisor.cancel()
-        beating.cancel()
         stop_delivery.set()
         await asyncio.to_thread(delivery.join, 30)
         await rtmp.close()
+        beating.cancel()  # only now: the publishers were this node's until they were cut off
+        beat_thread.shutdown(wait=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         container.engine.dispose()

@@ -66,41 +66,68 @@ def test_a_restarted_node_ends_only_its_own_streams(nodes):
     assert _ends(a) == {"s1": "service restarted"}
 
 
+def beats(clock, seconds: int, *nodes: Container) -> int:
+    """``seconds`` go by with ``nodes`` beating every 2 s; the streams their beats ended."""
+    ended = 0
+    for _ in range(seconds // 2):
+        clock.advance(2)
+        ended += sum(n.rooms.beat() for n in nodes)
+    return ended
+
+
 def test_the_streams_of_a_node_that_stops_beating_end_after_its_lease(nodes):
     a, b, clock = nodes
     a.rooms.beat(), b.rooms.beat()
     _publish(a, "s1"), _publish(b, "s2"), _publish(b, "s3", source="hook")
-    clock.advance(9)
-    assert a.rooms.beat() == 0  # b was seen 9 s ago: its streams are its own
+    assert beats(clock, 20, a, b) == 0  # both beat: each one's streams are its own
+    assert beats(clock, 10, a) == 0  # b stopped (killed, or its machine gone) 10 s ago
     assert _live(a) == {"s1": "ingest-a", "s2": "ingest-b", "s3": ""}
-    clock.advance(2)
-    assert b.rooms.beat() == 0  # a beat 2 s ago; b never ends its own streams
-    clock.advance(10)  # b stopped (killed, or its machine gone); a beats on
-    a.rooms.beat()
-    clock.advance(1)
-    assert a.rooms.beat() == 1
+    assert beats(clock, 2, a) == 1  # past b's lease
     # a media server's stream has no ingest node: its own hooks end it
     assert _live(a) == {"s1": "ingest-a", "s3": ""}
     assert _ends(a) == _ends(a, events=True) == {"s2": "ingest node ingest-b lost"}
+
+
+def test_a_database_outage_longer_than_the_lease_ends_no_nodes_streams(nodes):
+    """Nobody could beat: the first node back must not take the others' silence for death."""
+    a, b, clock = nodes
+    a.rooms.beat(), b.rooms.beat()
+    _publish(a, "s1"), _publish(b, "s2")
+    clock.advance(15)  # PostgreSQL failing over: no beat got through
+    assert beats(clock, 2, a) == 0
+    assert beats(clock, 8, a, b) == 0  # the others had a lease to beat again
+    assert _live(a) == {"s1": "ingest-a", "s2": "ingest-b"}
+    assert beats(clock, 12, a) == 1  # b did not come back: its lease ran out after all
+    assert _live(a) == {"s1": "ingest-a"}
 
 
 def test_a_publisher_of_a_lost_node_reconnects_at_once_and_the_old_node_cannot_end_it(nodes):
     a, b, clock = nodes
     a.rooms.beat(), b.rooms.beat()
     target = _publish(b, "s1")
-    clock.advance(11)  # b has not beaten for its lease; nobody has swept yet
-    _publish(a, "s1")  # the publisher reconnected to a: not refused as "already live"
+    assert beats(clock, 10, a) == 0  # b's last beat is 10 s old: not yet past its lease
+    clock.advance(1)  # now it is, and nobody has swept yet
+    # the publisher reconnected to a: its publish is authorized and opened, not refused as live
+    again = a.rooms.understand(7, "room1", f"s1?token={_token(a, 's1')}")
+    a.rooms.authorize_publish(again, "127.0.0.1")
+    a.rooms.published(again, StreamMeta(), URL + "s1", EMBEDDED, "127.0.0.1")
     assert _live(a) == {"s1": "ingest-a"}
     assert _ends(a) == _ends(a, events=True) == {"s1": "ingest node ingest-b lost"}
     # b was only frozen: resumed, it sees its old connection gone, and ends nothing of a's
     assert b.rooms.unpublished_here(target, "publisher left", "127.0.0.1") is False
     assert _live(a) == {"s1": "ingest-a"}
     # while a beats, the id it holds is refused elsewhere, as one live stream per id is
-    a.rooms.beat(), b.rooms.beat()
+    beats(clock, 2, a, b)
     with pytest.raises(CloudrecError, match="already live") as refused:
-        _publish(b, "s1")
+        b.rooms.authorize_publish(
+            b.rooms.understand(7, "room1", f"s1?token={_token(b, 's1')}"), "127.0.0.1"
+        )
     assert refused.value.reason == "stream_live"
     assert _live(a) == {"s1": "ingest-a"}
+
+
+def _token(c: Container, stream: str) -> str:
+    return c.apps.publish_token(7, "room1", stream, 3600)
 
 
 def test_the_lease_must_be_a_second_or_more():

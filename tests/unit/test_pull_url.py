@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 from cloudrec.config import load_settings
 from cloudrec.core.rooms import LiveStream, StreamMeta
 from cloudrec.core.service import RoomService
-from cloudrec.media.recorder.worker import BACKLOG_MS, PULL_TOKEN_S, pull_url
+from cloudrec.media.recorder.worker import BACKLOG_MS, pull_url
 from tests.fakes import FakeClock, FakeUnitOfWork
 
 NOW = 1_800_000_000
@@ -27,10 +27,17 @@ def test_the_pull_url_carries_the_backlog_and_a_credential_the_ingest_takes():
     args = dict(parse_qsl(urlsplit(url).query))
     assert base == "rtmp://10.0.0.5:1935/7/room1/s1"
     assert args.keys() == {"backlog_ms", "pull"} and args["backlog_ms"] == str(BACKLOG_MS)
-    assert args["pull"].startswith(f"{NOW + PULL_TOKEN_S}.")
+    # the same URL a minute later (the mixer knows its inputs by URL) ...
+    assert pull_url(_stream("embedded"), settings, True, NOW + 60) == url
+    # ... and still taken when the longest task (max_task_duration_s, 24 h) reopens its pull
+    longest = NOW + settings.max_task_duration_s
     uow = FakeUnitOfWork()
-    clock = FakeClock(datetime.fromtimestamp(NOW + PULL_TOKEN_S - 1, UTC))
-    ingest = RoomService(uow, clock, pull_secret="cluster-pull", loopback_plays=False)
+    ingest = RoomService(
+        uow,
+        FakeClock(datetime.fromtimestamp(longest, UTC)),
+        pull_secret="cluster-pull",
+        loopback_plays=False,
+    )
     ingest.authorize_play(ingest.understand(7, "room1", "s1?" + urlsplit(url).query), "10.0.0.9")
 
 

@@ -158,6 +158,8 @@ class RoomService:
         self._lease = lease
         self._pull_secret = pull_secret
         self._loopback_plays = loopback_plays
+        self._beaten_at: datetime | None = None  # this node's last beat that got through
+        self._judge_from: datetime | None = None  # after a late beat: the others' grace
 
     def understand(self, app_id: int, room_id: str, stream_name: str) -> PublishTarget:
         name = StreamName.parse(stream_name)
@@ -182,13 +184,16 @@ class RoomService:
         stream id already live in the room; log and store every refusal."""
         try:
             self._check_token(target)
-            with self._uow() as uow:
-                a = target.address
-                if uow.rooms.is_live(a.app_id, a.room_id, target.stream_id):
-                    raise CloudrecError.conflict(
-                        f"stream {target.stream_id!r} is already live in room {a.room_id!r}",
-                        reason="stream_live",
-                    )
+            a = target.address
+            # An id live on a node past its lease is free once that node's streams end: a
+            # publisher of a lost node reconnecting here is taken at once.
+            if self._is_live(a, target.stream_id) and (
+                not self._end_lost() or self._is_live(a, target.stream_id)
+            ):
+                raise CloudrecError.conflict(
+                    f"stream {target.stream_id!r} is already live in room {a.room_id!r}",
+                    reason="stream_live",
+                )
         except CloudrecError as exc:
             self.refused(
                 target.address.app_id,
@@ -199,6 +204,10 @@ class RoomService:
                 exc,
             )
             raise
+
+    def _is_live(self, a: RoomAddress, stream_id: str) -> bool:
+        with self._uow() as uow:
+            return uow.rooms.is_live(a.app_id, a.room_id, stream_id)
 
     def authorize_play(self, target: PublishTarget, remote_addr: str) -> None:
         """Players need a valid publish token; recorders sign with the internal pull
@@ -313,7 +322,9 @@ class RoomService:
         except CloudrecError as exc:
             # The id may be held by a node that died with its publisher, which reconnected
             # here before that node's lease ran out: end what lost nodes hold and try again.
-            if exc.reason != "stream_live" or not self._end_lost():
+            if exc.reason != "stream_live":
+                raise
+            if not self._end_lost() and self._is_live(a, target.stream_id):
                 raise
             self._open(stream, event)
         log.info(
@@ -389,14 +400,33 @@ class RoomService:
         """This ingest node is alive; the embedded streams of nodes that have not said so for
         the lease end now (their publishers went with them and reconnect elsewhere). Returns
         how many ended."""
+        now = self._clock()
         with self._uow() as uow:
-            uow.rooms.beat(self._node, self._clock())
+            uow.rooms.beat(self._node, now)
             uow.commit()
+        before, self._beaten_at = self._beaten_at, now
+        if before is not None and now - before > self._lease:
+            # This node could not beat for a lease either (the database was unreachable, or
+            # this process stalled): the others' beats were most likely lost the same way.
+            # It judges them again once they have had a lease to beat.
+            log.warning(
+                "streams.beat_late",
+                extra={"fields": {"late_s": round((now - before).total_seconds(), 1)}},
+            )
+            self._judge_from = now + self._lease
+            return 0
         return self._end_lost()
 
     def _end_lost(self) -> int:
+        """End the streams of the nodes past their lease; none while this node itself has not
+        beaten within a lease (it cannot tell their silence from its own)."""
+        now = self._clock()
+        if self._beaten_at is None or now - self._beaten_at > self._lease:
+            return 0
+        if self._judge_from is not None and now < self._judge_from:
+            return 0
         with self._uow() as uow:
-            lost = uow.rooms.lost(EMBEDDED, self._clock() - self._lease, self._node)
+            lost = uow.rooms.lost(EMBEDDED, now - self._lease, self._node)
         ended = 0
         for stream in lost:
             target = PublishTarget(

@@ -17,6 +17,11 @@ import av
 PROTOCOL_WHITELIST = "rtmp,tcp"
 
 
+def shown_url(url: str) -> str:
+    """``url`` as logs show it: without its query, where a recorder's pull credential is."""
+    return url.partition("?")[0]
+
+
 def open_input(url: str, options: dict[str, str] | None = None, **kwargs: Any) -> Any:
     """``av.open(url)`` for reading, with :data:`PROTOCOL_WHITELIST` (``kwargs`` go to
     ``av.open``, e.g. ``timeout``).  FFmpeg errors are raised as PyAV raises them."""

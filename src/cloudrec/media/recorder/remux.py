@@ -38,7 +38,7 @@ from typing import Any
 import av
 
 from cloudrec.core.tasks import FileFormat, Media, TrackType
-from cloudrec.media.inputs import open_input
+from cloudrec.media.inputs import open_input, shown_url
 from cloudrec.media.recorder.audio import ENCODED_FORMATS, AudioEncoder
 from cloudrec.media.recorder.continuity import TimestampRebaser
 from cloudrec.media.recorder.soundwave import SoundWave, repair
@@ -209,7 +209,7 @@ class StreamRecorder(threading.Thread):
         except Exception as exc:  # the thread must not end unsaid (issue 10 item 12)
             self.error = f"{type(exc).__name__}: {exc}"
             self.ended_by = "error"
-            log.exception("recorder.crashed", extra={"fields": {"url": self.plan.url}})
+            log.exception("recorder.crashed", extra={"fields": {"url": shown_url(self.plan.url)}})
         finally:
             self._close_all()
 
@@ -232,7 +232,7 @@ class StreamRecorder(threading.Thread):
                     return
             failures = 1 if self._written > written else failures + 1
             stop_at = self.stop_at
-            fields = {"url": self.plan.url, "error": error, "failures": failures}
+            fields = {"url": shown_url(self.plan.url), "error": error, "failures": failures}
             if self.plan.still_live is not None and not self.plan.still_live():
                 self.retries.append(error)
                 self.ended_by = "source ended"
@@ -342,7 +342,7 @@ class StreamRecorder(threading.Thread):
             self.timestamp_jumps.append(reason)
             log.info(
                 "recorder.timestamp_jump",
-                extra={"fields": {"url": self.plan.url, "jump": reason}},
+                extra={"fields": {"url": shown_url(self.plan.url), "jump": reason}},
             )
 
     def _start(
@@ -599,7 +599,7 @@ class StreamRecorder(threading.Thread):
 
     def _new_part(self, f: OutputFile, reason: str) -> None:
         self.new_parts.append((f.path.name, reason))
-        fields = {"url": self.plan.url, "file": f.path.name, "why": reason}
+        fields = {"url": shown_url(self.plan.url), "file": f.path.name, "why": reason}
         log.info("recorder.new_part", extra={"fields": fields})
 
     def _decode(self, packet: Any, at_s: float) -> None:

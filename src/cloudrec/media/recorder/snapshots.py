@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from cloudrec.core.tasks import FileFormat, FileStatus, RecordedFile, Task, TrackType
-from cloudrec.media.inputs import open_input
+from cloudrec.media.inputs import open_input, shown_url
 
 log = logging.getLogger("cloudrec.snapshots")
 
@@ -167,7 +167,8 @@ class StreamSnapshotter(threading.Thread):
             self.error = f"{type(exc).__name__}: {exc}"
             self.ended_by = "error"
             log.warning(
-                "snapshots.error", extra={"fields": {"url": self.plan.url, "error": self.error}}
+                "snapshots.error",
+                extra={"fields": {"url": shown_url(self.plan.url), "error": self.error}},
             )
         finally:
             try:

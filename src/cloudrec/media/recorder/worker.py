@@ -99,7 +99,6 @@ POLL_FAILURES = 60
 # Ask the embedded ingest for a backlog so that the first file can start at the keyframe
 # nearest the moment the recording was asked for, even if the worker starts late.
 BACKLOG_MS = 8000
-PULL_TOKEN_S = 3600  # a recorder's pull credential: checked once, as its play starts
 
 
 @dataclass
@@ -191,13 +190,17 @@ def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str])
 
 def pull_url(stream: LiveStream, settings: Settings, backlog: bool, now: float) -> str:
     """Where a recorder pulls ``stream``: from the embedded ingest with the backlog asked for
-    (``backlog``) and signed with the internal pull credential where there is one (valid for
-    an hour: it is checked when the play starts)."""
+    (``backlog``) and signed with the internal pull credential where there is one.
+
+    The credential is checked at every (re)open of the pull, so it outlives the longest task;
+    and it is the same for a whole window, so that the URL of a stream stays the same from one
+    look at the room to the next (the mixer knows its inputs by URL)."""
     if stream.source != EMBEDDED:
         return stream.pull_url
     args = {"backlog_ms": str(BACKLOG_MS)} if backlog else {}
     if settings.pull_secret:
-        expires = int(now) + PULL_TOKEN_S
+        window = max(settings.max_task_duration_s, 3600)
+        expires = (int(now) // window + 2) * window  # at least a whole window ahead
         args["pull"] = make_publish_token(
             settings.pull_secret, stream.app_id, stream.room_id, stream.stream_id, expires
         )
