@@ -72,6 +72,7 @@ def test_every_setting_has_an_environment_variable():
         "rtmp_connection_cap_exempt": "10.0.0.9",
         "tls_cert_file": "/etc/passwd",  # any file: only that it exists is checked here
         "tls_key_file": "/etc/passwd",
+        "loopback_plays": "false",  # on by default
     }
     fields = dataclasses.fields(Settings)
     raw = {f.name: special.get(f.name, sample[str(f.type)]) for f in fields}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from cloudrec.core.errors import CloudrecError
 
@@ -25,6 +26,13 @@ def check_callback_url(url: str) -> str:
     scheme, _, rest = url.partition("://")
     if scheme not in ("http", "https") or not rest or any(c.isspace() for c in url):
         raise CloudrecError.invalid_argument(f"callback URL {url!r} is not an http(s) URL")
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # a port out of 0..65535 raises
+    except ValueError as exc:
+        raise CloudrecError.invalid_argument(f"callback URL {url!r}: {exc}") from exc
+    if not host:
+        raise CloudrecError.invalid_argument(f"callback URL {url!r} names no host")
     if len(url) > MAX_CALLBACK_URL_CHARS:
         raise CloudrecError.invalid_argument(
             f"callback URL is longer than {MAX_CALLBACK_URL_CHARS} characters"
