@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from record_single import end, publish, source_flv  # noqa: E402
-from tests.service import Service  # noqa: E402
+from tests.service import Service, descendants  # noqa: E402
 
 from cloudrec.api.jocloud import codes as jocloud_codes  # noqa: E402
 from cloudrec.api.zego import codes as zego_codes  # noqa: E402
@@ -284,14 +284,6 @@ def dump_stacks(pid: int, work: Path, n: int) -> None:
             f.flush()
             subprocess.run(["py-spy", "dump", "--pid", str(p)], stdout=f, stderr=f, check=False)
     print(f"stacks: {out}", flush=True)
-
-
-def descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        for child in (task / "children").read_text().split():
-            found += [int(child), *descendants(int(child))]
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,15 @@ def wait_port(host: str, port: int, timeout_s: float = 15.0) -> None:
     raise TimeoutError(f"{host}:{port} did not open within {timeout_s} s")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process ``pid`` started, and theirs (from /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += [int(child), *descendants(int(child))]
+    return found
+
+
 @dataclass
 class Service:
     data_dir: Path

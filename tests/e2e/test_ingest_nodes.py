@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import av
 import httpx
@@ -16,7 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import POSTGRES_URL
-from tests.service import Service, ffmpeg_publish
+from tests.service import Service, descendants, ffmpeg_publish
 
 pytestmark = [
     pytest.mark.skipif(
@@ -27,14 +26,6 @@ pytestmark = [
 
 APP, ROOM = 77, "hall"
 LEASE_S = 10  # the default ingest_lease_s; nodes beat every fifth of it
-
-
-def descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        for child in (task / "children").read_text().split():
-            found += [int(child), *descendants(int(child))]
-    return found
 
 
 def kill_machine(svc: Service) -> None:
