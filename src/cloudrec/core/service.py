@@ -185,11 +185,7 @@ class RoomService:
         try:
             self._check_token(target)
             a = target.address
-            # An id live on a node past its lease is free once that node's streams end: a
-            # publisher of a lost node reconnecting here is taken at once.
-            if self._is_live(a, target.stream_id) and (
-                not self._end_lost() or self._is_live(a, target.stream_id)
-            ):
+            if self._is_live(a, target.stream_id) and self._still_held(a, target.stream_id):
                 raise CloudrecError.conflict(
                     f"stream {target.stream_id!r} is already live in room {a.room_id!r}",
                     reason="stream_live",
@@ -208,6 +204,12 @@ class RoomService:
     def _is_live(self, a: RoomAddress, stream_id: str) -> bool:
         with self._uow() as uow:
             return uow.rooms.is_live(a.app_id, a.room_id, stream_id)
+
+    def _still_held(self, a: RoomAddress, stream_id: str) -> bool:
+        """Whether a live id stays live once the streams of lost nodes end: a publisher of a
+        lost node reconnecting here is taken at once, not when the next beat sweeps."""
+        self._end_lost()
+        return self._is_live(a, stream_id)
 
     def authorize_play(self, target: PublishTarget, remote_addr: str) -> None:
         """Players need a valid publish token; recorders sign with the internal pull
@@ -320,11 +322,8 @@ class RoomService:
         try:
             self._open(stream, event)
         except CloudrecError as exc:
-            # The id may be held by a node that died with its publisher, which reconnected
-            # here before that node's lease ran out: end what lost nodes hold and try again.
-            if exc.reason != "stream_live":
-                raise
-            if not self._end_lost() and self._is_live(a, target.stream_id):
+            # Taken since it was authorized, maybe by a node that has died since.
+            if exc.reason != "stream_live" or self._still_held(a, target.stream_id):
                 raise
             self._open(stream, event)
         log.info(
