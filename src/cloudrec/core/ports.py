@@ -110,6 +110,9 @@ class DeliveryRepository(Protocol):
 
     def callbacks(self, task_id: str) -> list[tuple[Callback, list[CallbackAttempt]]]: ...
 
+    def callback_count(self, task_id: str) -> int:
+        """How many callbacks the task has stored (a dialect's sequence numbers)."""
+
 
 class UnitOfWork(Protocol):
     """One transaction; ``commit`` makes its changes durable, leaving without it rolls back."""

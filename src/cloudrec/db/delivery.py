@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cloudrec.core.tasks import Callback, CallbackAttempt, UploadAttempt
@@ -93,6 +93,10 @@ class SqlDeliveryRepository:
 
     def add_callback_attempt(self, attempt: CallbackAttempt) -> None:
         self._s.add(CallbackAttemptRow(**vars(attempt)))
+
+    def callback_count(self, task_id: str) -> int:
+        query = select(func.count()).select_from(CallbackRow).where(CallbackRow.task_id == task_id)
+        return int(self._s.scalar(query) or 0)
 
     def callbacks(self, task_id: str) -> list[tuple[Callback, list[CallbackAttempt]]]:
         rows = list(

@@ -205,7 +205,7 @@ class AgoraCallbacks:
         made = events(task, event, files, extra)
         if not made:
             return None
-        first = len(uow.delivery.callbacks(task.task_id))
+        first = uow.delivery.callback_count(task.task_id)
         return [
             envelope(task, kind, details, nth_message_id(message_id, n), first + n, now)
             for n, (kind, details) in enumerate(made)

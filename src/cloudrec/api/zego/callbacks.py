@@ -150,7 +150,7 @@ class ZegoCallbacks:
         extra: dict[str, Any],
     ) -> dict[str, Any] | None:
         app = uow.apps.get(task.app_id)
-        sequence = len(uow.delivery.callbacks(task.task_id))
+        sequence = uow.delivery.callback_count(task.task_id)
         secret = app.callback_secret if app else ""
         return body(task, event, files, now, secret, sequence, extra)
 
