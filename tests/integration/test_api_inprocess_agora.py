@@ -366,7 +366,7 @@ def test_update_layout_replaces_the_layout_of_a_running_mix_and_keeps_its_users(
     assert r.json() == {"cname": ROOM, "uid": "527841", "resourceId": rid, "sid": sid}
     task = api.container.tasks.get(APP, sid)
     mix = task.spec.mix or {}
-    assert (mix["width"], mix["height"], mix["zego_layout"], mix["background_color"]) == (
+    assert (mix["width"], mix["height"], mix["auto_layout"], mix["background_color"]) == (
         640,
         360,
         None,
@@ -378,7 +378,7 @@ def test_update_layout_replaces_the_layout_of_a_running_mix_and_keeps_its_users(
     r = call(api, "POST", path, {"cname": ROOM, "uid": "527841", "clientRequest": {}})
     assert r.status_code == 200
     mix = api.container.tasks.get(APP, sid).spec.mix or {}
-    assert (mix["zego_layout"], mix["inputs"], mix["background_color"]) == (
+    assert (mix["auto_layout"], mix["inputs"], mix["background_color"]) == (
         "floating",
         [],
         "000000",

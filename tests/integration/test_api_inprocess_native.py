@@ -74,7 +74,7 @@ def test_a_mixed_start_with_storage_becomes_the_spec_asked(api):
     assert status == 201, task
     spec = api.container.tasks.get(APP, task["task_id"]).spec
     assert spec.mix is not None
-    assert (spec.mix["width"], spec.mix["fps"], spec.mix["zego_layout"]) == (644, 20, "vertical")
+    assert (spec.mix["width"], spec.mix["fps"], spec.mix["auto_layout"]) == (644, 20, "vertical")
     assert spec.formats == (FileFormat.MP4, FileFormat.HLS) and spec.output_prefix == ("a", "b")
     with api.container.uow() as uow:
         target = uow.tasks.storage(task["task_id"])

@@ -239,7 +239,7 @@ def test_pause_resume_layout_and_snapshot_of_a_mix(api):
     assert call(api, "UpdateLayout", layout)["Code"] == 0
     mix = api.container.tasks.get(APP, task_id).spec.mix
     assert mix is not None
-    assert (mix["zego_layout"], mix["main_stream_id"]) == ("horizontal", "stream1")
+    assert (mix["auto_layout"], mix["main_stream_id"]) == ("horizontal", "stream1")
     assert call(api, "PauseRecord", {"TaskId": task_id})["Code"] == 0
     assert api.container.tasks.get(APP, task_id).desired.value == "paused"
     assert call(api, "ResumeRecord", {"TaskId": task_id})["Code"] == 0

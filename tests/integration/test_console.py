@@ -89,7 +89,7 @@ def test_a_mixed_recording_from_the_page_gets_the_layout_asked(api):
         data={"csrf": csrf, "mode": "mixed", "layout": "vertical", "format": "hls"},
     )
     task = api.container.tasks.get(APP, r.headers["location"].rsplit("/", 1)[-1])
-    assert task.spec.mix is not None and task.spec.mix["zego_layout"] == "vertical"
+    assert task.spec.mix is not None and task.spec.mix["auto_layout"] == "vertical"
     assert [f.value for f in task.spec.formats] == ["hls"]
     nobody = b.request(
         "POST", f"/console/apps/{APP}/rooms/empty/record", data={"csrf": csrf, "mode": "single"}

@@ -149,14 +149,14 @@ def test_mix_maps_transcoding_config_onto_the_mixed_picture():
     mix = MixSpec.from_json(spec.mix or {})
     assert (mix.width, mix.height, mix.fps, mix.bitrate_kbps) == (640, 360, 15, 800)
     assert mix.audio_bitrate_kbps == 192
-    assert mix.background_color == "FF0000" and mix.zego_layout is None
+    assert mix.background_color == "FF0000" and mix.auto_layout is None
     left, right = mix.inputs
     assert (left.user_id, left.box, left.crop, left.z) == ("123", Box(0, 0, 320, 360), "fill", 0)
     assert (right.user_id, right.box, right.crop, right.z) == ("", Box(320, 0, 320, 360), "fit", 1)
     for layout, name in ((0, "floating"), (1, "grid"), (2, "vertical")):
         rc["transcodingConfig"] = {"mixedVideoLayout": layout}
         mix = MixSpec.from_json(parse_start("mix", request)[2].mix or {})
-        assert mix.zego_layout == name and (mix.width, mix.height) == (360, 640)
+        assert mix.auto_layout == name and (mix.width, mix.height) == (360, 640)
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
@@ -390,7 +390,7 @@ def test_max_resolution_uid_names_the_user_of_the_large_window():
     tc = {"mixedVideoLayout": 2, "maxResolutionUid": "456"}
     request["clientRequest"]["recordingConfig"]["transcodingConfig"] = tc
     mix = MixSpec.from_json(parse_start("mix", request)[2].mix or {})
-    assert (mix.zego_layout, mix.main_user_id, mix.main_stream_id) == ("vertical", "456", None)
+    assert (mix.auto_layout, mix.main_user_id, mix.main_stream_id) == ("vertical", "456", None)
     # The worker's key of the large region: the user's (layouts keyed by user), so that a
     # user who does not publish leaves it to the background.
     assert large_region_key(mix, "room1", {"cam456": "room1/456"}) == "room1/456"

@@ -23,7 +23,7 @@ from cloudrec.media.compositor.frame import (
     to_rgb,
 )
 from cloudrec.media.compositor.frame import compose as compose_yuv
-from cloudrec.media.compositor.layout import Placement, Rect, template_layout, zego_layout
+from cloudrec.media.compositor.layout import Placement, Rect, auto_layout, template_layout
 from cloudrec.media.compositor.preview import (
     PALETTE,
     colour_of,
@@ -253,7 +253,7 @@ def test_the_docs_preview_paints_each_input_in_its_own_colour_in_its_cell() -> N
 
 def test_the_docs_zego_preview_paints_the_large_region_and_each_small_one_in_its_colour() -> None:
     frame = render_zego_preview("horizontal", 4, 320, 180, main_key="3")
-    for p in zego_layout("horizontal", ["1", "2", "3", "4"], 320, 180, main_key="3"):
+    for p in auto_layout("horizontal", ["1", "2", "3", "4"], 320, 180, main_key="3"):
         r = p.rect
         x, y = (r.x + r.w // 2, r.bottom - 2) if p.key == "3" else (r.right - 2, r.bottom - 2)
         assert close(frame[y, x], colour_of(p.key)), p

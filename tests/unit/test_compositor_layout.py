@@ -10,14 +10,14 @@ import pytest
 
 from cloudrec.media.compositor.layout import (
     ZEGO_LAYOUTS,
+    AutoLayout,
     CropMode,
     CustomInput,
     Placement,
     Rect,
-    ZegoLayout,
+    auto_layout,
     custom_layout,
     template_layout,
-    zego_layout,
 )
 
 W, H = 1280, 720
@@ -173,8 +173,8 @@ ZEGO_SIZES = [(1280, 720), (640, 360), (360, 640), (1916, 1080), (1920, 1080)]
 BANDS = ("horizontal", "vertical", "floating")
 
 
-def zego(layout: ZegoLayout, n: int, width: int = W, height: int = H, **kw: Any) -> list[Placement]:
-    return zego_layout(layout, keys(n), width, height, **kw)
+def zego(layout: AutoLayout, n: int, width: int = W, height: int = H, **kw: Any) -> list[Placement]:
+    return auto_layout(layout, keys(n), width, height, **kw)
 
 
 def large_and_small(placements: list[Placement]) -> tuple[Placement, list[Placement]]:
@@ -189,7 +189,7 @@ def large_and_small(placements: list[Placement]) -> tuple[Placement, list[Placem
 @pytest.mark.parametrize("n", range(1, 26))
 @pytest.mark.parametrize(("width", "height"), ZEGO_SIZES)
 def test_every_zego_region_is_inside_the_canvas_with_even_position_and_size(
-    layout: ZegoLayout, n: int, width: int, height: int
+    layout: AutoLayout, n: int, width: int, height: int
 ) -> None:
     placements = zego(layout, n, width, height)
     assert sorted(p.key for p in placements) == sorted(keys(n))
@@ -203,7 +203,7 @@ def test_every_zego_region_is_inside_the_canvas_with_even_position_and_size(
 @pytest.mark.parametrize("n", range(1, 26))
 @pytest.mark.parametrize(("width", "height"), ZEGO_SIZES)
 def test_zego_regions_never_overlap_except_in_floating(
-    layout: ZegoLayout, n: int, width: int, height: int
+    layout: AutoLayout, n: int, width: int, height: int
 ) -> None:
     for a, b in itertools.combinations(zego(layout, n, width, height), 2):
         assert a.rect.intersection(b.rect) is None, (a, b)
@@ -224,7 +224,7 @@ def test_floating_small_regions_lie_over_the_whole_canvas_and_never_over_each_ot
 @pytest.mark.parametrize("layout", BANDS)
 @pytest.mark.parametrize("n", range(1, 26))
 def test_the_first_to_join_gets_the_large_region_scaled_to_fit_the_others_equal_small_ones(
-    layout: ZegoLayout, n: int
+    layout: AutoLayout, n: int
 ) -> None:
     large, small = large_and_small(zego(layout, n))
     assert large.key == keys(n)[0] and large.crop_mode == "fit"
@@ -236,7 +236,7 @@ def test_the_first_to_join_gets_the_large_region_scaled_to_fit_the_others_equal_
 @pytest.mark.parametrize("layout", BANDS)
 @pytest.mark.parametrize("n", [2, 3, 9, 17, 25])
 def test_the_main_key_takes_the_large_region_and_the_rest_keep_their_order(
-    layout: ZegoLayout, n: int
+    layout: AutoLayout, n: int
 ) -> None:
     main = keys(n)[1]
     placements = zego(layout, n, main_key=main)
@@ -249,12 +249,12 @@ def test_the_main_key_takes_the_large_region_and_the_rest_keep_their_order(
 @pytest.mark.parametrize("layout", BANDS)
 @pytest.mark.parametrize("n", [1, 2, 8, 16, 24, 25])
 def test_a_main_key_that_is_not_publishing_leaves_the_large_region_to_the_background(
-    layout: ZegoLayout, n: int
+    layout: AutoLayout, n: int
 ) -> None:
     placements = zego(layout, n, main_key="room/absent")
     assert [p.key for p in placements] == keys(n)[:24]  # every one of them in a small region
     # The same small regions as when the main stream publishes, and nothing in the large one.
-    present = zego_layout(layout, ["room/main", *keys(min(n, 24))], W, H, main_key="room/main")
+    present = auto_layout(layout, ["room/main", *keys(min(n, 24))], W, H, main_key="room/main")
     assert [p.rect for p in placements] == [p.rect for p in present[1:]]
     large = present[0].rect
     assert all(p.rect != large for p in placements)
@@ -357,7 +357,7 @@ def test_floating_starts_in_the_bottom_right_corner_and_goes_left_then_up() -> N
     ]
 
 
-def test_a_single_input_covers_the_canvas_in_every_zego_layout() -> None:
+def test_a_single_input_covers_the_canvas_in_every_auto_layout() -> None:
     for layout in ZEGO_LAYOUTS:
         assert [p.rect for p in zego(layout, 1)] == [Rect(0, 0, W, H)]
 
@@ -371,4 +371,4 @@ def test_no_keys_give_no_zego_placements_and_unknown_layouts_are_rejected() -> N
     assert all(zego(layout, 0) == [] for layout in ZEGO_LAYOUTS)
     assert zego("horizontal", 0, main_key="room/absent") == []
     with pytest.raises(ValueError, match="ZEGO layout must be one of grid, horizontal"):
-        zego_layout("diagonal", keys(1), W, H)  # type: ignore[arg-type]
+        auto_layout("diagonal", keys(1), W, H)  # type: ignore[arg-type]

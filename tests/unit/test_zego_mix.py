@@ -39,13 +39,13 @@ def test_mix_modes_2_to_5_are_zegos_own_layouts_not_jocloud_templates(
     mode: int, layout: str
 ) -> None:
     spec = mix(MixMode=mode)
-    assert (spec.zego_layout, spec.template_id, spec.inputs) == (layout, None, ())
+    assert (spec.auto_layout, spec.template_id, spec.inputs) == (layout, None, ())
     assert spec.extra["MixMode"] == mode
 
 
 def test_mix_mode_defaults_to_the_grid_and_fill_mode_to_crop() -> None:
     spec = mix()
-    assert (spec.zego_layout, spec.crop, spec.main_stream_id) == ("grid", "fill", None)
+    assert (spec.auto_layout, spec.crop, spec.main_stream_id) == ("grid", "fill", None)
 
 
 def test_fill_mode_2_scales_the_regions_to_fit() -> None:
@@ -64,7 +64,7 @@ def test_mix_max_resolution_stream_id_is_a_stream_id_and_means_nothing_to_modes_
         mix(MixMode=3, MixMaxResolutionStreamId="a b")
     assert mix(MixMode=2, MixMaxResolutionStreamId="cam-2").main_stream_id is None
     custom = mix(MixMode=1, MixInputList=[view(0, 1)], MixMaxResolutionStreamId="cam-2")
-    assert custom.main_stream_id is None and custom.zego_layout is None
+    assert custom.main_stream_id is None and custom.auto_layout is None
 
 
 def test_up_to_25_views_keep_their_layer_order_as_ranks_0_to_24() -> None:
@@ -79,10 +79,10 @@ def test_up_to_25_views_keep_their_layer_order_as_ranks_0_to_24() -> None:
 
 def test_update_layout_describes_the_whole_layout_and_names_its_own_fields() -> None:
     fields = parse_layout({"MixMode": 5, "MixMaxResolutionStreamId": "s1"}, "", "room", 640, 360)
-    assert (fields["zego_layout"], fields["main_stream_id"]) == ("floating", "s1")
+    assert (fields["auto_layout"], fields["main_stream_id"]) == ("floating", "s1")
     # No MixMaxResolutionStreamId: the large region goes back to the first to join.
     assert parse_layout({"MixMode": 3}, "", "room", 640, 360)["main_stream_id"] is None
-    assert parse_layout({}, "", "room", 640, 360)["zego_layout"] == "grid"
+    assert parse_layout({}, "", "room", 640, 360)["auto_layout"] == "grid"
     with pytest.raises(CloudrecError, match=r"^MixMode must be in \[1, 5\], not 6$"):
         parse_layout({"MixMode": 6}, "", "room", 640, 360)
     with pytest.raises(CloudrecError, match=r"^MixInputList must be a non-empty array"):
@@ -93,10 +93,10 @@ def test_the_new_fields_survive_the_task_row_and_old_rows_load_without_them() ->
     spec = mix(MixMode=4, MixMaxResolutionStreamId="cam-2", FillMode=2)
     assert MixSpec.from_json(spec.to_json()) == spec
     old = spec.to_json()
-    for key in ("zego_layout", "main_stream_id", "crop"):
+    for key in ("auto_layout", "main_stream_id", "crop"):
         del old[key]
     loaded = MixSpec.from_json(old)
-    assert (loaded.zego_layout, loaded.main_stream_id, loaded.crop) == (None, None, "fill")
+    assert (loaded.auto_layout, loaded.main_stream_id, loaded.crop) == (None, None, "fill")
 
 
 def test_the_worker_keys_the_large_region_by_user_and_a_stream_never_seen_by_no_input() -> None:
@@ -114,7 +114,7 @@ def mixer_layers(spec: MixSpec, keys: list[str], main_key: str | None = None) ->
     return mixer._layers(spec, readers, {}, keys)
 
 
-def test_the_mixer_draws_zego_layouts_with_the_main_key_in_the_large_region() -> None:
+def test_the_mixer_draws_auto_layouts_with_the_main_key_in_the_large_region() -> None:
     spec = mix(MixMode=3)
     keys = ["room/u1", "room/u2", "room/u3"]
     placements = [p for p, _ in mixer_layers(spec, keys, "room/u2")]

@@ -116,7 +116,7 @@ class StartTask(Strict):
                 gop=m.fps * 2,
                 bitrate_kbps=m.bitrate_kbps,
                 media=media,
-                zego_layout=m.layout,
+                auto_layout=m.layout,
                 main_stream_id=m.main_stream,
                 background_color=m.background_color.lstrip("#").lower(),
             ).to_json()

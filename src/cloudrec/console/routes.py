@@ -258,7 +258,7 @@ async def record(request: Request, app_id: int, room_id: str) -> Response:
         layout = form.get("layout", "grid")
         if layout not in ("grid", "horizontal", "vertical", "floating"):
             layout = "grid"
-        mix = MixSpec(width=1280, height=720, fps=15, gop=30, bitrate_kbps=1500, zego_layout=layout)
+        mix = MixSpec(width=1280, height=720, fps=15, gop=30, bitrate_kbps=1500, auto_layout=layout)
         spec = RecordingSpec(
             room_id=room_id, mode=RecordMode.MIXED, formats=(fmt,), mix=mix.to_json()
         )

@@ -103,11 +103,13 @@ class ImageMark:
 
 @dataclass(frozen=True)
 class MixSpec:
-    """The whole mixed picture and sound.  ``template_id`` (JoCloud's templates 1-5) or
-    ``zego_layout`` (ZEGO's "grid", "horizontal", "vertical", "floating") lays out every stream
-    of the room in the order they joined; otherwise ``inputs`` say where each one goes.
+    """The whole mixed picture and sound.  ``template_id`` (templates 1-5) or ``auto_layout``
+    ("grid", "horizontal", "vertical", "floating") lays out every stream of the room in the
+    order they joined; otherwise ``inputs`` say where each one goes.  Such a layout has a
+    region per user, or per stream where ``by_stream`` (a user may publish two streams:
+    camera and screen).
 
-    For a ``zego_layout``, ``main_stream_id`` names the stream of the large region (None: the
+    For an ``auto_layout``, ``main_stream_id`` names the stream of the large region (None: the
     first to join; named but not publishing: the background shows there) and ``crop`` says how
     the other regions are filled: "fill" (cover, centred crop) or "fit" (whole picture, black
     sides); the large region is always "fit".  See docs/layouts.md.
@@ -120,7 +122,8 @@ class MixSpec:
     bitrate_kbps: int = 800
     media: Media = Media.AUDIO_VIDEO
     template_id: int | None = None
-    zego_layout: str | None = None
+    auto_layout: str | None = None
+    by_stream: bool = False
     main_stream_id: str | None = None
     # The user of the large region instead (layouts keyed by user): not publishing, the
     # background shows there.
@@ -148,6 +151,8 @@ class MixSpec:
     audio_bitrate_kbps: int = 128
     audio_rate: int = 48000
     audio_channels: int = 2
+    # What the mix's files are named after (``<task>_<room>_<output_id>_<track>_<time>``).
+    output_id: str = "mix"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def image_urls(self) -> set[str]:

@@ -100,7 +100,7 @@ def _layout(d: dict[str, Any], where: str, cname: str, size: tuple[int, int]) ->
             raise bad(f"{where}backgroundImage {url!r} is not an http:// or https:// URL")
         image = ImageMark(0, 0, size[0], size[1], url, scale=0)  # cropped to fill (start.mdx)
     return {
-        "zego_layout": LAYOUTS.get(layout),
+        "auto_layout": LAYOUTS.get(layout),
         "main_user_id": main,
         "inputs": inputs,
         "background_color": color[1:].upper(),

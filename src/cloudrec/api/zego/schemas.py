@@ -54,7 +54,7 @@ VENDORS = {
     9: "cmcc-eos",
     10: "s3",
 }
-# MixMode 2-5 → ZEGO's own layouts (media/compositor/layout.py zego_layout, docs/layouts.md).
+# MixMode 2-5 → ZEGO's own layouts (media/compositor/layout.py auto_layout, docs/layouts.md).
 MIX_LAYOUTS = {2: "grid", 3: "horizontal", 4: "vertical", 5: "floating"}
 # MixMaxResolutionStreamId names the large region of these (start-record.yaml).
 LARGE_REGION_MODES = (3, 4, 5)
@@ -254,13 +254,13 @@ def parse_layout(
     main = _str(d, "MixMaxResolutionStreamId", where, required=False) or None
     if main is not None:
         check_id(f"{where}MixMaxResolutionStreamId", main)
-    fields: dict[str, Any] = {"template_id": None, "zego_layout": None, "main_stream_id": None}
+    fields: dict[str, Any] = {"template_id": None, "auto_layout": None, "main_stream_id": None}
     if mode == 1:
         views = parse_views(d.get("MixInputList"), room_id, width, height, f"{where}MixInputList")
         return {**fields, "inputs": views}
     return {
         **fields,
-        "zego_layout": MIX_LAYOUTS[mode],
+        "auto_layout": MIX_LAYOUTS[mode],
         "main_stream_id": main if mode in LARGE_REGION_MODES else None,
         "inputs": (),
     }
@@ -311,7 +311,11 @@ def parse_mix(
         view_background_url=_url(d, "DefaultMixStreamBackgroundImage", w),
         audio_bitrate_kbps=audio_bps // 1000,
         always=_bool(d, "IsAlwaysMix", w),
-        extra={"MixOutputStreamId": d["MixOutputStreamId"], "MixMode": d.get("MixMode", 2)},
+        # ZEGO lays out streams (a user may publish camera and screen); OutputFileRule 1 names
+        # a mix's files by its MixOutputStreamId.
+        by_stream=True,
+        output_id=d["MixOutputStreamId"],
+        extra={"MixMode": d.get("MixMode", 2)},
         **(fill or {"frame_fill": 1}),
         **layout,
     )

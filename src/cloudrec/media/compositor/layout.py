@@ -24,8 +24,8 @@ MAX_INPUTS = 16
 MAX_Z = 16
 TEMPLATE5_MAX_INPUTS = 5
 
-ZegoLayout = Literal["grid", "horizontal", "vertical", "floating"]
-ZEGO_LAYOUTS: tuple[ZegoLayout, ...] = ("grid", "horizontal", "vertical", "floating")
+AutoLayout = Literal["grid", "horizontal", "vertical", "floating"]
+ZEGO_LAYOUTS: tuple[AutoLayout, ...] = ("grid", "horizontal", "vertical", "floating")
 ZEGO_MAX_INPUTS = 25
 """ZEGO's layouts show up to 25 users (set-the-mixed-flow-layout)."""
 ZEGO_BAND = 8
@@ -252,8 +252,8 @@ def _main_and_column(n: int, width: int, height: int) -> list[Rect]:
     return rects
 
 
-def zego_layout(
-    layout: ZegoLayout,
+def auto_layout(
+    layout: AutoLayout,
     keys: list[str],
     width: int,
     height: int,

@@ -19,10 +19,10 @@ from cloudrec.media.compositor.frame import Canvas, Image, compose, to_rgb
 from cloudrec.media.compositor.layout import (
     TEMPLATE_IDS,
     ZEGO_LAYOUTS,
+    AutoLayout,
     Placement,
-    ZegoLayout,
+    auto_layout,
     template_layout,
-    zego_layout,
 )
 from cloudrec.media.compositor.overlay import paint, prepare, render_text
 
@@ -48,18 +48,18 @@ def render_template_preview(template_id: int, n: int, width: int, height: int) -
 
 
 def render_zego_preview(
-    layout: ZegoLayout, n: int, width: int, height: int, main_key: str | None = None
+    layout: AutoLayout, n: int, width: int, height: int, main_key: str | None = None
 ) -> Image:
     """A ``width`` x ``height`` RGB frame of ZEGO layout ``layout`` with ``n`` solid inputs
-    ``"1"``.. ``"n"`` (``main_key`` as for ``zego_layout``), each numbered in its corner."""
+    ``"1"``.. ``"n"`` (``main_key`` as for ``auto_layout``), each numbered in its corner."""
     keys = [str(i + 1) for i in range(n)]
-    placements = zego_layout(layout, keys, width, height, main_key=main_key)
+    placements = auto_layout(layout, keys, width, height, main_key=main_key)
     return _render(placements, width, height)
 
 
 # ZEGO draws its layouts with these numbers of users (set-the-mixed-flow-layout); the grid
 # with more, to show the cells a short last row leaves to the background.
-ZEGO_PREVIEW_COUNTS: dict[ZegoLayout, tuple[int, ...]] = {
+ZEGO_PREVIEW_COUNTS: dict[AutoLayout, tuple[int, ...]] = {
     "grid": (2, 5, 10, 25),
     "horizontal": (5, 9, 17, 25),
     "vertical": (5, 9, 17, 25),

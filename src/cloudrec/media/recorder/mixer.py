@@ -28,11 +28,11 @@ from cloudrec.core.mixing import MixInput, MixSpec
 from cloudrec.core.tasks import Media, TrackType
 from cloudrec.media.compositor.frame import Canvas, PatchMode, compose, patch_frame, solid, to_rgb
 from cloudrec.media.compositor.layout import (
+    AutoLayout,
     Placement,
     Rect,
-    ZegoLayout,
+    auto_layout,
     template_layout,
-    zego_layout,
 )
 from cloudrec.media.compositor.overlay import (
     ImageWatermark,
@@ -100,7 +100,7 @@ class Mixer(threading.Thread):
         media: dict[str, Media] | None = None,
     ) -> None:
         """New layout and/or inputs, used from the next output frame on.  ``main_key`` is the
-        input to show in the large region of ``spec.zego_layout``: None for the first to join;
+        input to show in the large region of ``spec.auto_layout``: None for the first to join;
         a key not in ``urls`` leaves the large region to the background.  ``media`` says what
         to take of an input (default both: a sound-only input keeps its place, empty)."""
         with self._lock:
@@ -287,11 +287,11 @@ class Mixer(threading.Thread):
             placements = (
                 template_layout(spec.template_id, keys, spec.width, spec.height) if keys else []
             )
-        elif spec.zego_layout is not None:
+        elif spec.auto_layout is not None:
             with self._lock:
                 main_key = self.main_key
-            placements = zego_layout(
-                cast(ZegoLayout, spec.zego_layout),
+            placements = auto_layout(
+                cast(AutoLayout, spec.auto_layout),
                 keys,
                 spec.width,
                 spec.height,

@@ -631,10 +631,9 @@ class TaskWorker:
         assert task.spec.mix is not None
         mix = MixSpec.from_json(task.spec.mix)
         main_key = None
-        if mix.template_id is not None or mix.zego_layout is not None:
+        if mix.template_id is not None or mix.auto_layout is not None:
             wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
-            # ZEGO lays out streams (a user may publish two: camera and screen); JoCloud users.
-            by_stream = task.spec.dialect == "zego"
+            by_stream = mix.by_stream
             shown = {_layout_key(s, by_stream): s for s in wanted}
             self.stream_keys.update({s.stream_id: _layout_key(s, by_stream) for s in wanted})
             main_key = large_region_key(mix, task.spec.room_id, self.stream_keys)
@@ -680,7 +679,7 @@ class TaskWorker:
         """Writes a composed picture as a JPG of the task (on the mixer's thread)."""
         spec = task.spec
         mix = MixSpec.from_json(spec.mix or {})
-        mix_id = str(mix.extra.get("MixOutputStreamId") or "mix")
+        mix_id = mix.output_id
 
         def taken(rgb: Any, when: datetime) -> None:
             name = f"{task.task_id}_{spec.room_id}_{mix_id}_V_{file_stamp(when)}.jpg"
@@ -708,8 +707,7 @@ class TaskWorker:
             Media.SEPARATE: [TrackType.VIDEO, TrackType.AUDIO],
         }[mix.media]
         stamp = file_stamp(datetime.now(UTC))
-        # ZEGO OutputFileRule 1 names a mix by its MixOutputStreamId; JoCloud has none.
-        mix_id = str(mix.extra.get("MixOutputStreamId") or "mix")
+        mix_id = mix.output_id
         outputs = []
         for fmt in spec.formats:
             if fmt is FileFormat.JPG:
