@@ -12,8 +12,8 @@ from cloudrec.config import load_settings
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.tasks import Desired, FileFormat, Media, RecordingSpec, Task, TaskState
 from cloudrec.media.probe import probe_stream
+from cloudrec.media.recorder.pipeline import out_dir
 from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder
-from cloudrec.media.recorder.worker import TaskWorker
 from cloudrec.storage.backup import LocalBackupStore
 from tests.media import write_flv
 
@@ -33,15 +33,14 @@ def test_the_worker_refuses_an_output_directory_a_symlink_leads_out_of_the_spool
     """Bug (issue 11): the worker joined the output prefix to the task's spool directory
     without checking where the result led."""
     settings = load_settings({"data_dir": tmp_path / "data"}, env={})
-    worker = TaskWorker(control=None, settings=settings)  # type: ignore[arg-type]
     home = settings.spool_dir / "7" / "task1"
-    assert worker.out_dir(_task(("rec", "day1"))) == home / "rec" / "day1"
+    assert out_dir(settings, _task(("rec", "day1"))) == home / "rec" / "day1"
     outside = tmp_path / "outside"
     outside.mkdir()
     home.mkdir(parents=True)
     (home / "rec").symlink_to(outside)  # planted: every part is a plain name
     with pytest.raises(CloudrecError, match="outside the task's spool"):
-        worker.out_dir(_task(("rec", "day1")))
+        out_dir(settings, _task(("rec", "day1")))
 
 
 def test_a_backup_stays_inside_the_backup_directory(tmp_path):

@@ -24,7 +24,8 @@ from cloudrec.core.service import PublishTarget, RoomAddress
 from cloudrec.core.tasks import END_RECORDER_FAILED, FileFormat, RecordingSpec, TaskState
 from cloudrec.media.recorder import remux
 from cloudrec.media.recorder import worker as worker_module
-from cloudrec.media.recorder.worker import RECORDER_RESTARTS, TaskWorker
+from cloudrec.media.recorder.singles import RECORDER_RESTARTS
+from cloudrec.media.recorder.worker import TaskWorker
 from tests.integration.test_ownership import APP, World
 from tests.media import decode_file, write_flv
 

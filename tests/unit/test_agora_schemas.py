@@ -22,7 +22,7 @@ from cloudrec.api.agora.storage import region_id
 from cloudrec.core.errors import CloudrecError
 from cloudrec.core.mixing import Box, MixSpec
 from cloudrec.core.tasks import FileFormat, Media, RecordMode
-from cloudrec.media.recorder.worker import large_region_key
+from cloudrec.media.recorder.mixpipe import large_region_key
 
 
 def body(**client: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 from cloudrec.config import load_settings
 from cloudrec.core.rooms import LiveStream, StreamMeta
 from cloudrec.core.service import RoomService
-from cloudrec.media.recorder.worker import BACKLOG_MS, pull_url
+from cloudrec.media.recorder.pipeline import BACKLOG_MS, pull_url
 from tests.fakes import FakeClock, FakeUnitOfWork
 
 NOW = 1_800_000_000

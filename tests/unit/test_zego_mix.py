@@ -16,7 +16,7 @@ from cloudrec.core.tasks import Media
 from cloudrec.media.compositor.layout import Placement, Rect
 from cloudrec.media.recorder.mixer import Mixer
 from cloudrec.media.recorder.mixinput import InputReader
-from cloudrec.media.recorder.worker import large_region_key
+from cloudrec.media.recorder.mixpipe import large_region_key
 
 
 def mix(**over: Any) -> MixSpec:
