@@ -117,11 +117,15 @@ class Mixer(threading.Thread):
                 self.order = [k for k in self.order if k in self.inputs or k in urls]
             for key, url in urls.items():
                 reader = self.inputs.get(key)
-                if reader is None or (reader.ended.is_set() and reader.url == url):
-                    if reader is not None and reader.last_picture is not None:
-                        # An ended reader replaced (the stream may be gone, not yet out of the
-                        # room): its picture stays what a fill shows, not the new one's None.
-                        self.last_pictures[key] = reader.last_picture
+                # A new reader where there is none, where it ended (the stream may be gone,
+                # not yet out of the room) and where the input's stream moved to another URL
+                # (a new session: its publisher came back, on this ingest node or another).
+                if reader is None or reader.ended.is_set() or reader.url != url:
+                    if reader is not None:
+                        reader.stop()
+                        if reader.last_picture is not None:
+                            # Its picture stays what a fill shows, not the new one's None.
+                            self.last_pictures[key] = reader.last_picture
                     reader = InputReader(key, url, (media or {}).get(key, Media.AUDIO_VIDEO))
                     reader.start()
                     self.inputs[key] = reader

@@ -81,6 +81,10 @@ def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str])
     return keys_by_stream.get(mix.main_stream_id, f"{room_id}/s:{mix.main_stream_id}")
 
 
+def _session(stream: LiveStream) -> tuple[str, str]:
+    return (stream.stream_id, stream.started_at.isoformat())
+
+
 class MixPipeline(Pipeline):
     """One mixer for the task, started with its first wanted stream (or at once, ``always``)."""
 
@@ -99,6 +103,13 @@ class MixPipeline(Pipeline):
         self.mix_wave: _MixWave | None = None
         self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
         self.shot_error: str | None = None  # the last screenshot of the mix that failed
+        self.urls: dict[tuple[str, str], str] = {}  # each shown stream session's input URL
+
+    def input_url(self, stream: LiveStream) -> str:
+        """Where the mixer reads ``stream``: one URL per stream session, so that a new URL
+        means the stream moved (a new session, on this ingest node or another) and not
+        that its pull credential's window turned (the credential lasts the longest task)."""
+        return self.urls.setdefault(_session(stream), self.pull_url(stream, backlog=False))
 
     def tick(self, task: Task, room: list[LiveStream], now: float) -> list[LiveStream]:
         live = self._mix(task, room)
@@ -155,7 +166,9 @@ class MixPipeline(Pipeline):
             others = [s for r in sorted(rooms) for s in self.control.room(task.app_id, r)]
             shown = assign_views(mix.inputs, [*room, *others])
             wanted = list(shown.values())
-        urls = {key: self.pull_url(s, backlog=False) for key, s in shown.items()}
+        urls = {key: self.input_url(s) for key, s in shown.items()}
+        live = {_session(s) for s in shown.values()}
+        self.urls = {k: u for k, u in self.urls.items() if k in live}
         media = {key: task.spec.media_of(s.stream_id) for key, s in shown.items()}
         if not mix.media.has_video:  # a sound-only mix: no picture to decode
             media = {k: Media.AUDIO if m.has_audio else m for k, m in media.items()}
