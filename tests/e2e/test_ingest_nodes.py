@@ -114,3 +114,72 @@ def test_a_node_ends_only_its_own_streams_and_a_dead_nodes_publisher_is_recorded
         if b.proc is not None and b.proc.poll() is None:
             b.stop()
         assert a.stop() == 0
+
+
+def test_a_mix_shows_a_dead_nodes_publisher_again_once_it_reconnects_elsewhere_at_once(
+    tmp_path, database_url, monkeypatch
+):
+    """Regression (issue 14, "recordings follow", for a mix): bob publishes blue on B; B is
+    killed with -9; bob's publisher retries on A (refused as live until B's lease runs out,
+    then taken) with green.  The mixer replaced an ended input reader only for the same URL:
+    while B's row was still live it re-read B's dead address (refused, ended), and once bob
+    was on A the ended reader's URL was B's, so bob's region never showed A's stream (this
+    test failed on that code, at the green check)."""
+    from tests.e2e.test_record_mixed import colour_at, colour_publish, frames_of
+
+    monkeypatch.setenv("CLOUDREC_DATABASE_URL", database_url)
+    monkeypatch.setenv("CLOUDREC_SECRET_KEY", Fernet.generate_key().decode())
+    a, b = (Service(tmp_path / name, env={"CLOUDREC_NODE_NAME": f"ingest-{name}"}) for name in "ab")
+    for svc in (a, b):
+        svc.data_dir.mkdir()
+        svc.start()
+    app = a.create_app(APP)
+    auth = (str(APP), app["server_secret"])
+    pubs = [
+        colour_publish(a.publish_url(APP, ROOM, "ann", "--uid", "ann"), "red", 500),
+        colour_publish(b.publish_url(APP, ROOM, "bob", "--uid", "bob"), "blue", 700),
+    ]
+    try:
+        wait_nodes(a, app, {"ann": "ingest-a", "bob": "ingest-b"}, 20)
+        base = f"{a.http}/v1/apps/{APP}/tasks"
+        mix = {"width": 640, "height": 360, "fps": 15, "layout": "grid"}
+        body = {"room_id": ROOM, "mode": "mixed", "mix": mix}
+        r = httpx.post(base, json=body, auth=auth, timeout=10)
+        assert r.status_code == 201, r.text
+        task_id = r.json()["task_id"]
+        a.wait_task(app, task_id, lambda t: t["state"] == "recording")
+        time.sleep(4)
+        kill_machine(b)
+        deadline = time.monotonic() + LEASE_S + 10
+        while nodes_of(a, app) != {"ann": "ingest-a", "bob": "ingest-a"}:  # a publisher retrying
+            assert time.monotonic() < deadline, nodes_of(a, app)
+            if pubs[-1].poll() is not None or len(pubs) == 2:
+                url = a.publish_url(APP, ROOM, "bob", "--uid", "bob")
+                pubs.append(colour_publish(url, "lime", 900))
+            time.sleep(0.5)
+        time.sleep(6)
+        assert httpx.post(f"{base}/{task_id}/stop", auth=auth, timeout=10).status_code == 200
+        task = a.wait_task(app, task_id, lambda t: t["state"] in ("completed", "failed"))
+        assert task["state"] == "completed", task
+        [f] = [f for f in task["files"] if f["format"] == "mp4"]
+        path = tmp_path / "mix.mp4"
+        got = httpx.get(f"{base}/{task_id}/files/{f['name']}", auth=auth, timeout=30)
+        path.write_bytes(got.content)
+        frames = frames_of(path)
+    finally:
+        for pub in pubs:
+            pub.kill()
+            pub.wait()
+        if b.proc is not None and b.proc.poll() is None:
+            b.stop()
+        assert a.stop() == 0
+
+    def cells(rgb) -> set[str]:  # the grid of two: left and right halves
+        found = {colour_at(rgb, x, 180) for x in (160, 480)}
+        r, g, bl = (int(v) for v in rgb[180, 160 if "red" not in found else 480])
+        return found | ({"green"} if g > 180 and r < 80 and bl < 80 else set())
+
+    assert any(cells(fr) >= {"red", "blue"} for fr in frames[: len(frames) // 2])
+    assert all(cells(fr) >= {"red", "green"} for fr in frames[-15:]), [
+        cells(fr) for fr in frames[-15:]
+    ]
