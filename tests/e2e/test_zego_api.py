@@ -433,6 +433,38 @@ def test_pause_and_resume_leave_the_paused_span_out_of_one_file(world, tmp_path)
     assert abs(frames / 25 - f["Duration"] / 1000) < 0.3
 
 
+def test_a_mix_whose_first_stream_comes_during_a_pause_records_nothing_of_the_pause(
+    world, tmp_path
+):
+    """Regression: the mixer was started unpaused when its first stream came while the task
+    was paused (as when a later attempt takes over a paused task), so the paused span was
+    recorded, and the resume changed nothing."""
+    svc, s3, zego = world
+    room = "zpaused"
+    task_id = zego.call("StartRecord", mix_body(room))["Data"]["TaskId"]  # an empty room
+    assert zego.call("PauseRecord", {"TaskId": task_id})["Code"] == 0
+    wait_status(zego, task_id, 5, timeout_s=10)
+    pub = colour_publish(svc.publish_url(APP, room, "p1", "--uid", "p1"), "red", 500)
+    try:
+        svc.wait_streams(svc.app, room, 1)
+        time.sleep(5)  # paused: none of this is recorded
+        t_resume = time.time()
+        assert zego.call("ResumeRecord", {"TaskId": task_id})["Code"] == 0
+        wait_status(zego, task_id, 2, timeout_s=10)
+        time.sleep(4)
+        t_stop = time.time()
+        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
+        files = wait_status(zego, task_id, 3)["RecordFiles"]
+    finally:
+        pub.kill()
+        pub.wait()
+    [f] = [f for f in files if f["FileId"].endswith(".mp4")]
+    frames = frames_of(download(s3, f, tmp_path))
+    seconds = len(frames) / 15
+    assert seconds < t_stop - t_resume + 1.0, (seconds, t_stop - t_resume)
+    assert seconds > 2.0 and colour_at(frames[-1], 320, 180) == "red"
+
+
 def test_stream_type_4_writes_separate_video_and_audio_files(world, tmp_path):
     _, s3, zego = world
     body = start_body(StreamType=4, RecordStreamList=[{"StreamId": "stream1"}])

@@ -204,3 +204,54 @@ def test_take_snapshot_counts_the_requests_of_a_running_mix_and_refuses_the_rest
         assert c.tasks.get(9, single.task_id).desired is Desired.RUNNING
     finally:
         c.engine.dispose()
+
+
+def test_a_mix_stored_before_the_auto_layout_rename_loads_as_it_recorded(database_url, data_dir):
+    """Migration 0013: a mixed task stored by the code before ``zego_layout`` became
+    ``auto_layout`` (and the worker keyed ZEGO layouts by stream from the task's dialect, and
+    named the mix by ``extra["MixOutputStreamId"]``) loads after the upgrade with the same
+    layout, keying and file name; the old rows' ``zego_layout`` key made ``MixSpec.from_json``
+    raise, so a mixed task running across the upgrade could not go on."""
+    import json
+
+    from cloudrec.core.mixing import MixSpec
+    from cloudrec.core.tasks import RecordingSpec, RecordMode
+    from cloudrec.db.engine import upgrade
+
+    settings = load_settings({"data_dir": data_dir, "database_url": database_url}, env={})
+    c = bootstrap(settings, executor=FakeExecutor())
+    try:
+        c.apps.create(9)
+        ids = {}
+        for dialect in ("zego", "jocloud"):
+            mix = MixSpec(auto_layout="vertical", main_stream_id="cam-2").to_json()
+            spec = RecordingSpec(room_id="room1", mode=RecordMode.MIXED, dialect=dialect, mix=mix)
+            ids[dialect] = c.tasks.start(9, spec, None, require_live=False).task_id
+        with c.engine.begin() as conn:  # the rows as the old code wrote them
+            for dialect, task_id in ids.items():
+                raw = conn.execute(
+                    text("SELECT spec_json FROM tasks WHERE task_id = :t"), {"t": task_id}
+                ).scalar_one()
+                old = json.loads(raw)
+                mix = old["mix"]
+                mix["zego_layout"] = mix.pop("auto_layout")
+                del mix["by_stream"], mix["output_id"]
+                if dialect == "zego":
+                    mix["extra"] = {"MixOutputStreamId": "out-1", "MixMode": 4}
+                conn.execute(
+                    text("UPDATE tasks SET spec_json = :s WHERE task_id = :t"),
+                    {"s": json.dumps(old), "t": task_id},
+                )
+            conn.execute(text("UPDATE alembic_version SET version_num = '0012'"))
+        upgrade(c.engine)
+        loaded = {d: MixSpec.from_json(c.tasks.get(9, t).spec.mix or {}) for d, t in ids.items()}
+        zego, jocloud = loaded["zego"], loaded["jocloud"]
+        assert (zego.auto_layout, zego.main_stream_id) == ("vertical", "cam-2")
+        assert (zego.by_stream, zego.output_id, zego.extra) == (True, "out-1", {"MixMode": 4})
+        assert (jocloud.auto_layout, jocloud.by_stream, jocloud.output_id) == (
+            "vertical",
+            False,
+            "mix",
+        )
+    finally:
+        c.engine.dispose()

@@ -5,6 +5,7 @@ so that the mixer sees a move only when the stream really moved."""
 from __future__ import annotations
 
 import dataclasses
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,10 @@ def test_an_input_whose_stream_moved_to_another_url_reads_the_new_one() -> None:
     picture = object()
     old.buffer.shown = picture
     mixer.inputs["room/u1"], mixer.order = old, ["room/u1"]
-    moved = "rtmp://127.0.0.2:1/live/u1"
+    # The new node: it takes the connection and says nothing, so the new reader stays in its
+    # handshake (live) for the whole test, until the listener closes.
+    node = socket.create_server(("127.0.0.1", 0))
+    moved = f"rtmp://127.0.0.1:{node.getsockname()[1]}/live/u1"
     mixer.update(spec, {"room/u1": moved})
     new = mixer.inputs["room/u1"]
     try:
@@ -42,9 +46,10 @@ def test_an_input_whose_stream_moved_to_another_url_reads_the_new_one() -> None:
         placement = Placement(key="room/u1", rect=Rect(0, 0, 320, 180))
         assert mixer._stand_in(spec, placement, new, None) is picture
         mixer.update(spec, {"room/u1": moved})  # the same again: the reader is kept
-        assert mixer.inputs["room/u1"] is new
+        assert mixer.inputs["room/u1"] is new and not new.ended.is_set()
     finally:
         new.stop()
+        node.close()
         new.join(10)
 
 
@@ -82,3 +87,18 @@ def test_a_stream_session_keeps_its_mix_input_url_across_credential_windows(
     later = started + timedelta(seconds=90)
     moved = pipe.input_url(_stream(later, "rtmp://127.0.0.2:1935"))
     assert moved != first and moved.startswith("rtmp://127.0.0.2:1935/")
+
+
+def test_a_user_with_two_streams_keeps_the_first_in_a_layout_by_user() -> None:
+    """A layout by user has one region per user: it shows the user's first stream (the room
+    lists streams as they joined) rather than flipping to the newest, with a gap, each time
+    the user adds one; a layout by stream (ZEGO's) shows both."""
+    t0 = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
+    camera = _stream(t0)
+    screen = dataclasses.replace(camera, stream_id="s2", started_at=t0 + timedelta(seconds=9))
+    assert mixpipe.layout_inputs([camera, screen], by_stream=False) == {"room/u1": camera}
+    assert mixpipe.layout_inputs([screen], by_stream=False) == {"room/u1": screen}
+    assert mixpipe.layout_inputs([camera, screen], by_stream=True) == {
+        "room/s:s1": camera,
+        "room/s:s2": screen,
+    }

@@ -155,3 +155,9 @@ def test_a_stream_whose_ended_reader_was_replaced_before_it_left_keeps_its_last_
     assert mixer._stand_in(spec, placement, None, None) is picture
     # A reader that is live but has no picture yet (camera off) shows it too.
     assert mixer._stand_in(spec, placement, new, None) is picture
+
+
+def test_a_zego_mix_lays_out_streams_and_is_named_by_its_output_stream_id() -> None:
+    spec = mix()
+    assert (spec.by_stream, spec.output_id) == (True, "out")
+    assert "MixOutputStreamId" not in spec.extra  # a field now, not a vendor word in extra

@@ -78,7 +78,7 @@ class Mixer(threading.Thread):
         self._on_close = on_close
         self.inputs: dict[str, InputReader] = {}
         self.order: list[str] = []  # keys in the order they joined (templates place by it)
-        self.main_key: str | None = None  # the input of a ZEGO layout's large region
+        self.main_key: str | None = None  # the input of an automatic layout's large region
         self.last_pictures: dict[str, Any] = {}  # of inputs that left
         self._lock = threading.Lock()
         self._stop_at: float | None = None

@@ -60,20 +60,30 @@ class _MixWave:
 
 
 def _layout_key(stream: LiveStream, by_stream: bool) -> str:
-    """The mixer key of a stream in a template or ZEGO layout: per stream (the key a view
+    """The mixer key of a stream in a template or automatic layout: per stream (the key a view
     naming the stream has) or per user."""
     if by_stream:
         return f"{stream.room_id}/s:{stream.stream_id}"
     return f"{stream.room_id}/{stream.user_id}"
 
 
+def layout_inputs(wanted: list[LiveStream], by_stream: bool) -> dict[str, LiveStream]:
+    """The inputs of a template or automatic layout by mixer key, from the wanted streams as
+    the room lists them (as they joined): a user publishing two streams in a layout by user
+    shows the first, and the next once that one leaves."""
+    shown: dict[str, LiveStream] = {}
+    for s in wanted:
+        shown.setdefault(_layout_key(s, by_stream), s)
+    return shown
+
+
 def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str]) -> str | None:
     """The mixer key of the stream that ``mix.main_stream_id`` names, for the large region of
-    a ZEGO layout, from ``keys_by_stream`` (stream id → mixer key, as ``_mix`` keys layout
+    an automatic layout, from ``keys_by_stream`` (stream id → mixer key, as ``_mix`` keys layout
     inputs, for every stream seen: one that left keeps its key, and so its region if FillBlank
     keeps it).  None when none is named (the first to join goes there); a stream never seen
     gets a key no input has (``room/s:stream``, the key of a view named by stream), so the
-    region shows the background, as ZEGO says for MixMaxResolutionStreamId."""
+    region shows the background (as ZEGO says for MixMaxResolutionStreamId)."""
     if mix.main_user_id is not None:
         return f"{room_id}/{mix.main_user_id}"  # the key of a user's stream (_layout_key)
     if mix.main_stream_id is None:
@@ -81,8 +91,9 @@ def large_region_key(mix: MixSpec, room_id: str, keys_by_stream: dict[str, str])
     return keys_by_stream.get(mix.main_stream_id, f"{room_id}/s:{mix.main_stream_id}")
 
 
-def _session(stream: LiveStream) -> tuple[str, str]:
-    return (stream.stream_id, stream.started_at.isoformat())
+def _session(stream: LiveStream) -> tuple[str, str, str]:
+    """A stream session (views may show streams of other rooms, where the id may be taken)."""
+    return (stream.room_id, stream.stream_id, stream.started_at.isoformat())
 
 
 class MixPipeline(Pipeline):
@@ -103,13 +114,16 @@ class MixPipeline(Pipeline):
         self.mix_wave: _MixWave | None = None
         self.written: dict[int, tuple[Path, FileFormat]] = {}  # file id -> path, format
         self.shot_error: str | None = None  # the last screenshot of the mix that failed
-        self.urls: dict[tuple[str, str], str] = {}  # each shown stream session's input URL
+        self.urls: dict[tuple[str, str, str], str] = {}  # each shown stream session's input URL
 
     def input_url(self, stream: LiveStream) -> str:
         """Where the mixer reads ``stream``: one URL per stream session, so that a new URL
         means the stream moved (a new session, on this ingest node or another) and not
         that its pull credential's window turned (the credential lasts the longest task)."""
-        return self.urls.setdefault(_session(stream), self.pull_url(stream, backlog=False))
+        key = _session(stream)
+        if key not in self.urls:
+            self.urls[key] = self.pull_url(stream, backlog=False)
+        return self.urls[key]
 
     def tick(self, task: Task, room: list[LiveStream], now: float) -> list[LiveStream]:
         live = self._mix(task, room)
@@ -158,7 +172,7 @@ class MixPipeline(Pipeline):
         if mix.template_id is not None or mix.auto_layout is not None:
             wanted = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
             by_stream = mix.by_stream
-            shown = {_layout_key(s, by_stream): s for s in wanted}
+            shown = layout_inputs(wanted, by_stream)
             self.stream_keys.update({s.stream_id: _layout_key(s, by_stream) for s in wanted})
             main_key = large_region_key(mix, task.spec.room_id, self.stream_keys)
         else:
@@ -300,6 +314,8 @@ class MixPipeline(Pipeline):
         )
         if wave_key is not None:
             mixer.audio_tap = self._measure
+        if self.paused:  # its first stream came during a pause, or a later attempt took over one
+            mixer.pause()
         mixer.start()
         self.control.event("mix_started", f"{mix.width}x{mix.height}@{mix.fps}")
         return mixer
