@@ -98,6 +98,9 @@ class FakeRooms:
             if s.source == source and s.node != alive and self.seen.get(s.node, before) < before
         ]
 
+    def live_keys(self, source: str, node: str) -> set[tuple[int, str, str]]:
+        return {k for k, s in self.streams.items() if s.source == source and s.node == node}
+
     def is_live(self, app_id: int, room_id: str, stream_id: str) -> bool:
         return (app_id, room_id, stream_id) in self.streams
 

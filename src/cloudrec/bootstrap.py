@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -30,6 +32,11 @@ from cloudrec.outbound import OutboundPolicy, resolve_target
 from cloudrec.secretbox import FernetSecretBox, load_key
 from cloudrec.storage.backup import LocalBackupStore, LocalSpool
 from cloudrec.storage.s3 import S3ObjectStore
+
+if TYPE_CHECKING:
+    from cloudrec.media.ingest.server import RtmpServer
+
+log = logging.getLogger("cloudrec.ingest")
 
 
 def utc_now() -> datetime:
@@ -196,6 +203,37 @@ class EmbeddedIngestGate:
         await asyncio.to_thread(
             self._c.rooms.unpublished_here, target, "publisher left", req.remote_addr
         )
+
+    async def readopt(self, rtmp: RtmpServer) -> int:
+        """Publishers still connected to this node whose streams it no longer holds (it
+        stalled past its lease, frozen or cut off from the database, and another node ended
+        its streams): their streams live here again, as new sessions that recordings follow,
+        or, where the id is live elsewhere now, the publisher is dropped.  Returns how many
+        were live again."""
+        streams = rtmp.announced()
+        if not streams:
+            return 0
+        held = await asyncio.to_thread(self._c.rooms.held_here)
+        again = 0
+        for stream in streams:
+            req = stream.request
+            target = self._target(req)
+            a = target.address
+            if (a.app_id, a.room_id, target.stream_id) in held or not rtmp.is_current(stream):
+                continue
+            url = self._c.rtmp_pull_url(a.app_id, a.room_id, target.stream_id)
+            meta = stream.meta or StreamMeta()
+            rooms = self._c.rooms
+            if not await asyncio.to_thread(rooms.readopt, target, meta, url, req.remote_addr):
+                log.warning(
+                    "stream.dropped_live_elsewhere", extra={"fields": {"key": req.stream_key}}
+                )
+                rtmp.drop_publisher(stream)
+                continue
+            again += 1
+            if not rtmp.is_current(stream):  # it left meanwhile: its end may have come first
+                await self.unpublished(req)
+        return again
 
     async def authorize_play(self, req: PublishRequest) -> None:
         target = await asyncio.to_thread(self._target, req)

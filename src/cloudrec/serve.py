@@ -54,10 +54,18 @@ async def _reconcile(reconciler: Reconciler) -> None:
         await asyncio.sleep(RECONCILE_S)
 
 
-async def _beat(rooms: RoomService, every_s: float, thread: ThreadPoolExecutor) -> None:
+async def _beat(
+    rooms: RoomService,
+    every_s: float,
+    thread: ThreadPoolExecutor,
+    gate: EmbeddedIngestGate,
+    rtmp: RtmpServer,
+) -> None:
     """This ingest node is alive (its streams stay its own), and the streams of one that has
     stopped beating end; on a thread of its own, so that slow starts or reconciler rounds in
-    the shared pool cannot hold a beat back past the lease."""
+    the shared pool cannot hold a beat back past the lease.  After each beat, the publishers
+    still connected here whose streams another node ended (this one stalled past its lease)
+    are live here again (:meth:`EmbeddedIngestGate.readopt`)."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(every_s)
@@ -65,6 +73,9 @@ async def _beat(rooms: RoomService, every_s: float, thread: ThreadPoolExecutor) 
             ended = await loop.run_in_executor(thread, rooms.beat)
             if ended:
                 log.info("streams.node_lost", extra={"fields": {"ended": ended}})
+            again = await gate.readopt(rtmp)
+            if again:
+                log.warning("streams.readopted", extra={"fields": {"streams": again}})
         except Exception:
             log.exception("beat.error")
 
@@ -207,7 +218,8 @@ async def serve(container: Container) -> None:
         )
     http_socket = _bind(s.host, s.http_port)
     limits = IngestLimits.from_settings(s)
-    rtmp = RtmpServer(EmbeddedIngestGate(container), s.host, s.rtmp_port, limits=limits)
+    gate = EmbeddedIngestGate(container)
+    rtmp = RtmpServer(gate, s.host, s.rtmp_port, limits=limits)
     beat_thread = ThreadPoolExecutor(1, thread_name_prefix="beat")
     await asyncio.get_running_loop().run_in_executor(beat_thread, container.rooms.beat)
     await rtmp.start()
@@ -215,7 +227,9 @@ async def serve(container: Container) -> None:
     await asyncio.to_thread(
         container.rooms.close_stale, EmbeddedIngestGate.SOURCE, "service restarted"
     )
-    beating = asyncio.create_task(_beat(container.rooms, s.ingest_lease_s / 5, beat_thread))
+    beating = asyncio.create_task(
+        _beat(container.rooms, s.ingest_lease_s / 5, beat_thread, gate, rtmp)
+    )
     loop = asyncio.get_running_loop()
     server: _Server | None = None
     api: ApiProcesses | None = None

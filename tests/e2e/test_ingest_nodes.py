@@ -5,6 +5,7 @@ publisher reconnecting to the other node is recorded on by the same task."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -183,3 +184,85 @@ def test_a_mix_shows_a_dead_nodes_publisher_again_once_it_reconnects_elsewhere_a
     assert all(cells(fr) >= {"red", "green"} for fr in frames[-15:]), [
         cells(fr) for fr in frames[-15:]
     ]
+
+
+def freeze(svc: Service, sig: signal.Signals) -> None:
+    """SIGSTOP or SIGCONT to the node's serve and everything it started."""
+    assert svc.proc is not None
+    for pid in [svc.proc.pid, *descendants(svc.proc.pid)]:
+        os.kill(pid, sig)
+
+
+def test_a_frozen_nodes_publisher_is_live_again_and_recorded_once_the_node_wakes(
+    tmp_path, database_url, monkeypatch
+):
+    """Regression (issue 14): node B frozen (SIGSTOP) past its lease: A ends B's streams, as
+    for a dead node.  B's publisher is still connected when B wakes (its data waited in the
+    kernel), but its stream's row stayed ended: no recording saw it again while it went on
+    publishing.  Now B's next beat finds the publisher's stream no longer its own and opens
+    it again, and the task on A records it in a new file; the old session's recorder, whose
+    retry reconnected to B once it woke, ends with its session instead of recording the
+    same stream a second time (overlapping parts, seen while building this)."""
+    monkeypatch.setenv("CLOUDREC_DATABASE_URL", database_url)
+    monkeypatch.setenv("CLOUDREC_SECRET_KEY", Fernet.generate_key().decode())
+    a, b = (Service(tmp_path / name, env={"CLOUDREC_NODE_NAME": f"ingest-{name}"}) for name in "ab")
+    for svc in (a, b):
+        svc.data_dir.mkdir()
+        svc.start()
+    app = a.create_app(APP)
+    auth = (str(APP), app["server_secret"])
+    pub = ffmpeg_publish(b.publish_url(APP, ROOM, "bob", "--uid", "bob"), 120)
+    try:
+        wait_nodes(a, app, {"bob": "ingest-b"}, 20)
+        base = f"{a.http}/v1/apps/{APP}/tasks"
+        r = httpx.post(base, json={"room_id": ROOM}, auth=auth, timeout=10)
+        assert r.status_code == 201, r.text
+        task_id = r.json()["task_id"]
+        a.wait_task(app, task_id, lambda t: len(t["files"]) == 1)
+        time.sleep(3)
+        freeze(b, signal.SIGSTOP)
+        try:
+            wait_nodes(a, app, {}, LEASE_S + 8)  # A ended B's stream: B looks dead
+            time.sleep(2)
+        finally:
+            woke, woke_ms = time.monotonic(), time.time() * 1000
+            freeze(b, signal.SIGCONT)
+        wait_nodes(a, app, {"bob": "ingest-b"}, 15)
+        assert pub.poll() is None, "the publisher was dropped"
+        # The new session's file: from the backlog's keyframe nearest B's wake (one GOP, 1 s,
+        # before at most), where the old session's parts are of before the freeze.
+        since = woke_ms - 4000
+        a.wait_task(app, task_id, lambda t: any(f["begin_ms"] > since for f in t["files"]))
+        again_in = time.monotonic() - woke
+        time.sleep(4)
+        assert httpx.post(f"{base}/{task_id}/stop", auth=auth, timeout=10).status_code == 200
+        task = a.wait_task(app, task_id, lambda t: t["state"] in ("completed", "failed"))
+        paths = {}
+        for f in task["files"]:
+            paths[f["name"]] = path = tmp_path / f["name"].replace("/", "_")
+            got = httpx.get(f"{base}/{task_id}/files/{f['name']}", auth=auth, timeout=30)
+            path.write_bytes(got.content)
+    finally:
+        pub.kill()
+        pub.wait()
+        for svc in (a, b):
+            if svc.proc is not None and svc.proc.poll() is None:
+                svc.stop()
+    assert task["state"] == "completed", task
+    assert again_in < 10, again_in
+    files = sorted(task["files"], key=lambda f: f["begin_ms"])
+    assert all(f["status"] == "recorded" for f in files), files
+    # Parts of one stream that never overlap: the old session's recorder may write one more
+    # part (what the publisher sent during the freeze, delivered when B woke) but ends with
+    # its session; the new session's file begins after B woke.
+    for before, after in itertools.pairwise(files):
+        assert after["begin_ms"] >= before["begin_ms"] + before["duration_ms"], files
+    assert files[-1]["begin_ms"] > since and len(files) in (2, 3), files
+    ends = [e for e in a.log_events() if e.get("event") == "stream.unpublished"]
+    assert ("bob", "ingest node ingest-b lost") in [
+        (e.get("stream_id"), e.get("detail")) for e in ends
+    ]
+    for f in files:  # each plays; the first (before the freeze) and the last (after) 2 s or more
+        with av.open(str(paths[f["name"]])) as c:
+            frames = sum(1 for _ in c.decode(c.streams.video[0]))
+        assert frames >= (2 * 25 if f in (files[0], files[-1]) else 1), (f, frames)

@@ -79,6 +79,9 @@ class RoomDirectory(Protocol):
         """The live streams of ``source`` whose node has not beaten since ``before``, but for
         those of ``alive`` (the node asking)."""
 
+    def live_keys(self, source: str, node: str) -> set[tuple[int, str, str]]:
+        """(app id, room id, stream id) of the live streams of ``source`` held by ``node``."""
+
     def is_live(self, app_id: int, room_id: str, stream_id: str) -> bool: ...
 
     def live(self, app_id: int, room_id: str | None = None) -> list[LiveStream]: ...

@@ -416,6 +416,27 @@ class RoomService:
             return 0
         return self._end_lost()
 
+    def held_here(self) -> set[tuple[int, str, str]]:
+        """(app id, room id, stream id) of every embedded stream live on this node."""
+        with self._uow() as uow:
+            return uow.rooms.live_keys(EMBEDDED, self._node)
+
+    def readopt(
+        self, target: PublishTarget, meta: StreamMeta, pull_url: str, remote_addr: str
+    ) -> bool:
+        """A publisher still connected to this node whose stream is no longer live here: this
+        node stalled (frozen, or cut off from the database) past its lease and another node
+        ended its streams.  The stream is live here again, as a new session, unless its id
+        is live elsewhere now (False: the publisher came back on another node, or another
+        took the id; this connection is to be dropped)."""
+        try:
+            self.published(target, meta, pull_url, EMBEDDED, remote_addr)
+        except CloudrecError as exc:
+            if exc.reason == "stream_live":
+                return False
+            raise
+        return True
+
     def _end_lost(self) -> int:
         """End the streams of the nodes past their lease; none while this node itself has not
         beaten within a lease (it cannot tell their silence from its own)."""

@@ -163,6 +163,14 @@ class SqlRoomDirectory:
         )
         return [_to_live(r) for r in rows]
 
+    def live_keys(self, source: str, node: str) -> set[tuple[int, str, str]]:
+        rows = self._s.execute(
+            select(StreamSessionRow.app_id, StreamSessionRow.room_id, StreamSessionRow.stream_id)
+            .where(StreamSessionRow.live_key.is_not(None), StreamSessionRow.source == source)
+            .where(_held_by(node))
+        )
+        return {(int(a), str(r), str(s)) for a, r, s in rows}
+
     def is_live(self, app_id: int, room_id: str, stream_id: str) -> bool:
         key = _live_key(app_id, room_id, stream_id)
         found = self._s.scalar(select(StreamSessionRow.id).where(StreamSessionRow.live_key == key))

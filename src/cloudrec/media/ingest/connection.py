@@ -274,6 +274,7 @@ class RtmpConnection(asyncio.Protocol):
         key = stream.request.stream_key
         self.logger.info("RTMP %s: publishing %s: %s", self.label, key, stream.meta)
         await self.server.gate.published(stream.request, stream.meta)
+        stream.announced = True
         stream.on_media(msg)
 
     def _on_command(

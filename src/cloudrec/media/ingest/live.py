@@ -142,6 +142,7 @@ class LiveStream:
         ] = collections.deque()
         self.backlog_bytes = 0
         self.players: dict[object, Player] = {}
+        self.announced = False  # the gate has recorded its publish (the stream's row is open)
 
     def info(self) -> LiveStreamInfo:
         return LiveStreamInfo(self.request, self.meta, len(self.players))

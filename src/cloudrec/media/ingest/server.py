@@ -167,6 +167,20 @@ class RtmpServer:
     def is_live(self, key: str) -> bool:
         return key in self._streams
 
+    def announced(self) -> list[LiveStream]:
+        """The live streams whose publish the gate has recorded."""
+        return [s for s in self._streams.values() if s.announced]
+
+    def is_current(self, stream: LiveStream) -> bool:
+        """``stream`` is still the one published under its key (its publisher has not left)."""
+        return self._streams.get(stream.request.stream_key) is stream
+
+    def drop_publisher(self, stream: LiveStream) -> None:
+        """Disconnect the publisher of ``stream``."""
+        for conn in list(self.connections):
+            if conn.publishing is stream:
+                conn.close()
+
     # The stream registry, used by connections.
     def add_stream(self, stream: LiveStream) -> bool:
         key = stream.request.stream_key

@@ -124,6 +124,7 @@ class SinglePipeline(Pipeline):
         self.wanted_at: dict[Key, float] = {}
         self.session_files: dict[Key, list[int]] = {}  # each session's file ids
         self.failed: _Session | None = None  # the session whose recorder gave up for good
+        self.left: set[Key] = set()  # sessions gone from the room whose recorders were stopped
 
     def saw(self, room: list[LiveStream]) -> None:
         self.live_sessions = {_key(s) for s in room}
@@ -133,6 +134,7 @@ class SinglePipeline(Pipeline):
         # The task's spec as last read: its users may change while it records.
         live = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
         self._drop_unwanted(task.spec, room, now)
+        self._drop_left(now)
         for stream in live:
             key = _key(stream)
             old = self.sessions.get(key)
@@ -348,6 +350,17 @@ class SinglePipeline(Pipeline):
                 session.recorder.stop(now)
                 self.unwanted.add(key)
                 self.control.event("stream_unwanted", f"{stream.user_id}/{stream.stream_id}")
+
+    def _drop_left(self, now: float) -> None:
+        """A session gone from the room ends its recorder, whatever its pull still reads: an
+        ingest node that stalled past its lease serves its publisher on once it wakes, and
+        that publisher's stream is a new session by then, with a recorder of its own (what
+        the publisher sent before it left has reached the recorder: nothing is cut)."""
+        for key, session in self.sessions.items():
+            if key in self.live_sessions or key in self.left or not session.recorder.is_alive():
+                continue
+            session.recorder.stop(now)
+            self.left.add(key)
 
     def _reap(self) -> None:
         for s in self.sessions.values():

@@ -1,0 +1,56 @@
+"""What the single-stream pipeline does with a stream session that leaves the room while its
+recorder still reads: the recorder ends with its session."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cloudrec.config import load_settings
+from cloudrec.core.rooms import EMBEDDED, LiveStream, StreamMeta
+from cloudrec.media.recorder.singles import SinglePipeline, _key, _Session
+
+
+class Reading:
+    """A recorder whose pull still delivers (its node woke up and serves on)."""
+
+    def __init__(self) -> None:
+        self.stopped: list[float] = []
+
+    def is_alive(self) -> bool:
+        return True
+
+    def stop(self, at: float) -> None:
+        self.stopped.append(at)
+
+
+def _stream(started: datetime) -> LiveStream:
+    return LiveStream(
+        app_id=1,
+        room_id="room",
+        stream_id="s1",
+        user_id="u1",
+        meta=StreamMeta(),
+        pull_url="rtmp://127.0.0.1:1935/1/room/s1",
+        started_at=started,
+        source=EMBEDDED,
+    )
+
+
+def test_a_session_gone_from_the_room_stops_its_recorder_once(tmp_path: Any) -> None:
+    """Regression (issue 14): a node frozen past its lease had its streams ended by another;
+    the old session's recorder, retrying, reconnected once the node woke and recorded the
+    stream again beside the new session's recorder (overlapping parts of one stream)."""
+    settings = load_settings({"data_dir": tmp_path}, env={})
+    pipe = SinglePipeline(None, settings)  # type: ignore[arg-type]
+    old = _stream(datetime(2026, 12, 4, 2, 0, tzinfo=UTC))
+    new = _stream(old.started_at + timedelta(seconds=30))  # the same stream, live again
+    recorder = Reading()
+    pipe.sessions[_key(old)] = _Session(recorder, old)  # type: ignore[arg-type]
+    pipe.saw([old])
+    pipe._drop_left(100.0)
+    assert recorder.stopped == []  # live: left alone
+    pipe.saw([new])
+    pipe._drop_left(101.0)
+    pipe._drop_left(102.0)
+    assert recorder.stopped == [101.0]  # gone: stopped where the worker saw it go, once
