@@ -54,3 +54,16 @@ def test_a_session_gone_from_the_room_stops_its_recorder_once(tmp_path: Any) -> 
     pipe._drop_left(101.0)
     pipe._drop_left(102.0)
     assert recorder.stopped == [101.0]  # gone: stopped where the worker saw it go, once
+
+
+def test_two_files_of_a_task_never_get_one_name(tmp_path: Any) -> None:
+    """Regression: around a restart of the ingest, the old session's retry and the new
+    session's recorder both began at the same keyframe of the backlog, so both files had one
+    name: two muxers wrote one path, and the first delivered removed it from under the other
+    ("the file is gone from the spool")."""
+    pipe = SinglePipeline(None, load_settings({"data_dir": tmp_path}, env={}))  # type: ignore[arg-type]
+    stem = "t_room_u1_s1_VA_20261204023802771"
+    assert pipe._unique(stem, ".mp4") == f"{stem}.mp4"
+    assert pipe._unique(stem, ".mp4") == f"{stem}_1.mp4"
+    assert pipe._unique(stem, ".mp4") == f"{stem}_2.mp4"
+    assert pipe._unique(stem, ".flv") == f"{stem}.flv"

@@ -263,6 +263,11 @@ class StreamRecorder(threading.Thread):
         # rw_timeout bounds every network read; PyAV's own timeout= would call back into
         # Python on every I/O step.
         with open_input(plan.url, options=options) as inp:
+            if self._retried is not None and plan.still_live is not None and not plan.still_live():
+                # Reconnected, but the session it records left meanwhile: what the ingest
+                # serves under this name now is another session's, with a recorder of its own.
+                self.ended_by = "source ended"
+                return
             wanted: list[Any] = []
             # Audio-only formats cut on the audio itself, not on a video keyframe.
             audio_only = all(fmt.audio_only for fmt in plan.formats)

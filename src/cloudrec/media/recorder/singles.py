@@ -125,6 +125,8 @@ class SinglePipeline(Pipeline):
         self.session_files: dict[Key, list[int]] = {}  # each session's file ids
         self.failed: _Session | None = None  # the session whose recorder gave up for good
         self.left: set[Key] = set()  # sessions gone from the room whose recorders were stopped
+        self._names: set[str] = set()  # every file name given so far
+        self._names_lock = threading.Lock()
 
     def saw(self, room: list[LiveStream]) -> None:
         self.live_sessions = {_key(s) for s in room}
@@ -220,7 +222,7 @@ class SinglePipeline(Pipeline):
 
         def name(fmt: FileFormat, track: TrackType, begin_ms: int) -> str:
             stamp = file_stamp(datetime.fromtimestamp(begin_ms / 1000, UTC))
-            return f"{base}_{type_code(track)}_{stamp}.{fmt.extension}"
+            return self._unique(f"{base}_{type_code(track)}_{stamp}", f".{fmt.extension}")
 
         def on_open(
             fmt: FileFormat,
@@ -290,6 +292,18 @@ class SinglePipeline(Pipeline):
         recorder.start()
         self.sessions[key] = _Session(recorder, stream)
         self.control.event("stream_recording", f"{stream.user_id}/{stream.stream_id}")
+
+    def _unique(self, stem: str, suffix: str) -> str:
+        """A file name no other file of the task has (on recorder threads).  Two sessions of
+        one stream may begin at the same keyframe of the ingest's backlog (the old one's
+        retry and the new one, around a restart of the ingest): their files must not be one
+        path, written by two muxers and delivered once."""
+        with self._names_lock:
+            name, n = f"{stem}{suffix}", 1
+            while name in self._names:
+                name, n = f"{stem}_{n}{suffix}", n + 1
+            self._names.add(name)
+            return name
 
     def _start_at(self, task: Task, stream: LiveStream) -> float:
         """Where a stream's file begins: when the recording was asked for or the stream came,
