@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cloudrec.ingest")
 
+# A publisher quiet for longer than this is not taken back by a woken node (it may be half
+# open, its publisher gone elsewhere); one merely behind in its reads is taken at the next beat.
+READOPT_IDLE_S = 5.0
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -210,7 +214,7 @@ class EmbeddedIngestGate:
         its streams): their streams live here again, as new sessions that recordings follow,
         or, where the id is live elsewhere now, the publisher is dropped.  Returns how many
         were live again."""
-        streams = rtmp.announced()
+        streams = rtmp.announced(max_idle_s=READOPT_IDLE_S)
         if not streams:
             return 0
         held = await asyncio.to_thread(self._c.rooms.held_here)

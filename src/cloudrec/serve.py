@@ -67,17 +67,26 @@ async def _beat(
     still connected here whose streams another node ended (this one stalled past its lease)
     are live here again (:meth:`EmbeddedIngestGate.readopt`)."""
     loop = asyncio.get_running_loop()
+    readopting: asyncio.Task[None] | None = None
     while True:
         await asyncio.sleep(every_s)
         try:
             ended = await loop.run_in_executor(thread, rooms.beat)
             if ended:
                 log.info("streams.node_lost", extra={"fields": {"ended": ended}})
-            again = await gate.readopt(rtmp)
-            if again:
-                log.warning("streams.readopted", extra={"fields": {"streams": again}})
         except Exception:
             log.exception("beat.error")
+        if readopting is None or readopting.done():  # beside the beats: never holds one back
+            readopting = asyncio.create_task(_readopt(gate, rtmp))
+
+
+async def _readopt(gate: EmbeddedIngestGate, rtmp: RtmpServer) -> None:
+    try:
+        again = await gate.readopt(rtmp)
+        if again:
+            log.warning("streams.readopted", extra={"fields": {"streams": again}})
+    except Exception:
+        log.exception("readopt.error")
 
 
 DELIVER_S = 0.5

@@ -201,8 +201,8 @@ def test_a_frozen_nodes_publisher_is_live_again_and_recorded_once_the_node_wakes
     kernel), but its stream's row stayed ended: no recording saw it again while it went on
     publishing.  Now B's next beat finds the publisher's stream no longer its own and opens
     it again, and the task on A records it in a new file; the old session's recorder, whose
-    retry reconnected to B once it woke, ends with its session instead of recording the
-    same stream a second time (overlapping parts, seen while building this)."""
+    retry reconnected to B once it woke, stops where the new session begins instead of
+    recording the same stream a second time (overlapping parts, seen while building this)."""
     monkeypatch.setenv("CLOUDREC_DATABASE_URL", database_url)
     monkeypatch.setenv("CLOUDREC_SECRET_KEY", Fernet.generate_key().decode())
     a, b = (Service(tmp_path / name, env={"CLOUDREC_NODE_NAME": f"ingest-{name}"}) for name in "ab")
@@ -252,11 +252,11 @@ def test_a_frozen_nodes_publisher_is_live_again_and_recorded_once_the_node_wakes
     assert again_in < 10, again_in
     files = sorted(task["files"], key=lambda f: f["begin_ms"])
     assert all(f["status"] == "recorded" for f in files), files
-    # Parts of one stream that never overlap: the old session's recorder may write one more
-    # part (what the publisher sent during the freeze, delivered when B woke) but ends with
-    # its session; the new session's file begins after B woke.
+    # Parts of one stream that overlap by a GOP (1 s) at most: the old session's recorder may
+    # write one more part (after its retry reconnected to the woken B) but stops where the new
+    # session begins; the new session's file begins at the backlog keyframe nearest that.
     for before, after in itertools.pairwise(files):
-        assert after["begin_ms"] >= before["begin_ms"] + before["duration_ms"], files
+        assert after["begin_ms"] >= before["begin_ms"] + before["duration_ms"] - 1100, files
     assert files[-1]["begin_ms"] > since and len(files) in (2, 3), files
     ends = [e for e in a.log_events() if e.get("event") == "stream.unpublished"]
     assert ("bob", "ingest node ingest-b lost") in [

@@ -438,7 +438,9 @@ def test_a_mix_whose_first_stream_comes_during_a_pause_records_nothing_of_the_pa
 ):
     """Regression: the mixer was started unpaused when its first stream came while the task
     was paused (as when a later attempt takes over a paused task), so the paused span was
-    recorded, and the resume changed nothing."""
+    recorded, and the resume changed nothing.  Then a stop while paused: the mixer waited
+    for its timeline to reach the stop, which a pause never moves, for MIX_STOP_WAIT_S
+    (120 s) before its file was left open."""
     svc, s3, zego = world
     room = "zpaused"
     task_id = zego.call("StartRecord", mix_body(room))["Data"]["TaskId"]  # an empty room
@@ -452,16 +454,23 @@ def test_a_mix_whose_first_stream_comes_during_a_pause_records_nothing_of_the_pa
         assert zego.call("ResumeRecord", {"TaskId": task_id})["Code"] == 0
         wait_status(zego, task_id, 2, timeout_s=10)
         time.sleep(4)
-        t_stop = time.time()
-        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0
-        files = wait_status(zego, task_id, 3)["RecordFiles"]
+        t_pause = time.time()
+        assert zego.call("PauseRecord", {"TaskId": task_id})["Code"] == 0
+        wait_status(zego, task_id, 5, timeout_s=10)
+        time.sleep(2)
+        stopped = time.monotonic()
+        assert zego.call("StopRecord", {"TaskId": task_id})["Code"] == 0  # while paused
+        files = wait_status(zego, task_id, 3, timeout_s=60)["RecordFiles"]
+        stop_s = time.monotonic() - stopped
     finally:
         pub.kill()
         pub.wait()
+    assert stop_s < 30, stop_s  # the whole task, its upload included
     [f] = [f for f in files if f["FileId"].endswith(".mp4")]
+    assert f["BeginTimestamp"] / 1000 > t_resume - 1.0  # the file begins with its first frame
     frames = frames_of(download(s3, f, tmp_path))
     seconds = len(frames) / 15
-    assert seconds < t_stop - t_resume + 1.0, (seconds, t_stop - t_resume)
+    assert seconds < t_pause - t_resume + 1.0, (seconds, t_pause - t_resume)
     assert seconds > 2.0 and colour_at(frames[-1], 320, 180) == "red"
 
 

@@ -223,29 +223,39 @@ def test_a_mix_stored_before_the_auto_layout_rename_loads_as_it_recorded(databas
     try:
         c.apps.create(9)
         ids = {}
-        for dialect in ("zego", "jocloud"):
+        for dialect in ("zego", "jocloud", "zego-views"):
             mix = MixSpec(auto_layout="vertical", main_stream_id="cam-2").to_json()
-            spec = RecordingSpec(room_id="room1", mode=RecordMode.MIXED, dialect=dialect, mix=mix)
+            vendor = dialect.split("-")[0]
+            spec = RecordingSpec(room_id="room1", mode=RecordMode.MIXED, dialect=vendor, mix=mix)
             ids[dialect] = c.tasks.start(9, spec, None, require_live=False).task_id
+        single = RecordingSpec(room_id="room1", dialect="zego")  # no mix: left as it is
+        ids["single"] = c.tasks.start(9, single, None, require_live=False).task_id
         with c.engine.begin() as conn:  # the rows as the old code wrote them
             for dialect, task_id in ids.items():
+                if dialect == "single":
+                    continue
                 raw = conn.execute(
                     text("SELECT spec_json FROM tasks WHERE task_id = :t"), {"t": task_id}
                 ).scalar_one()
                 old = json.loads(raw)
                 mix = old["mix"]
-                mix["zego_layout"] = mix.pop("auto_layout")
+                layout = mix.pop("auto_layout")
+                if dialect != "zego-views":  # rows from before automatic layouts have no key
+                    mix["zego_layout"] = layout
                 del mix["by_stream"], mix["output_id"]
-                if dialect == "zego":
-                    mix["extra"] = {"MixOutputStreamId": "out-1", "MixMode": 4}
+                if dialect.startswith("zego"):
+                    out = "out-1" if dialect == "zego" else "out-2"
+                    mix["extra"] = {"MixOutputStreamId": out, "MixMode": 4}
                 conn.execute(
                     text("UPDATE tasks SET spec_json = :s WHERE task_id = :t"),
                     {"s": json.dumps(old), "t": task_id},
                 )
             conn.execute(text("UPDATE alembic_version SET version_num = '0012'"))
         upgrade(c.engine)
+        assert c.tasks.get(9, ids.pop("single")).spec == single
         loaded = {d: MixSpec.from_json(c.tasks.get(9, t).spec.mix or {}) for d, t in ids.items()}
-        zego, jocloud = loaded["zego"], loaded["jocloud"]
+        zego, jocloud, views = loaded["zego"], loaded["jocloud"], loaded["zego-views"]
+        assert (views.auto_layout, views.by_stream, views.output_id) == (None, True, "out-2")
         assert (zego.auto_layout, zego.main_stream_id) == ("vertical", "cam-2")
         assert (zego.by_stream, zego.output_id, zego.extra) == (True, "out-1", {"MixMode": 4})
         assert (jocloud.auto_layout, jocloud.by_stream, jocloud.output_id) == (

@@ -37,23 +37,29 @@ def _stream(started: datetime) -> LiveStream:
     )
 
 
-def test_a_session_gone_from_the_room_stops_its_recorder_once(tmp_path: Any) -> None:
+def test_a_session_superseded_by_a_newer_one_stops_its_recorder_where_that_begins(
+    tmp_path: Any,
+) -> None:
     """Regression (issue 14): a node frozen past its lease had its streams ended by another;
     the old session's recorder, retrying, reconnected once the node woke and recorded the
-    stream again beside the new session's recorder (overlapping parts of one stream)."""
+    stream again beside the new session's recorder (overlapping parts of one stream).  A
+    session that only left the room keeps its recorder: its pull ends by itself, and what
+    the publisher sent last is still on its way (and a node cut off from the database, its
+    streams ended by another, serves on: its recorders must not stop before a new session)."""
     settings = load_settings({"data_dir": tmp_path}, env={})
     pipe = SinglePipeline(None, settings)  # type: ignore[arg-type]
     old = _stream(datetime(2026, 12, 4, 2, 0, tzinfo=UTC))
     new = _stream(old.started_at + timedelta(seconds=30))  # the same stream, live again
     recorder = Reading()
     pipe.sessions[_key(old)] = _Session(recorder, old)  # type: ignore[arg-type]
-    pipe.saw([old])
-    pipe._drop_left(100.0)
-    assert recorder.stopped == []  # live: left alone
+    for room in ([old], []):  # live, then gone from the room with no newer session
+        pipe.saw(room)
+        pipe._drop_superseded(room)
+        assert recorder.stopped == []
     pipe.saw([new])
-    pipe._drop_left(101.0)
-    pipe._drop_left(102.0)
-    assert recorder.stopped == [101.0]  # gone: stopped where the worker saw it go, once
+    pipe._drop_superseded([new])
+    pipe._drop_superseded([new])
+    assert recorder.stopped == [new.started_at.timestamp()]  # where the new one begins, once
 
 
 def test_two_files_of_a_task_never_get_one_name(tmp_path: Any) -> None:
@@ -64,6 +70,6 @@ def test_two_files_of_a_task_never_get_one_name(tmp_path: Any) -> None:
     pipe = SinglePipeline(None, load_settings({"data_dir": tmp_path}, env={}))  # type: ignore[arg-type]
     stem = "t_room_u1_s1_VA_20261204023802771"
     assert pipe._unique(stem, ".mp4") == f"{stem}.mp4"
-    assert pipe._unique(stem, ".mp4") == f"{stem}_1.mp4"
-    assert pipe._unique(stem, ".mp4") == f"{stem}_2.mp4"
+    assert pipe._unique(stem, ".mp4") == f"{stem}-1.mp4"
+    assert pipe._unique(stem, ".mp4") == f"{stem}-2.mp4"
     assert pipe._unique(stem, ".flv") == f"{stem}.flv"

@@ -167,9 +167,20 @@ class RtmpServer:
     def is_live(self, key: str) -> bool:
         return key in self._streams
 
-    def announced(self) -> list[LiveStream]:
-        """The live streams whose publish the gate has recorded."""
-        return [s for s in self._streams.values() if s.announced]
+    def announced(self, max_idle_s: float) -> list[LiveStream]:
+        """The live streams whose publish the gate has recorded and whose publisher sent
+        something within ``max_idle_s`` (not one gone quiet, or half open) and is not being
+        closed."""
+        now = asyncio.get_running_loop().time()
+        return [
+            c.publishing
+            for c in self.connections
+            if c.publishing is not None
+            and c.publishing.announced
+            and not c.closing
+            and c.idle_for(now) <= max_idle_s
+            and self.is_current(c.publishing)
+        ]
 
     def is_current(self, stream: LiveStream) -> bool:
         """``stream`` is still the one published under its key (its publisher has not left)."""
@@ -179,7 +190,7 @@ class RtmpServer:
         """Disconnect the publisher of ``stream``."""
         for conn in list(self.connections):
             if conn.publishing is stream:
-                conn.close()
+                conn.abort()
 
     # The stream registry, used by connections.
     def add_stream(self, stream: LiveStream) -> bool:

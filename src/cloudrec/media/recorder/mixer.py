@@ -188,6 +188,8 @@ class Mixer(threading.Thread):
                     r.stop()
 
     def _run(self) -> None:
+        if not self._wait_first_resume():
+            return  # stopped before anything was to be recorded: no file
         spec = self.spec
         fps = spec.fps
         containers: list[tuple[MixOutput, Encoders, int]] = []
@@ -209,8 +211,8 @@ class Mixer(threading.Thread):
                 readers = [self.inputs[k] for k in self.order if k in self.inputs]
                 order = list(self.order)
                 paused, shift = self._paused_since is not None, self._paused_total
-            if stop_at is not None and begin + shift + n / fps >= stop_at:
-                break
+            if stop_at is not None and (paused or begin + shift + n / fps >= stop_at):
+                break  # paused: nothing after the pause is to be in the file
             if paused:
                 time.sleep(0.02)
                 continue
@@ -356,6 +358,19 @@ class Mixer(threading.Thread):
             if image is not None:
                 return image
         return None
+
+    def _wait_first_resume(self) -> bool:
+        """A mixer started paused (its first stream came during a pause, or a later attempt
+        took a paused task over) opens its files once resumed, so that they begin with their
+        first frame; False when it is stopped first."""
+        while True:
+            with self._lock:
+                if self._paused_since is None:
+                    self._paused_total = 0.0  # before the files: no part of their timeline
+                    return True
+                if self._stop_at is not None:
+                    return False
+            time.sleep(0.02)
 
     def _canvas(self, spec: MixSpec) -> Canvas:
         bg = spec.background_image

@@ -124,7 +124,7 @@ class SinglePipeline(Pipeline):
         self.wanted_at: dict[Key, float] = {}
         self.session_files: dict[Key, list[int]] = {}  # each session's file ids
         self.failed: _Session | None = None  # the session whose recorder gave up for good
-        self.left: set[Key] = set()  # sessions gone from the room whose recorders were stopped
+        self.superseded: set[Key] = set()  # sessions whose stream is live again as a newer one
         self._names: set[str] = set()  # every file name given so far
         self._names_lock = threading.Lock()
 
@@ -136,7 +136,7 @@ class SinglePipeline(Pipeline):
         # The task's spec as last read: its users may change while it records.
         live = [s for s in room if task.spec.wants(s.user_id, s.stream_id)]
         self._drop_unwanted(task.spec, room, now)
-        self._drop_left(now)
+        self._drop_superseded(room)
         for stream in live:
             key = _key(stream)
             old = self.sessions.get(key)
@@ -294,14 +294,16 @@ class SinglePipeline(Pipeline):
         self.control.event("stream_recording", f"{stream.user_id}/{stream.stream_id}")
 
     def _unique(self, stem: str, suffix: str) -> str:
-        """A file name no other file of the task has (on recorder threads).  Two sessions of
-        one stream may begin at the same keyframe of the ingest's backlog (the old one's
+        """A file name no other file of this attempt has (on recorder threads).  Two sessions
+        of one stream may begin at the same keyframe of the ingest's backlog (the old one's
         retry and the new one, around a restart of the ingest): their files must not be one
         path, written by two muxers and delivered once."""
         with self._names_lock:
+            # "-n", not "_n": an HLS playlist's segments are "<stem>_<5 digits>.ts", found by
+            # the glob "<stem>_*.ts", which must not take another playlist's.
             name, n = f"{stem}{suffix}", 1
             while name in self._names:
-                name, n = f"{stem}_{n}{suffix}", n + 1
+                name, n = f"{stem}-{n}{suffix}", n + 1
             self._names.add(name)
             return name
 
@@ -365,16 +367,26 @@ class SinglePipeline(Pipeline):
                 self.unwanted.add(key)
                 self.control.event("stream_unwanted", f"{stream.user_id}/{stream.stream_id}")
 
-    def _drop_left(self, now: float) -> None:
-        """A session gone from the room ends its recorder, whatever its pull still reads: an
-        ingest node that stalled past its lease serves its publisher on once it wakes, and
-        that publisher's stream is a new session by then, with a recorder of its own (what
-        the publisher sent before it left has reached the recorder: nothing is cut)."""
+    def _drop_superseded(self, room: list[LiveStream]) -> None:
+        """A session whose stream is live again as a newer session ends its recorder where
+        the newer one begins, whatever its pull still reads.  An ingest node that stalled past
+        its lease (frozen, or cut off from the database while it served on) had its streams
+        ended by another node; once it is back, its publishers' streams are new sessions with
+        recorders of their own, and the old recorders, still reading (or reconnected), would
+        record the same stream twice.  A session that only left the room keeps its recorder
+        until its pull ends: nothing its publisher sent is cut."""
+        newest: dict[str, datetime] = {}
+        for s in room:
+            newest[s.stream_id] = max(s.started_at, newest.get(s.stream_id, s.started_at))
         for key, session in self.sessions.items():
-            if key in self.live_sessions or key in self.left or not session.recorder.is_alive():
+            if key in self.live_sessions or key in self.superseded:
                 continue
-            session.recorder.stop(now)
-            self.left.add(key)
+            later = newest.get(session.stream.stream_id)
+            if later is None or later <= session.stream.started_at:
+                continue
+            if session.recorder.is_alive():
+                session.recorder.stop(later.timestamp())
+            self.superseded.add(key)
 
     def _reap(self) -> None:
         for s in self.sessions.values():

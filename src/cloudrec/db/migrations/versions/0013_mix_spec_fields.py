@@ -27,9 +27,10 @@ TASKS = sa.table("tasks", sa.column("task_id", sa.String), sa.column("spec_json"
 def upgrade_spec(spec: dict[str, Any]) -> bool:
     """``spec`` (a stored RecordingSpec) brought up to date in place; whether it changed."""
     mix = spec.get("mix")
-    if not isinstance(mix, dict) or "zego_layout" not in mix:
-        return False
-    mix["auto_layout"] = mix.pop("zego_layout")
+    if not isinstance(mix, dict) or "by_stream" in mix:
+        return False  # no mix, or one stored by this code
+    if "zego_layout" in mix:  # rows from before the automatic layouts have neither key
+        mix["auto_layout"] = mix.pop("zego_layout")
     zego = spec.get("dialect") == "zego"
     mix.setdefault("by_stream", zego)
     extra = mix.get("extra") or {}
@@ -39,12 +40,13 @@ def upgrade_spec(spec: dict[str, Any]) -> bool:
 
 def upgrade() -> None:
     conn = op.get_bind()
-    rows = conn.execute(
-        sa.select(TASKS.c.task_id, TASKS.c.spec_json).where(
-            TASKS.c.spec_json.like('%"zego_layout"%')
-        )
-    ).all()
-    for task_id, raw in rows:
+    ids = conn.execute(
+        sa.select(TASKS.c.task_id).where(~TASKS.c.spec_json.like('%"mix": null%'))
+    ).scalars()
+    for task_id in list(ids):  # one row at a time: every mixed task ever recorded
+        raw = conn.execute(
+            sa.select(TASKS.c.spec_json).where(TASKS.c.task_id == task_id)
+        ).scalar_one()
         spec = json.loads(raw)
         if upgrade_spec(spec):
             conn.execute(
