@@ -11,14 +11,11 @@ it gets a new one from that moment.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-import av
 
 from cloudrec.config import Settings
 from cloudrec.core.control import TaskControl
@@ -33,8 +30,8 @@ from cloudrec.core.tasks import (
     TrackType,
     file_stamp,
 )
-from cloudrec.media.recorder.concat import Part, compatible, concatenate
 from cloudrec.media.recorder.pipeline import Pipeline, disk_full, type_code
+from cloudrec.media.recorder.rejoin import JOINABLE, Held, join_sessions
 from cloudrec.media.recorder.remux import RecorderPlan, StreamRecorder, probe_file
 from cloudrec.media.recorder.sei import begin_timestamp
 from cloudrec.media.recorder.snapshots import SnapshotPlan, StreamSnapshotter, jpg_file
@@ -86,34 +83,13 @@ def _stamp(unix_ms: int) -> str:
     return file_stamp(datetime.fromtimestamp(unix_ms / 1000, UTC))
 
 
-# Formats whose sessions can be joined into one file (HLS names its segments by its
-# playlist; mp3/ogg are re-encoded: each session stays a file of its own).
-JOINABLE = (FileFormat.MP4, FileFormat.FLV, FileFormat.AAC)
-
-
-@dataclass
-class _Held:
-    file_id: int
-    stream_id: str
-    format: FileFormat
-    track: TrackType
-    path: Path
-    begin_ms: int
-    fields: dict[str, object]
-
-
-def _ms_field(fields: dict[str, object], name: str) -> int:
-    value = fields.get(name)
-    return value if isinstance(value, int) else 0
-
-
 class SinglePipeline(Pipeline):
     """A recorder (or snapshotter) per wanted stream session."""
 
     def __init__(self, control: TaskControl, settings: Settings) -> None:
         super().__init__(control, settings)
         self.sessions: dict[Key, _Session] = {}
-        self.held: list[_Held] = []  # files of streams that may come back (spec.rejoin)
+        self.held: list[Held] = []  # files of streams that may come back (spec.rejoin)
         self.live_sessions: set[Key] = set()  # as the room was last read
         # Sessions stopped because the task no longer wants their stream (its users changed):
         # recorded anew, in a new file, if it is wanted again.
@@ -197,7 +173,8 @@ class SinglePipeline(Pipeline):
             s.recorder.join(max(0.1, deadline - time.time()))
         still = [s.stream.stream_id for s in self.sessions.values() if s.recorder.is_alive()]
         errors = [s.recorder.error for s in self.sessions.values() if s.recorder.error]
-        errors += self._join_sessions()
+        errors += join_sessions(self.control, self.held)
+        self.held = []
         self._reap()
         return still, errors
 
@@ -265,7 +242,7 @@ class SinglePipeline(Pipeline):
             if path is not None and spec.rejoin and fmt in JOINABLE:
                 # Finished when the task ends, with the stream's later sessions in it.
                 self.held.append(
-                    _Held(file_id, stream.stream_id, fmt, track, path, begin_ms, fields)
+                    Held(file_id, stream.stream_id, fmt, track, path, begin_ms, fields)
                 )
                 return
             self.control.file_closed(file_id, str(file_id), **fields)
@@ -404,47 +381,3 @@ class SinglePipeline(Pipeline):
                         f"jump(s), {len(r.retries)} retry(ies)"
                     )
                 self.control.event("stream_ended", detail)
-
-    def _join_sessions(self) -> list[str]:
-        """The files of each stream's sessions (spec.rejoin) as one file per stream and
-        track: the later sessions appended to the first, the absences closed over or kept
-        with silent sound.  Sessions that cannot share a file (a new picture size or codec)
-        stay files of their own.  Returns errors."""
-        rejoin = self.control.load().spec.rejoin
-        groups: dict[tuple[str, FileFormat, TrackType], list[_Held]] = {}
-        for h in self.held:
-            groups.setdefault((h.stream_id, h.format, h.track), []).append(h)
-        errors = []
-        for (_, fmt, _), held in groups.items():
-            held.sort(key=lambda h: h.begin_ms)
-            parts = [
-                Part(h.path, h.begin_ms / 1000, _ms_field(h.fields, "duration_ms") / 1000)
-                for h in held
-            ]
-            if len(held) > 1 and compatible(parts):
-                first = held[0]
-                joined = first.path.with_name(first.path.stem + ".joined" + first.path.suffix)
-                try:
-                    seconds = concatenate(parts, fmt, joined, fill_gaps=rejoin == "fill")
-                    os.replace(joined, first.path)
-                except (av.FFmpegError, OSError, ValueError) as exc:
-                    errors.append(f"joining {first.path.name}: {exc}")
-                    joined.unlink(missing_ok=True)
-                else:
-                    fields = {
-                        **first.fields,
-                        "size": first.path.stat().st_size,
-                        "duration_ms": round(seconds * 1000),
-                    }
-                    # The rows first: a worker killed in between leaves files no row names
-                    # (spool clutter), never a row naming a file that is gone.
-                    self.control.files_merged(
-                        first.file_id, [h.file_id for h in held[1:]], **fields
-                    )
-                    for h in held[1:]:
-                        h.path.unlink(missing_ok=True)
-                    continue
-            for h in held:
-                self.control.file_closed(h.file_id, str(h.file_id), **h.fields)
-        self.held = []
-        return errors
